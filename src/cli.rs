@@ -1,0 +1,280 @@
+//! The subcommands of API.md §1. `cargo run` with no arguments runs `dev`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use diesel::prelude::*;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::{ConfigError, Settings};
+use crate::db::{self, models::NewProduct};
+use crate::http::Application;
+use crate::jobs::JobQueue;
+use crate::metrics::Metrics;
+use crate::sim::{self, SimArgs};
+
+#[derive(Debug, Parser)]
+#[command(name = "orderflow", version, about = "Order-processing backend")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending migrations (creating the database if missing) and exit.
+    Migrate,
+    /// Run the HTTP API.
+    Serve,
+    /// Run the three partner simulators.
+    Simulate(SimArgs),
+    /// Everything in one process: migrations, simulators for unset partner
+    /// URLs, the API; prints the URLs and the ops token.
+    Dev,
+}
+
+/// Runs the CLI; returns the process exit code (2 for configuration errors).
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Dev) {
+        Command::Simulate(args) => with_settings(|s| run_simulate(s, args)),
+        Command::Migrate => with_settings(run_migrate),
+        Command::Serve => with_settings(run_serve),
+        Command::Dev => with_settings(run_dev),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            if let Some(c) = e.downcast_ref::<ConfigError>() {
+                eprintln!("{c}");
+                2
+            } else {
+                tracing::error!(error = %format!("{e:#}"), "fatal");
+                eprintln!("error: {e:#}");
+                1
+            }
+        }
+    }
+}
+
+fn with_settings(f: impl FnOnce(Settings) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    crate::telemetry::init(settings.log_format);
+    f(settings)
+}
+
+fn run_migrate(settings: Settings) -> anyhow::Result<()> {
+    let applied = db::migrate(&settings);
+    tracing::info!(migrations.applied = applied.len(), "database is up to date");
+    Ok(())
+}
+
+/// Logs, with backoff, until PostgreSQL and Redis answer; the API serves
+/// meanwhile (503 without the database; owed work without Redis).
+fn watch_dependencies(pool: db::DbPool, queue: Arc<JobQueue>) {
+    actix_rt::spawn(async move {
+        let mut delay = Duration::from_millis(250);
+        loop {
+            let pg = db::unit(&pool, |conn| {
+                diesel::sql_query("SELECT 1").execute(conn)?;
+                Ok(())
+            })
+            .await;
+            let redis = queue.ping().await;
+            match (&pg, &redis) {
+                (Ok(()), Ok(())) => {
+                    tracing::info!("postgresql and redis are reachable");
+                    return;
+                }
+                _ => {
+                    if let Err(e) = &pg {
+                        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "postgresql unreachable at start; retrying");
+                    }
+                    if let Err(e) = &redis {
+                        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "redis unreachable at start; retrying");
+                    }
+                }
+            }
+            actix_rt::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    });
+}
+
+fn run_serve(settings: Settings) -> anyhow::Result<()> {
+    if settings.ops_token.is_none() {
+        return Err(ConfigError {
+            var: "OPS_TOKEN",
+            message: "serve refuses to start without an ops token".into(),
+        }
+        .into());
+    }
+    if settings.payment_gateway_url.is_none() {
+        return Err(ConfigError {
+            var: "PAYMENT_GATEWAY_URL",
+            message: "required by serve (dev starts a simulator instead)".into(),
+        }
+        .into());
+    }
+    actix_rt::System::new().block_on(async move {
+        let pool = db::build_pool(&settings, "orderflow-serve");
+        let queue = Arc::new(JobQueue::new(&settings)?);
+        let metrics = Metrics::new()?;
+        let app = Application::build(&settings, pool.clone(), queue.clone(), &metrics)?;
+        tracing::info!(http.addr = %settings.bind_addr, "serving");
+        watch_dependencies(pool, queue);
+        app.server().await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+fn run_simulate(_settings: Settings, args: SimArgs) -> anyhow::Result<()> {
+    actix_rt::System::new().block_on(async move {
+        let sims = sim::start(&args)?;
+        println!("payment gateway:  {}", sims.payment_url());
+        println!("shipping partner: {}", sims.shipping_url());
+        println!("warehouse:        {}", sims.warehouse_url());
+        let handles: Vec<_> = sims.servers.iter().map(|s| s.handle()).collect();
+        let servers = futures_util::future::try_join_all(sims.servers);
+        tokio::select! {
+            r = servers => r.map(|_| ())?,
+            _ = shutdown_signal() => {
+                for h in handles {
+                    h.stop(true).await;
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The demo catalog that `dev` puts in an empty database.
+pub fn demo_catalog() -> Vec<NewProduct> {
+    [
+        ("SKU-1", "Analytical Engine T-shirt", 1299),
+        ("SKU-2", "Difference Engine mug", 899),
+        ("SKU-3", "Punched-card notebook", 499),
+        ("SKU-4", "Brass gear keyring", 699),
+        ("SKU-5", "Jacquard loom poster", 1999),
+    ]
+    .into_iter()
+    .map(|(sku, name, price)| NewProduct {
+        sku: sku.into(),
+        name: name.into(),
+        price_cents: price,
+        currency: "usd".into(),
+        active: true,
+    })
+    .collect()
+}
+
+fn run_dev(mut settings: Settings) -> anyhow::Result<()> {
+    db::migrate(&settings);
+    {
+        use crate::db::schema::products::dsl as p;
+        let mut conn = PgConnection::establish(settings.database_url.expose_secret())?;
+        let count: i64 = p::products.count().get_result(&mut conn)?;
+        if count == 0 {
+            diesel::insert_into(p::products)
+                .values(demo_catalog())
+                .on_conflict_do_nothing()
+                .execute(&mut conn)?;
+            tracing::info!("seeded the demo catalog");
+        }
+    }
+    let token_generated = settings.ops_token.is_none();
+    if token_generated {
+        let token: String = {
+            use rand::Rng;
+            let bytes: [u8; 24] = rand::rng().random();
+            hex::encode(bytes)
+        };
+        settings.ops_token = Some(SecretString::from(token));
+    }
+
+    actix_rt::System::new().block_on(async move {
+        let needs_sim = settings.payment_gateway_url.is_none()
+            || settings.shipping_api_url.is_none()
+            || settings.warehouse_api_url.is_none();
+        let sims = if needs_sim {
+            let sims = sim::start(&SimArgs::ephemeral(42))?;
+            settings
+                .payment_gateway_url
+                .get_or_insert(sims.payment_url().parse()?);
+            settings
+                .shipping_api_url
+                .get_or_insert(sims.shipping_url().parse()?);
+            settings
+                .warehouse_api_url
+                .get_or_insert(sims.warehouse_url().parse()?);
+            Some(sims)
+        } else {
+            None
+        };
+        let mut sim_handles = Vec::new();
+        if let Some(sims) = sims {
+            for s in sims.servers {
+                sim_handles.push(s.handle());
+                actix_rt::spawn(s);
+            }
+        }
+
+        let pool = db::build_pool(&settings, "orderflow-dev");
+        let queue = Arc::new(JobQueue::new(&settings)?);
+        let metrics = Metrics::new()?;
+        let app = Application::build(&settings, pool.clone(), queue.clone(), &metrics)?;
+        let base = format!("http://{}:{}", settings.bind_addr.ip(), app.port());
+        println!();
+        println!("orderflow dev is running");
+        println!("  API:        {base}/api/v1/products");
+        println!("  OpenAPI:    {base}/api/v1/openapi.json");
+        println!("  metrics:    {base}/metrics");
+        let show = |u: &Option<url::Url>| u.as_ref().map(|u| u.to_string()).unwrap_or_default();
+        println!("  payment:    {}", show(&settings.payment_gateway_url));
+        println!("  shipping:   {}", show(&settings.shipping_api_url));
+        println!("  warehouse:  {}", show(&settings.warehouse_api_url));
+        if let Some(t) = &settings.ops_token {
+            println!(
+                "  ops token:  {}{}",
+                t.expose_secret(),
+                if token_generated {
+                    "  (generated; set OPS_TOKEN to fix it)"
+                } else {
+                    ""
+                }
+            );
+        }
+        println!();
+        watch_dependencies(pool, queue);
+        app.server().await?;
+        for h in sim_handles {
+            h.stop(true).await;
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,296 @@
+//! Typed settings, read once at start-up from the environment (a `.env` file
+//! may add to it) and passed down; nothing reads the environment later.
+//!
+//! Contract variables (API.md §1): `DATABASE_URL`, `REDIS_URL`, `BIND_ADDR`,
+//! `OPS_TOKEN`, `PAYMENT_GATEWAY_URL`, `PAYMENT_API_KEY`, `SHIPPING_API_URL`,
+//! `WAREHOUSE_API_URL`, `PARTNER_TIMEOUT_MS`, `STATUS_REFRESH_INTERVAL_SECS`.
+//!
+//! Our own tuning knobs, all optional:
+//! - `LOG_FORMAT` (`text` | `json`, default `text`)
+//! - `DB_POOL_SIZE` (default 16): r2d2 connections per process
+//! - `DB_CHECKOUT_TIMEOUT_MS` (default 2000): wait for a pooled connection
+//!   before answering 503
+//! - `DB_STATEMENT_TIMEOUT_MS` (default 5000): PostgreSQL `statement_timeout`
+//! - `HTTP_WORKERS` (default: number of cores): actix worker threads
+//! - `REDIS_PREFIX` (default `orderflow`): prefix of every Redis key, so several
+//!   deployments (or tests) can share one Redis
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+/// A setting that is missing or malformed. Its `Display` is the one line the
+/// process prints before exiting with code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything the processes need, parsed.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// PostgreSQL URL; may hold a password, so it is never logged.
+    pub database_url: SecretString,
+    pub redis_url: SecretString,
+    pub bind_addr: SocketAddr,
+    /// Bearer token for the ops API. `serve` refuses to start without it.
+    pub ops_token: Option<SecretString>,
+    pub payment_gateway_url: Option<Url>,
+    pub payment_api_key: SecretString,
+    pub shipping_api_url: Option<Url>,
+    pub warehouse_api_url: Option<Url>,
+    /// Per-call timeout to any partner.
+    pub partner_timeout: Duration,
+    pub status_refresh_interval: Duration,
+    pub log_format: LogFormat,
+    pub db_pool_size: u32,
+    pub db_checkout_timeout: Duration,
+    pub db_statement_timeout: Duration,
+    pub http_workers: usize,
+    pub redis_prefix: String,
+}
+
+impl Settings {
+    /// Reads the process environment (after loading `.env` if present).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env is normal; a malformed one is reported by the
+        // variables it would have set.
+        let _ = dotenvy::dotenv();
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds settings from any lookup, so tests need not touch the
+    /// process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(&lookup);
+        Ok(Settings {
+            database_url: SecretString::from(env.url_string(
+                "DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/orderflow",
+                &["postgres", "postgresql"],
+            )?),
+            redis_url: SecretString::from(env.url_string(
+                "REDIS_URL",
+                "redis://127.0.0.1:6379",
+                &["redis", "rediss", "redis+unix", "unix"],
+            )?),
+            bind_addr: env.parsed("BIND_ADDR", "127.0.0.1:8080")?,
+            ops_token: env.optional_token("OPS_TOKEN")?,
+            payment_gateway_url: env.optional_http_url("PAYMENT_GATEWAY_URL")?,
+            payment_api_key: SecretString::from(
+                env.non_empty("PAYMENT_API_KEY", "sk_test_orderflow")?,
+            ),
+            shipping_api_url: env.optional_http_url("SHIPPING_API_URL")?,
+            warehouse_api_url: env.optional_http_url("WAREHOUSE_API_URL")?,
+            partner_timeout: Duration::from_millis(env.bounded(
+                "PARTNER_TIMEOUT_MS",
+                5000,
+                1,
+                600_000,
+            )?),
+            status_refresh_interval: Duration::from_secs(env.bounded(
+                "STATUS_REFRESH_INTERVAL_SECS",
+                15,
+                1,
+                86_400,
+            )?),
+            log_format: match env.get("LOG_FORMAT").as_deref() {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(other) => {
+                    return Err(ConfigError {
+                        var: "LOG_FORMAT",
+                        message: format!("expected `text` or `json`, got `{other}`"),
+                    })
+                }
+            },
+            db_pool_size: env.bounded("DB_POOL_SIZE", 16, 1, 1000)? as u32,
+            db_checkout_timeout: Duration::from_millis(env.bounded(
+                "DB_CHECKOUT_TIMEOUT_MS",
+                2000,
+                1,
+                600_000,
+            )?),
+            db_statement_timeout: Duration::from_millis(env.bounded(
+                "DB_STATEMENT_TIMEOUT_MS",
+                5000,
+                1,
+                3_600_000,
+            )?),
+            http_workers: env.bounded(
+                "HTTP_WORKERS",
+                std::thread::available_parallelism()
+                    .map(|n| n.get() as u64)
+                    .unwrap_or(2),
+                1,
+                256,
+            )? as usize,
+            redis_prefix: {
+                let p = env.non_empty("REDIS_PREFIX", "orderflow")?;
+                if !p
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                {
+                    return Err(ConfigError {
+                        var: "REDIS_PREFIX",
+                        message: "only letters, digits, '-', '_' and '.' are allowed".into(),
+                    });
+                }
+                p
+            },
+        })
+    }
+}
+
+struct Env<'a, F: Fn(&str) -> Option<String>>(&'a F);
+
+impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
+    /// A set-but-blank variable counts as unset, like most twelve-factor tools.
+    fn get(&self, var: &str) -> Option<String> {
+        (self.0)(var)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn non_empty(&self, var: &'static str, default: &str) -> Result<String, ConfigError> {
+        Ok(self.get(var).unwrap_or_else(|| default.to_owned()))
+    }
+
+    fn parsed<T: FromStr>(&self, var: &'static str, default: &str) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let raw = self.non_empty(var, default)?;
+        raw.parse().map_err(|e: T::Err| ConfigError {
+            var,
+            message: format!("cannot parse `{raw}`: {e}"),
+        })
+    }
+
+    fn bounded(
+        &self,
+        var: &'static str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, ConfigError> {
+        let v: u64 = self.parsed(var, &default.to_string())?;
+        if v < min || v > max {
+            return Err(ConfigError {
+                var,
+                message: format!("must be between {min} and {max}, got {v}"),
+            });
+        }
+        Ok(v)
+    }
+
+    /// A URL whose scheme is one of `schemes`. The value itself is never
+    /// echoed in the error, since it may carry a password.
+    fn url_string(
+        &self,
+        var: &'static str,
+        default: &str,
+        schemes: &[&str],
+    ) -> Result<String, ConfigError> {
+        let raw = self.non_empty(var, default)?;
+        let url = Url::parse(&raw).map_err(|e| ConfigError {
+            var,
+            message: format!("not a valid URL ({e})"),
+        })?;
+        if !schemes.contains(&url.scheme()) {
+            return Err(ConfigError {
+                var,
+                message: format!("scheme must be one of {}", schemes.join(", ")),
+            });
+        }
+        Ok(raw)
+    }
+
+    fn optional_http_url(&self, var: &'static str) -> Result<Option<Url>, ConfigError> {
+        let Some(raw) = self.get(var) else {
+            return Ok(None);
+        };
+        let url = Url::parse(&raw).map_err(|e| ConfigError {
+            var,
+            message: format!("not a valid URL ({e})"),
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(ConfigError {
+                var,
+                message: "must be an http:// or https:// URL with a host".into(),
+            });
+        }
+        Ok(Some(url))
+    }
+
+    fn optional_token(&self, var: &'static str) -> Result<Option<SecretString>, ConfigError> {
+        let Some(raw) = self.get(var) else {
+            return Ok(None);
+        };
+        if raw.len() < 8 || !raw.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(ConfigError {
+                var,
+                message: "must be at least 8 printable ASCII characters without spaces".into(),
+            });
+        }
+        Ok(Some(SecretString::from(raw)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.bind_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.partner_timeout, Duration::from_millis(5000));
+        assert_eq!(s.status_refresh_interval, Duration::from_secs(15));
+        assert!(s.ops_token.is_none());
+        assert!(s.payment_gateway_url.is_none());
+    }
+
+    #[test]
+    fn a_malformed_value_names_its_variable() {
+        for (var, value) in [
+            ("PARTNER_TIMEOUT_MS", "soon"),
+            ("PARTNER_TIMEOUT_MS", "0"),
+            ("BIND_ADDR", "localhost"),
+            ("DATABASE_URL", "mysql://x/y"),
+            ("PAYMENT_GATEWAY_URL", "ftp://gw"),
+            ("OPS_TOKEN", "short"),
+            ("LOG_FORMAT", "xml"),
+        ] {
+            let err = settings(&[(var, value)]).unwrap_err();
+            assert_eq!(err.var, var);
+            assert!(err.to_string().contains(var));
+        }
+    }
+
+    #[test]
+    fn a_database_password_is_not_echoed_in_errors() {
+        let err = settings(&[("DATABASE_URL", "http://user:hunter2@db/x")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"));
+    }
+}

@@ -1,0 +1,145 @@
+//! Idempotency-Key records (API.md §2), stored in PostgreSQL.
+//!
+//! `claim` runs inside the transaction that records the order: the first
+//! request inserts the key `in_progress` (concurrent ones block on the unique
+//! index until it commits, then see it), and `complete` stores the response
+//! in the transaction that settles the payment. An expired record (24 h) is
+//! taken over as if new. An `in_progress` record whose owner went silent for
+//! longer than the lease (a crashed process) is taken over too, and the new
+//! owner resumes the order already attached to it rather than creating one.
+
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::schema::idempotency_keys::dsl as k;
+use super::DbError;
+
+/// How long a completed response is replayed.
+pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// What a request with a key should do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// First request with this key: go ahead.
+    Claimed,
+    /// The key was used with a different body.
+    Reused,
+    /// Another request with this key is running.
+    InProgress,
+    /// Replay this response.
+    Completed { status: u16, body: Value },
+    /// The previous owner went silent; resume its order (if it got that far).
+    TakenOver { order_id: Option<Uuid> },
+}
+
+#[derive(QueryableByName)]
+struct Claimed {
+    #[diesel(sql_type = Text)]
+    #[allow(dead_code)]
+    key: String,
+}
+
+/// Claims `key` for a request whose body hashes to `request_hash`.
+/// Must run inside a transaction.
+pub fn claim(
+    conn: &mut PgConnection,
+    key: &str,
+    request_hash: &str,
+    lease: Duration,
+) -> Result<Claim, DbError> {
+    let inserted: Option<Claimed> = diesel::sql_query(
+        "INSERT INTO idempotency_keys (key, request_hash, state, expires_at) \
+         VALUES ($1, $2, 'in_progress', now() + make_interval(secs => $3)) \
+         ON CONFLICT (key) DO UPDATE SET request_hash = EXCLUDED.request_hash, state = 'in_progress', \
+             order_id = NULL, response_status = NULL, response_body = NULL, locked_at = now(), \
+             created_at = now(), expires_at = EXCLUDED.expires_at \
+         WHERE idempotency_keys.expires_at <= now() \
+         RETURNING key",
+    )
+    .bind::<Text, _>(key)
+    .bind::<Text, _>(request_hash)
+    .bind::<BigInt, _>(RETENTION.as_secs() as i64)
+    .get_result(conn)
+    .optional()?;
+    if inserted.is_some() {
+        return Ok(Claim::Claimed);
+    }
+
+    // The row exists and is live; ON CONFLICT already locked it.
+    let (hash, state, order_id, status, body, locked_at): (
+        String,
+        String,
+        Option<Uuid>,
+        Option<i16>,
+        Option<Value>,
+        chrono::DateTime<chrono::Utc>,
+    ) = k::idempotency_keys
+        .find(key)
+        .select((
+            k::request_hash,
+            k::state,
+            k::order_id,
+            k::response_status,
+            k::response_body,
+            k::locked_at,
+        ))
+        .for_update()
+        .first(conn)?;
+    if hash != request_hash {
+        return Ok(Claim::Reused);
+    }
+    if state == "completed" {
+        if let (Some(status), Some(body)) = (status, body) {
+            return Ok(Claim::Completed {
+                status: u16::try_from(status).unwrap_or(500),
+                body,
+            });
+        }
+    }
+    let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+    if chrono::Utc::now() - locked_at < lease {
+        return Ok(Claim::InProgress);
+    }
+    diesel::update(k::idempotency_keys.find(key))
+        .set(k::locked_at.eq(diesel::dsl::now))
+        .execute(conn)?;
+    Ok(Claim::TakenOver { order_id })
+}
+
+pub fn attach_order(conn: &mut PgConnection, key: &str, order_id: Uuid) -> Result<(), DbError> {
+    diesel::update(k::idempotency_keys.find(key))
+        .set(k::order_id.eq(order_id))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Stores the response to replay.
+pub fn complete(
+    conn: &mut PgConnection,
+    key: &str,
+    status: u16,
+    body: &Value,
+) -> Result<(), DbError> {
+    diesel::update(k::idempotency_keys.find(key))
+        .set((
+            k::state.eq("completed"),
+            k::response_status.eq(status as i16),
+            k::response_body.eq(body),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Deletes records past their retention; returns how many.
+pub fn purge_expired(conn: &mut PgConnection, limit: i64) -> Result<usize, DbError> {
+    Ok(diesel::sql_query(
+        "DELETE FROM idempotency_keys WHERE key IN \
+         (SELECT key FROM idempotency_keys WHERE expires_at <= now() ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind::<BigInt, _>(limit)
+    .execute(conn)?)
+}

@@ -1,0 +1,193 @@
+//! PostgreSQL access: the r2d2 pool of sync Diesel connections, the embedded
+//! migrations, and `unit`, the one way the HTTP layer touches the database.
+//!
+//! Query functions in the submodules take `&mut PgConnection`, so the same
+//! function runs alone or inside a caller's transaction. A unit of work is one
+//! checkout from the pool on actix's blocking thread pool; no connection or
+//! transaction is ever held while a partner is called.
+
+pub mod idempotency;
+pub mod models;
+pub mod orders;
+pub mod owed;
+pub mod products;
+pub mod schema;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::{Connection, RunQueryDsl};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use secrecy::ExposeSecret;
+
+use crate::config::Settings;
+
+pub type DbPool = Pool<ConnectionManager<PgConnection>>;
+pub type DbConn = PooledConnection<ConnectionManager<PgConnection>>;
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Why a unit of work did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The database cannot be reached (pool checkout timed out, connection
+    /// lost). Nothing was committed by this unit; the client may retry.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("row not found")]
+    NotFound,
+    #[error(transparent)]
+    Other(anyhow::Error),
+}
+
+impl From<DieselError> for DbError {
+    fn from(e: DieselError) -> Self {
+        match e {
+            DieselError::NotFound => DbError::NotFound,
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                info,
+            ) => DbError::Unavailable(info.message().to_owned()),
+            DieselError::BrokenTransactionManager => {
+                DbError::Unavailable("connection broken".into())
+            }
+            other => DbError::Other(anyhow::Error::new(other)),
+        }
+    }
+}
+
+impl From<diesel::r2d2::PoolError> for DbError {
+    fn from(e: diesel::r2d2::PoolError) -> Self {
+        DbError::Unavailable(e.to_string())
+    }
+}
+
+impl From<anyhow::Error> for DbError {
+    fn from(e: anyhow::Error) -> Self {
+        DbError::Other(e)
+    }
+}
+
+/// Sets per-connection limits when r2d2 opens a connection.
+#[derive(Debug)]
+struct SessionSettings {
+    statement_timeout_ms: u128,
+    application_name: &'static str,
+}
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSettings {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.batch_execute(&format!(
+            "SET statement_timeout = {}; SET application_name = '{}';",
+            self.statement_timeout_ms, self.application_name
+        ))
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// Builds the pool without connecting: a database that is down at start
+/// makes requests answer 503 until it is back, instead of failing the process.
+pub fn build_pool(settings: &Settings, application_name: &'static str) -> DbPool {
+    let manager = ConnectionManager::<PgConnection>::new(settings.database_url.expose_secret());
+    Pool::builder()
+        .max_size(settings.db_pool_size)
+        .min_idle(Some(0))
+        .connection_timeout(settings.db_checkout_timeout)
+        .idle_timeout(Some(Duration::from_secs(300)))
+        .connection_customizer(Box::new(SessionSettings {
+            statement_timeout_ms: settings.db_statement_timeout.as_millis(),
+            application_name,
+        }))
+        .build_unchecked(manager)
+}
+
+/// Runs one unit of work on actix's blocking pool: one checkout, the
+/// closure (which opens its own transaction when it needs one), done.
+/// The caller's tracing span is carried into the blocking thread.
+pub async fn unit<T, F>(pool: &DbPool, f: F) -> Result<T, DbError>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, DbError> + Send + 'static,
+    T: Send + 'static,
+{
+    let pool = pool.clone();
+    let span = tracing::Span::current();
+    actix_web::web::block(move || {
+        let _entered = span.enter();
+        let mut conn = pool.get()?;
+        f(&mut conn)
+    })
+    .await
+    .map_err(|e| DbError::Other(anyhow::anyhow!("blocking task failed: {e}")))?
+}
+
+/// Connects to the server's maintenance database and creates the target
+/// database if it does not exist yet.
+pub fn create_database_if_missing(database_url: &str) -> anyhow::Result<()> {
+    let mut url = url::Url::parse(database_url).context("DATABASE_URL is not a URL")?;
+    let name = url.path().trim_start_matches('/').to_owned();
+    if name.is_empty() {
+        anyhow::bail!("DATABASE_URL names no database");
+    }
+    url.set_path("/postgres");
+    let mut conn =
+        PgConnection::establish(url.as_str()).context("connecting to the maintenance database")?;
+    #[derive(diesel::QueryableByName)]
+    struct Exists {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        exists: bool,
+    }
+    let found: Exists =
+        diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS exists")
+            .bind::<diesel::sql_types::Text, _>(&name)
+            .get_result(&mut conn)
+            .context("looking up the database")?;
+    if !found.exists {
+        let quoted = name.replace('"', "\"\"");
+        match diesel::sql_query(format!("CREATE DATABASE \"{quoted}\"")).execute(&mut conn) {
+            Ok(_) => tracing::info!(db.name = %name, "created database"),
+            // Another process created it between our check and our CREATE.
+            Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {}
+            Err(e) => return Err(e).context("creating the database"),
+        }
+    }
+    Ok(())
+}
+
+/// Applies pending migrations; returns the versions applied.
+pub fn run_migrations(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
+    let applied = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map_err(|e| anyhow::anyhow!("running migrations: {e}"))?;
+    Ok(applied.iter().map(|v| v.to_string()).collect())
+}
+
+/// Blocks until `attempt` succeeds, retrying with exponential backoff
+/// (0.25 s doubling to 10 s) and logging every failure.
+pub fn retry_with_backoff<T>(what: &str, mut attempt: impl FnMut() -> anyhow::Result<T>) -> T {
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match attempt() {
+            Ok(v) => return v,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "{what} failed; retrying");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// `migrate`: waits for the server, creates the database if missing and
+/// applies the migrations.
+pub fn migrate(settings: &Settings) -> Vec<String> {
+    let url = settings.database_url.expose_secret().to_owned();
+    retry_with_backoff("migrating the database", || {
+        create_database_if_missing(&url)?;
+        let mut conn = PgConnection::establish(&url).context("connecting to the database")?;
+        run_migrations(&mut conn)
+    })
+}

@@ -1,0 +1,97 @@
+//! Row types: one struct to read, one to insert, one to change, per table.
+//! They never leave the crate as API output; `http::views` maps them.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::schema::{order_items, orders, products};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = products, check_for_backend(diesel::pg::Pg))]
+pub struct ProductRow {
+    pub sku: String,
+    pub name: String,
+    pub price_cents: i64,
+    pub currency: String,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = products)]
+pub struct NewProduct {
+    pub sku: String,
+    pub name: String,
+    pub price_cents: i64,
+    pub currency: String,
+    pub active: bool,
+}
+
+#[derive(Debug, Default, AsChangeset)]
+#[diesel(table_name = products)]
+pub struct ProductChanges {
+    pub name: Option<String>,
+    pub price_cents: Option<i64>,
+    pub currency: Option<String>,
+    pub active: Option<bool>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = orders, check_for_backend(diesel::pg::Pg))]
+pub struct OrderRow {
+    pub id: Uuid,
+    pub status: String,
+    pub customer_email: String,
+    pub customer_name: String,
+    pub currency: String,
+    pub total_cents: i64,
+    pub shipping_address: Value,
+    pub payment_method: String,
+    pub payment_intent_id: Option<String>,
+    pub payment_status: Option<String>,
+    pub decline_code: Option<String>,
+    pub delivery_status: String,
+    pub shipment_id: Option<String>,
+    pub tracking_number: Option<String>,
+    pub delivery_attempts: i32,
+    pub delivery_last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = orders)]
+pub struct NewOrder<'a> {
+    pub id: Uuid,
+    pub status: &'a str,
+    pub customer_email: &'a str,
+    pub customer_name: &'a str,
+    pub currency: &'a str,
+    pub total_cents: i64,
+    pub shipping_address: &'a Value,
+    pub payment_method: &'a str,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = order_items, check_for_backend(diesel::pg::Pg))]
+pub struct OrderItemRow {
+    pub order_id: Uuid,
+    pub line_no: i16,
+    pub sku: String,
+    pub name: String,
+    pub quantity: i32,
+    pub unit_price_cents: i64,
+    pub line_total_cents: i64,
+}
+
+/// An order with its lines, as read for the API.
+#[derive(Debug, Clone)]
+pub struct OrderWithItems {
+    pub order: OrderRow,
+    pub items: Vec<OrderItemRow>,
+}

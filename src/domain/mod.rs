@@ -1,0 +1,8 @@
+//! Domain types: parsed, valid values that the handlers work with.
+
+pub mod country;
+pub mod purchase;
+pub mod status;
+
+pub use purchase::{Address, Customer, ItemRequest, PurchaseRequest};
+pub use status::{DeliveryStatus, OrderStatus};

@@ -1,0 +1,84 @@
+//! Order and delivery status values, mapped to their column text in one
+//! place. The database CHECK constraints list the same values.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!("unknown {} `{other}`", stringify!($name))),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+    };
+}
+
+text_enum! {
+    /// Lifecycle of an order (API.md §2.1):
+    /// `payment_pending → paid | payment_failed`, `paid → fulfilling → shipped
+    /// → delivered`, and `cancelled` from `payment_pending` or `paid`.
+    OrderStatus {
+        PaymentPending => "payment_pending",
+        Paid => "paid",
+        PaymentFailed => "payment_failed",
+        Fulfilling => "fulfilling",
+        Shipped => "shipped",
+        Delivered => "delivered",
+        Cancelled => "cancelled",
+    }
+}
+
+text_enum! {
+    /// Where the shipment of an order stands.
+    DeliveryStatus {
+        NotRequested => "not_requested",
+        Queued => "queued",
+        Requested => "requested",
+        InTransit => "in_transit",
+        Delivered => "delivered",
+        Failed => "failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_round_trips_through_its_text() {
+        for s in OrderStatus::ALL {
+            assert_eq!(s.as_str().parse::<OrderStatus>(), Ok(*s));
+            assert_eq!(
+                serde_json::to_value(s).unwrap(),
+                serde_json::json!(s.as_str())
+            );
+        }
+        for s in DeliveryStatus::ALL {
+            assert_eq!(s.as_str().parse::<DeliveryStatus>(), Ok(*s));
+        }
+        assert!("PAID".parse::<OrderStatus>().is_err());
+    }
+}

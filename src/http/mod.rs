@@ -1,0 +1,216 @@
+//! The HTTP API (actix-web): application state, the route table, and the
+//! middleware every response passes through (request id, access log,
+//! metrics, error envelope).
+
+pub mod auth;
+pub mod body;
+pub mod health;
+pub mod openapi;
+pub mod orders;
+pub mod products;
+pub mod purchase;
+pub mod views;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_request_identifier::{IdReuse, RequestIdentifier};
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers, Logger};
+use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
+use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
+use secrecy::ExposeSecret;
+
+use crate::config::{ConfigError, Settings};
+use crate::db::DbPool;
+use crate::error::ApiError;
+use crate::jobs::JobQueue;
+use crate::metrics::Metrics;
+use crate::partners::http_client;
+use crate::partners::payment::{PaymentConfig, PaymentGateway};
+
+/// Shared by every worker of a `serve` process.
+pub struct AppState {
+    pub pool: DbPool,
+    pub queue: Arc<JobQueue>,
+    pub ops_token_digest: [u8; 32],
+    /// How long an `in_progress` idempotency record may stay silent before a
+    /// retry takes it over (a crashed request).
+    pub idempotency_lease: Duration,
+}
+
+/// A bound, not yet running, HTTP server.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Binds `settings.bind_addr` (port 0 picks a free port) and builds the
+    /// server. Needs `OPS_TOKEN` and `PAYMENT_GATEWAY_URL` to be set.
+    pub fn build(
+        settings: &Settings,
+        pool: DbPool,
+        queue: Arc<JobQueue>,
+        metrics: &Metrics,
+    ) -> anyhow::Result<Self> {
+        let token = settings.ops_token.as_ref().ok_or(ConfigError {
+            var: "OPS_TOKEN",
+            message: "required by serve".into(),
+        })?;
+        let payment_url = settings.payment_gateway_url.clone().ok_or(ConfigError {
+            var: "PAYMENT_GATEWAY_URL",
+            message: "required by serve".into(),
+        })?;
+        let listener = TcpListener::bind(settings.bind_addr)
+            .map_err(|e| anyhow::anyhow!("BIND_ADDR: cannot bind {}: {e}", settings.bind_addr))?;
+        let port = listener.local_addr()?.port();
+
+        let state = web::Data::new(AppState {
+            pool,
+            queue,
+            ops_token_digest: auth::token_digest(token.expose_secret()),
+            idempotency_lease: settings.partner_timeout * 2 + Duration::from_secs(30),
+        });
+        let payment = PaymentConfig {
+            base_url: payment_url,
+            api_key: settings.payment_api_key.clone(),
+            timeout: settings.partner_timeout,
+        };
+        let prometheus = http_metrics(metrics)?;
+        let partner_metrics = metrics.partner.clone();
+        let timeout = settings.partner_timeout;
+
+        let server = HttpServer::new(move || {
+            // awc clients are per thread: one per worker, with its own pool.
+            let gateway = web::Data::new(PaymentGateway::new(
+                http_client(timeout),
+                payment.clone(),
+                partner_metrics.clone(),
+            ));
+            App::new()
+                .wrap(ErrorHandlers::new().default_handler(envelope_plain_errors))
+                .wrap(prometheus.clone())
+                .wrap(RequestIdentifier::with_uuid().use_incoming_id(IdReuse::UseIncoming))
+                // Outermost, so it sees the request id header set above.
+                .wrap(Logger::new("request_id=%{x-request-id}o \"%r\" %s %b %Dms"))
+                .app_data(state.clone())
+                .app_data(gateway)
+                .app_data(
+                    web::PathConfig::default()
+                        .error_handler(|e, _| ApiError::Malformed(e.to_string()).into()),
+                )
+                .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                    ApiError::Validation(vec![crate::error::FieldError::new(
+                        "query",
+                        e.to_string(),
+                    )])
+                    .into()
+                }))
+                .configure(routes)
+                .default_service(web::to(|| async { ApiError::NotFound.error_response() }))
+        })
+        .workers(settings.http_workers)
+        .backlog(2048)
+        .shutdown_timeout(30)
+        .listen(listener)?
+        .run();
+        Ok(Application { port, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server future; it stops gracefully on SIGTERM / SIGINT.
+    pub fn server(self) -> Server {
+        self.server
+    }
+}
+
+/// The route table (API.md §2, §3, §5).
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .service(
+            web::scope("/api/v1")
+                .route("/openapi.json", web::get().to(openapi::openapi_json))
+                .service(web::resource("/purchase").route(web::post().to(purchase::purchase)))
+                .service(
+                    web::resource("/products")
+                        .route(web::get().to(products::list_products))
+                        .route(web::post().to(products::create_product)),
+                )
+                .service(
+                    web::resource("/products/{sku}")
+                        .route(web::patch().to(products::patch_product))
+                        .route(web::delete().to(products::delete_product)),
+                )
+                .service(web::resource("/orders").route(web::get().to(orders::list_orders)))
+                .service(web::resource("/orders/{id}").route(web::get().to(orders::get_order))),
+        );
+}
+
+fn http_metrics(metrics: &Metrics) -> anyhow::Result<PrometheusMetrics> {
+    PrometheusMetricsBuilder::new("orderflow")
+        .registry(metrics.registry.clone())
+        .endpoint("/metrics")
+        .mask_unmatched_patterns("UNMATCHED")
+        .buckets(&[
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ])
+        .build()
+        .map_err(|e| anyhow::anyhow!("building HTTP metrics: {e}"))
+}
+
+/// Gives error responses that actix produced itself (405 from a resource,
+/// a body-less 404) the contract's envelope. Ours are JSON already.
+fn envelope_plain_errors<B: MessageBody + 'static>(
+    res: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let err = match status.as_u16() {
+        404 => ApiError::NotFound,
+        405 => ApiError::MethodNotAllowed,
+        413 => ApiError::PayloadTooLarge {
+            limit: body::BODY_LIMIT,
+        },
+        415 => ApiError::UnsupportedMediaType,
+        503 => ApiError::Unavailable(format!("{status}")),
+        s if s < 500 => ApiError::Malformed(
+            status
+                .canonical_reason()
+                .unwrap_or("bad request")
+                .to_owned(),
+        ),
+        _ => ApiError::Unexpected(anyhow::anyhow!("{status} from a lower layer")),
+    };
+    let (req, old) = res.into_parts();
+    let mut new = HttpResponse::build(status)
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ))
+        .body(err.body().to_string());
+    // Keep headers set by the inner layers (Allow, request id, …).
+    for (name, value) in old.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            new.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(req, new)
+            .map_into_boxed_body()
+            .map_into_right_body(),
+    ))
+}

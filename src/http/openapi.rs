@@ -1,0 +1,46 @@
+//! `GET /api/v1/openapi.json`: the OpenAPI 3 document, generated from the
+//! handlers' annotations and the wire types.
+
+use actix_web::HttpResponse;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{orders, products, purchase, views};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "orderflow", description = "Order-processing backend: storefront and ops API (API.md §2–3)."),
+    paths(
+        purchase::purchase,
+        orders::get_order,
+        orders::list_orders,
+        products::list_products,
+        products::create_product,
+        products::patch_product,
+        products::delete_product,
+    ),
+    components(schemas(
+        views::OrderView, views::OrderList, views::ProductView, views::ProductList,
+        views::ErrorBody, views::ErrorDetail, views::PurchaseBody, views::AddressBody,
+        crate::error::FieldError,
+    )),
+    modifiers(&OpsToken),
+    tags((name = "storefront"), (name = "ops", description = "Requires `Authorization: Bearer $OPS_TOKEN`"))
+)]
+pub struct ApiDoc;
+
+struct OpsToken;
+
+impl Modify for OpsToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "ops_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}

@@ -1,0 +1,182 @@
+//! `GET /api/v1/orders/{id}` (public) and `GET /api/v1/orders` (ops).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::auth::OpsAuth;
+use super::views::{OrderList, OrderView};
+use super::AppState;
+use crate::db::{self, orders};
+use crate::domain::OrderStatus;
+use crate::error::{ApiError, FieldError};
+
+/// A path id that is not a UUID names no order: 404, like an unknown one.
+pub fn parse_order_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/orders/{id}", tag = "storefront",
+    params(("id" = String, Path, description = "Order id (UUID)")),
+    responses(
+        (status = 200, body = OrderView),
+        (status = 404, description = "Unknown or malformed id", body = crate::http::views::ErrorBody),
+    )
+)]
+pub async fn get_order(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_order_id(&path)?;
+    let order = db::unit(&state.pool, move |conn| orders::find(conn, id))
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(HttpResponse::Ok().json(OrderView::from(order)))
+}
+
+pub const DEFAULT_LIMIT: i64 = 50;
+pub const MAX_LIMIT: i64 = 500;
+
+/// Cursor text: `{created_at as µs since epoch}.{id}`; opaque to clients.
+fn encode_cursor(c: &orders::Cursor) -> String {
+    format!("{}.{}", c.created_at.timestamp_micros(), c.id.simple())
+}
+
+fn decode_cursor(s: &str) -> Option<orders::Cursor> {
+    let (micros, id) = s.split_once('.')?;
+    Some(orders::Cursor {
+        created_at: DateTime::<Utc>::from_timestamp_micros(micros.parse().ok()?)?,
+        id: Uuid::parse_str(id).ok()?,
+    })
+}
+
+#[derive(Debug)]
+struct ListQuery {
+    status: Option<OrderStatus>,
+    limit: i64,
+    cursor: Option<orders::Cursor>,
+}
+
+fn parse_list_query(query: &str) -> Result<ListQuery, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(|e| {
+        ApiError::Validation(vec![FieldError::new(
+            "query",
+            format!("malformed query string: {e}"),
+        )])
+    })?;
+    let mut errors = Vec::new();
+    let mut q = ListQuery {
+        status: None,
+        limit: DEFAULT_LIMIT,
+        cursor: None,
+    };
+    for (k, v) in pairs {
+        match k.as_str() {
+            "status" if v.is_empty() => {}
+            "status" => match v.parse::<OrderStatus>() {
+                Ok(s) => q.status = Some(s),
+                Err(_) => errors.push(FieldError::new("status", "not an order status")),
+            },
+            "limit" => match v.parse::<i64>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => q.limit = n,
+                _ => errors.push(FieldError::new(
+                    "limit",
+                    format!("must be an integer from 1 to {MAX_LIMIT}"),
+                )),
+            },
+            "cursor" if v.is_empty() => {}
+            "cursor" => match decode_cursor(&v) {
+                Some(c) => q.cursor = Some(c),
+                None => errors.push(FieldError::new(
+                    "cursor",
+                    "not a cursor from a previous page",
+                )),
+            },
+            _ => {}
+        }
+    }
+    if errors.is_empty() {
+        Ok(q)
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/orders", tag = "ops", security(("ops_token" = [])),
+    params(
+        ("status" = Option<String>, Query, description = "Only orders in this status"),
+        ("limit" = Option<i64>, Query, description = "1–500, default 50"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, body = OrderList),
+        (status = 401, body = crate::http::views::ErrorBody),
+        (status = 422, body = crate::http::views::ErrorBody),
+    )
+)]
+pub async fn list_orders(
+    _: OpsAuth,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let q = parse_list_query(req.query_string())?;
+    // Fetch one extra row to know whether another page exists.
+    let mut page = db::unit(&state.pool, move |conn| {
+        orders::list(conn, q.status, q.cursor, q.limit + 1)
+    })
+    .await?;
+    let next_cursor = if page.len() as i64 > q.limit {
+        page.truncate(q.limit as usize);
+        page.last().map(|o| {
+            encode_cursor(&orders::Cursor {
+                created_at: o.order.created_at,
+                id: o.order.id,
+            })
+        })
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(OrderList {
+        orders: page.into_iter().map(OrderView::from).collect(),
+        next_cursor,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_rejected() {
+        let c = orders::Cursor {
+            created_at: DateTime::<Utc>::from_timestamp_micros(1_795_600_000_123_456).unwrap(),
+            id: Uuid::new_v4(),
+        };
+        assert_eq!(decode_cursor(&encode_cursor(&c)), Some(c));
+        for bad in [
+            "",
+            "abc",
+            "1.",
+            ".x",
+            "1.not-a-uuid",
+            "99999999999999999999.00000000000000000000000000000000",
+        ] {
+            assert_eq!(decode_cursor(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn list_query_reports_every_bad_parameter() {
+        match parse_list_query("status=lost&limit=501&cursor=zzz") {
+            Err(ApiError::Validation(f)) => {
+                let names: Vec<_> = f.iter().map(|e| e.field.as_str()).collect();
+                assert_eq!(names, ["status", "limit", "cursor"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let q = parse_list_query("status=paid&limit=500").unwrap();
+        assert_eq!((q.status, q.limit), (Some(OrderStatus::Paid), 500));
+    }
+}

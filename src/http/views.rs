@@ -1,0 +1,216 @@
+//! Wire types: what the API sends and (for the OpenAPI document) receives.
+//! Rows are mapped here; they never serialize themselves.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::db::models::{OrderWithItems, ProductRow};
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProductView {
+    pub sku: String,
+    pub name: String,
+    pub price_cents: i64,
+    pub currency: String,
+    pub active: bool,
+}
+
+impl From<ProductRow> for ProductView {
+    fn from(p: ProductRow) -> Self {
+        ProductView {
+            sku: p.sku,
+            name: p.name,
+            price_cents: p.price_cents,
+            currency: p.currency,
+            active: p.active,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductList {
+    pub products: Vec<ProductView>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CustomerView {
+    pub email: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OrderItemView {
+    pub sku: String,
+    pub name: String,
+    pub quantity: i32,
+    pub unit_price_cents: i64,
+    pub line_total_cents: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PaymentView {
+    /// Gateway PaymentIntent id, once known.
+    pub intent_id: Option<String>,
+    /// Gateway status of the intent, once known.
+    pub status: Option<String>,
+    /// Why the gateway declined, for `payment_failed` orders.
+    pub decline_code: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeliveryView {
+    /// `not_requested | queued | requested | in_transit | delivered | failed`
+    pub status: String,
+    pub shipment_id: Option<String>,
+    pub tracking_number: Option<String>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+/// An order (API.md §2.1).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OrderView {
+    pub id: Uuid,
+    /// `payment_pending | paid | payment_failed | fulfilling | shipped | delivered | cancelled`
+    pub status: String,
+    pub customer: CustomerView,
+    pub items: Vec<OrderItemView>,
+    pub currency: String,
+    pub total_cents: i64,
+    #[schema(value_type = AddressBody)]
+    pub shipping_address: Value,
+    pub payment: PaymentView,
+    pub delivery: DeliveryView,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<OrderWithItems> for OrderView {
+    fn from(o: OrderWithItems) -> Self {
+        let OrderWithItems { order, items } = o;
+        OrderView {
+            id: order.id,
+            status: order.status,
+            customer: CustomerView {
+                email: order.customer_email,
+                name: order.customer_name,
+            },
+            items: items
+                .into_iter()
+                .map(|i| OrderItemView {
+                    sku: i.sku,
+                    name: i.name,
+                    quantity: i.quantity,
+                    unit_price_cents: i.unit_price_cents,
+                    line_total_cents: i.line_total_cents,
+                })
+                .collect(),
+            currency: order.currency,
+            total_cents: order.total_cents,
+            shipping_address: order.shipping_address,
+            payment: PaymentView {
+                intent_id: order.payment_intent_id,
+                status: order.payment_status,
+                decline_code: order.decline_code,
+            },
+            delivery: DeliveryView {
+                status: order.delivery_status,
+                shipment_id: order.shipment_id,
+                tracking_number: order.tracking_number,
+                attempts: order.delivery_attempts,
+                last_error: order.delivery_last_error,
+            },
+            created_at: order.created_at,
+            updated_at: order.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderList {
+    pub orders: Vec<OrderView>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The error envelope.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code, e.g. `validation_failed`.
+    pub code: String,
+    pub message: String,
+    /// For `validation_failed`: every invalid field.
+    pub fields: Option<Vec<crate::error::FieldError>>,
+    /// For `payment_declined`.
+    pub decline_code: Option<String>,
+    /// For `payment_declined`: the order, `status` = `payment_failed`.
+    pub order: Option<Box<OrderView>>,
+}
+
+// Request shapes, for the OpenAPI document. Handlers parse bodies through
+// `domain::PurchaseRequest` so that every problem is reported at once.
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct PurchaseBody {
+    pub customer: CustomerBody,
+    pub items: Vec<ItemBody>,
+    /// 3 lowercase letters; must be the products' currency.
+    pub currency: String,
+    pub shipping_address: AddressBody,
+    /// A gateway payment method, e.g. `pm_card_visa`.
+    pub payment_method: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct CustomerBody {
+    pub email: String,
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ItemBody {
+    pub sku: String,
+    /// 1 to 1000.
+    pub quantity: i32,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct AddressBody {
+    pub line1: String,
+    pub line2: Option<String>,
+    pub city: String,
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2, upper case.
+    pub country: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct NewProductBody {
+    pub sku: String,
+    pub name: String,
+    pub price_cents: i64,
+    pub currency: String,
+    pub active: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ProductPatchBody {
+    pub name: Option<String>,
+    pub price_cents: Option<i64>,
+    pub currency: Option<String>,
+    pub active: Option<bool>,
+}

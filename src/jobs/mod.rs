@@ -1,0 +1,153 @@
+//! The job queue: apalis 1.0 on Redis.
+//!
+//! Job payloads carry ids only; a job re-reads the state it acts on. Every
+//! push uses a deterministic task id (`deliver-{order}`), so duplicate pushes
+//! of live work are dropped by Redis. A push is only a wake-up: the work
+//! itself is recorded in PostgreSQL (`owed_work`) in the same transaction as
+//! the state change that makes it owed, and a sweeper re-pushes what lingers.
+
+pub mod deliver;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use apalis::prelude::{TaskBuilder, TaskId, TaskSink};
+use apalis_redis::{Config as QueueConfig, RedisStorage};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use secrecy::ExposeSecret;
+use serde::Serialize;
+
+use crate::config::Settings;
+pub use deliver::Deliver;
+
+/// A job kind: its queue suffix and task id scheme.
+pub trait JobKind: Serialize + Send + Sync + Unpin + 'static {
+    /// Queue name suffix, e.g. `deliver` → `{prefix}.deliver`.
+    const QUEUE: &'static str;
+    /// Deterministic task id, so duplicate pushes are dropped.
+    fn task_id(&self) -> String;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+    #[error("redis push timed out")]
+    Timeout,
+}
+
+/// Producer side of the queues, shared by all handlers of a process.
+/// Connects lazily, so a Redis that is down at start (or later) only delays
+/// wake-ups; it never fails a request.
+pub struct JobQueue {
+    client: redis::Client,
+    prefix: String,
+    conn: Mutex<Option<ConnectionManager>>,
+    /// While Redis is down, reconnect at most once per second instead of
+    /// making every request wait for a refused connection.
+    last_failure: Mutex<Option<Instant>>,
+}
+
+const PUSH_TIMEOUT: Duration = Duration::from_millis(1000);
+const RECONNECT_GAP: Duration = Duration::from_secs(1);
+
+impl JobQueue {
+    pub fn new(settings: &Settings) -> anyhow::Result<Self> {
+        let client = redis::Client::open(settings.redis_url.expose_secret())
+            .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?;
+        Ok(JobQueue {
+            client,
+            prefix: settings.redis_prefix.clone(),
+            conn: Mutex::new(None),
+            last_failure: Mutex::new(None),
+        })
+    }
+
+    pub fn queue_name<J: JobKind>(&self) -> String {
+        queue_name(&self.prefix, J::QUEUE)
+    }
+
+    /// A connection manager, connecting if needed.
+    pub async fn connection(&self) -> Result<ConnectionManager, QueueError> {
+        if let Some(c) = self
+            .conn
+            .lock()
+            .map_err(|_| QueueError::Unavailable("lock poisoned".into()))?
+            .as_ref()
+        {
+            return Ok(c.clone());
+        }
+        {
+            let last = self
+                .last_failure
+                .lock()
+                .map_err(|_| QueueError::Unavailable("lock poisoned".into()))?;
+            if last.is_some_and(|t| t.elapsed() < RECONNECT_GAP) {
+                return Err(QueueError::Unavailable("reconnect backoff".into()));
+            }
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_response_timeout(Some(PUSH_TIMEOUT))
+            .set_number_of_retries(1);
+        match self.client.get_connection_manager_with_config(config).await {
+            Ok(c) => {
+                if let Ok(mut slot) = self.conn.lock() {
+                    *slot = Some(c.clone());
+                }
+                Ok(c)
+            }
+            Err(e) => {
+                if let Ok(mut last) = self.last_failure.lock() {
+                    *last = Some(Instant::now());
+                }
+                Err(QueueError::Unavailable(e.to_string()))
+            }
+        }
+    }
+
+    /// Pushes a job, bounded by a timeout. Duplicates of a live task id are
+    /// dropped by the backend.
+    pub async fn push<J: JobKind + for<'de> serde::Deserialize<'de>>(
+        &self,
+        job: J,
+    ) -> Result<(), QueueError> {
+        let attempt = async {
+            let conn = self.connection().await?;
+            let task_id = job.task_id();
+            let mut storage = RedisStorage::<J>::new(conn)
+                .with_config(QueueConfig::default().queue(self.queue_name::<J>()));
+            let task = TaskBuilder::new(job)
+                .task_id(TaskId::from_string(task_id))
+                .build();
+            storage
+                .push_task(task)
+                .await
+                .map_err(|e| QueueError::Unavailable(e.to_string()))
+        };
+        match tokio::time::timeout(PUSH_TIMEOUT, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(QueueError::Timeout),
+        }
+    }
+
+    /// `PING`, for readiness.
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        let attempt = async {
+            let mut conn = self.connection().await?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .map_err(|e| QueueError::Unavailable(e.to_string()))?;
+            Ok(())
+        };
+        match tokio::time::timeout(PUSH_TIMEOUT, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(QueueError::Timeout),
+        }
+    }
+}
+
+pub fn queue_name(prefix: &str, kind: &str) -> String {
+    format!("{prefix}.{kind}")
+}

@@ -1,0 +1,18 @@
+//! Clients of the partner systems (API.md §4). Each is one struct with a base
+//! URL and timeout from the settings, so the simulators, localstripe or the
+//! real partner can stand behind it. All calls go through awc and never hold
+//! a database connection.
+
+pub mod payment;
+
+use std::time::Duration;
+
+/// An awc client for partner calls. awc clients are per thread (not `Send`),
+/// so each actix worker or job runtime builds its own.
+pub fn http_client(timeout: Duration) -> awc::Client {
+    awc::Client::builder()
+        .timeout(timeout)
+        .disable_redirects()
+        .connector(awc::Connector::new().limit(1024).timeout(timeout))
+        .finish()
+}
