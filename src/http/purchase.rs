@@ -94,6 +94,8 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 fn raw_skus(body: &Map<String, Value>) -> Vec<(usize, String)> {
     body.get("items")
         .and_then(Value::as_array)
+        // Over the limit, the count is the one error worth reporting.
+        .filter(|items| items.len() <= crate::domain::purchase::MAX_ITEMS)
         .map(|items| {
             items
                 .iter()

@@ -318,9 +318,10 @@ pub fn classify_charge(status: u16, body: &Value) -> ChargeOutcome {
             let is_decline = status == 402
                 || err_type == "card_error"
                 || (matches!(status, 400 | 404)
-                    && (err_code == "resource_missing"
-                        || err_code == "payment_method_invalid"
-                        || err_type.is_empty() && status == 404));
+                    && matches!(err_code.as_str(), "resource_missing" | "payment_method_invalid"))
+                // localstripe: an unknown payment method is a JSON 404
+                // without a code (an unknown route is a plain-text 404).
+                || (status == 404 && err.is_object());
             let is_ours =
                 matches!(status, 401 | 403 | 409 | 429) || err_type == "idempotency_error";
             if is_decline && !is_ours {
@@ -406,6 +407,25 @@ mod tests {
         assert!(
             matches!(classify_charge(402, &Value::Null), ChargeOutcome::Declined { decline_code, .. } if decline_code == "generic_decline")
         );
+    }
+
+    #[test]
+    fn an_unknown_payment_method_is_a_decline() {
+        let stripe = json!({"error": {"type": "invalid_request_error", "code": "resource_missing", "message": "No such PaymentMethod"}});
+        let localstripe =
+            json!({"error": {"message": "Not Found", "type": "invalid_request_error"}});
+        assert!(matches!(
+            classify_charge(400, &stripe),
+            ChargeOutcome::Declined { .. }
+        ));
+        assert!(matches!(
+            classify_charge(404, &localstripe),
+            ChargeOutcome::Declined { .. }
+        ));
+        assert!(matches!(
+            classify_charge(404, &Value::Null),
+            ChargeOutcome::Unknown { .. }
+        ));
     }
 
     #[test]

@@ -1,0 +1,368 @@
+//! Test harness: the real app on port 0 against the real PostgreSQL (a fresh
+//! database per test, dropped afterwards) and the real Redis (a key prefix
+//! per test, deleted afterwards), with the partner simulators on random ports.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use awc::http::StatusCode;
+use diesel::prelude::*;
+use orderflow::config::Settings;
+use orderflow::db::{self, DbPool};
+use orderflow::http::Application;
+use orderflow::jobs::JobQueue;
+use orderflow::metrics::Metrics;
+use orderflow::sim::{self, SimArgs, Simulators};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+pub const TOKEN: &str = "test-ops-token-0123456789";
+
+pub fn pg_base() -> String {
+    std::env::var("TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub db_name: String,
+    pub redis_prefix: String,
+    pub pool: DbPool,
+    pub sims: Simulators,
+    pub client: awc::Client,
+}
+
+/// Options for [`spawn_app_with`].
+pub struct Opts {
+    pub database_url: Option<String>,
+    pub redis_url: Option<String>,
+    pub partner_timeout_ms: u64,
+    pub payment_url: Option<String>,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            database_url: None,
+            redis_url: None,
+            partner_timeout_ms: 2000,
+            payment_url: None,
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Opts::default()).await
+}
+
+pub async fn spawn_app_with(opts: Opts) -> TestApp {
+    let id = Uuid::new_v4().simple().to_string();
+    let db_name = format!("orderflow_test_{id}");
+    let redis_prefix = format!("test-{id}");
+    let real_db_url = format!("{}/{db_name}", pg_base());
+
+    // Arrange the database: created, migrated, seeded.
+    {
+        let url = real_db_url.clone();
+        tokio::task::spawn_blocking(move || {
+            db::create_database_if_missing(&url).expect("create test database");
+            let mut conn = PgConnection::establish(&url).expect("connect test database");
+            db::run_migrations(&mut conn).expect("migrate");
+            use orderflow::db::schema::products::dsl as p;
+            diesel::insert_into(p::products)
+                .values(orderflow::cli::demo_catalog())
+                .execute(&mut conn)
+                .expect("seed");
+            diesel::insert_into(p::products)
+                .values(&vec![
+                    (
+                        p::sku.eq("OLD-1"),
+                        p::name.eq("Discontinued"),
+                        p::price_cents.eq(100),
+                        p::currency.eq("usd"),
+                        p::active.eq(false),
+                    ),
+                    (
+                        p::sku.eq("EUR-1"),
+                        p::name.eq("Euro thing"),
+                        p::price_cents.eq(100),
+                        p::currency.eq("eur"),
+                        p::active.eq(true),
+                    ),
+                ])
+                .execute(&mut conn)
+                .expect("seed extra");
+        })
+        .await
+        .expect("db setup");
+    }
+
+    let mut sims = sim::start(&SimArgs::ephemeral(7)).expect("simulators");
+    for s in std::mem::take(&mut sims.servers) {
+        actix_rt::spawn(s);
+    }
+    let payment_url = opts
+        .payment_url
+        .clone()
+        .unwrap_or_else(|| sims.payment_url());
+    let vars: HashMap<&str, String> = HashMap::from([
+        (
+            "DATABASE_URL",
+            opts.database_url
+                .clone()
+                .unwrap_or_else(|| real_db_url.clone()),
+        ),
+        (
+            "REDIS_URL",
+            opts.redis_url.clone().unwrap_or_else(redis_url),
+        ),
+        ("REDIS_PREFIX", redis_prefix.clone()),
+        ("BIND_ADDR", "127.0.0.1:0".into()),
+        ("OPS_TOKEN", TOKEN.into()),
+        ("PAYMENT_GATEWAY_URL", payment_url),
+        ("SHIPPING_API_URL", sims.shipping_url()),
+        ("WAREHOUSE_API_URL", sims.warehouse_url()),
+        ("PARTNER_TIMEOUT_MS", opts.partner_timeout_ms.to_string()),
+        ("HTTP_WORKERS", "2".into()),
+        ("DB_POOL_SIZE", "8".into()),
+        ("DB_CHECKOUT_TIMEOUT_MS", "1000".into()),
+    ]);
+    let settings = Settings::from_lookup(|k| vars.get(k).cloned()).expect("settings");
+    orderflow::telemetry::init(settings.log_format);
+    let pool = db::build_pool(&settings, "orderflow-test");
+    let queue = Arc::new(JobQueue::new(&settings).expect("queue"));
+    let metrics = Metrics::new().expect("metrics");
+    let app = Application::build(&settings, pool, queue, &metrics).expect("app");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    actix_rt::spawn(app.server());
+
+    // A pool on the real database for assertions, whatever the app uses.
+    let assert_settings = Settings::from_lookup(|k| match k {
+        "DATABASE_URL" => Some(real_db_url.clone()),
+        "DB_POOL_SIZE" => Some("2".into()),
+        _ => None,
+    })
+    .expect("assert settings");
+    TestApp {
+        base,
+        db_name,
+        redis_prefix,
+        pool: db::build_pool(&assert_settings, "orderflow-test-assert"),
+        sims,
+        client: awc::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .finish(),
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Close our own connections first, then force-drop the database.
+        let name = self.db_name.clone();
+        let prefix = self.redis_prefix.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(mut conn) = PgConnection::establish(&format!("{}/postgres", pg_base())) {
+                let _ =
+                    diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .execute(&mut conn);
+            }
+            if let Ok(client) = redis::Client::open(redis_url()) {
+                if let Ok(mut conn) = client.get_connection() {
+                    let keys: Vec<String> = redis::cmd("KEYS")
+                        .arg(format!("{prefix}*"))
+                        .query(&mut conn)
+                        .unwrap_or_default();
+                    if !keys.is_empty() {
+                        let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
+                    }
+                }
+            }
+        })
+        .join();
+    }
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: awc::http::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+    pub fn fields(&self) -> Vec<String> {
+        self.body["error"]["fields"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|f| f["field"].as_str().unwrap_or("").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+async fn read(
+    mut res: awc::ClientResponse<
+        impl futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>>
+            + Unpin,
+    >,
+) -> Resp {
+    let bytes = res.body().limit(10 << 20).await.expect("body");
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&bytes)}))
+    };
+    Resp {
+        status: res.status(),
+        headers: res.headers().clone(),
+        body,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn purchase(&self, body: &Value, key: Option<&str>) -> Resp {
+        let mut req = self.client.post(self.url("/api/v1/purchase"));
+        if let Some(k) = key {
+            req = req.insert_header(("Idempotency-Key", k));
+        }
+        read(req.send_json(body).await.expect("send")).await
+    }
+
+    pub async fn raw_post(&self, path: &str, content_type: Option<&str>, body: Vec<u8>) -> Resp {
+        let mut req = self.client.post(self.url(path));
+        if let Some(ct) = content_type {
+            req = req.insert_header(("Content-Type", ct));
+        }
+        read(req.send_body(body).await.expect("send")).await
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        read(self.client.get(self.url(path)).send().await.expect("send")).await
+    }
+
+    pub async fn ops(&self, method: &str, path: &str, body: Option<&Value>) -> Resp {
+        self.ops_with_token(method, path, body, Some(TOKEN)).await
+    }
+
+    pub async fn ops_with_token(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        token: Option<&str>,
+    ) -> Resp {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.insert_header(("Authorization", format!("Bearer {t}")));
+        }
+        let res = match body {
+            Some(b) => req.send_json(b).await,
+            None => req.send().await,
+        };
+        read(res.expect("send")).await
+    }
+
+    pub async fn set_payment(&self, knobs: Value) {
+        let res = self
+            .client
+            .post(format!("{}/_sim/config", self.sims.payment_url()))
+            .send_json(&knobs)
+            .await
+            .expect("sim config");
+        assert!(res.status().is_success());
+    }
+
+    /// Runs `f` on a connection to the test database.
+    pub async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut PgConnection) -> T + Send + 'static,
+    ) -> T {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get().expect("assert connection");
+            f(&mut conn)
+        })
+        .await
+        .expect("db task")
+    }
+
+    pub async fn order_count(&self) -> i64 {
+        self.db(|c| {
+            use orderflow::db::schema::orders::dsl as o;
+            o::orders.count().get_result::<i64>(c).expect("count")
+        })
+        .await
+    }
+
+    pub async fn owed(&self, kind: &'static str, order: Uuid) -> bool {
+        self.db(move |c| {
+            use orderflow::db::schema::owed_work::dsl as w;
+            diesel::select(diesel::dsl::exists(w::owed_work.find((kind, order))))
+                .get_result::<bool>(c)
+                .expect("owed")
+        })
+        .await
+    }
+
+    pub fn redis(&self) -> redis::Connection {
+        redis::Client::open(redis_url())
+            .expect("redis")
+            .get_connection()
+            .expect("redis conn")
+    }
+}
+
+/// A valid purchase body for `items`.
+pub fn purchase_body(items: &[(&str, i64)], payment_method: &str) -> Value {
+    json!({
+        "customer": {"email": "ada@example.com", "name": "Ada Lovelace"},
+        "items": items.iter().map(|(s, q)| json!({"sku": s, "quantity": q})).collect::<Vec<_>>(),
+        "currency": "usd",
+        "shipping_address": {"line1": "1 Main St", "line2": null, "city": "London",
+                             "postal_code": "N1 9GU", "country": "GB"},
+        "payment_method": payment_method,
+    })
+}
+
+pub fn visa() -> Value {
+    purchase_body(&[("SKU-1", 2), ("SKU-3", 1)], "pm_card_visa")
+}
+
+pub fn order_id(resp: &Resp) -> Uuid {
+    let v = if resp.body.get("id").is_some() {
+        &resp.body["id"]
+    } else {
+        &resp.body["error"]["order"]["id"]
+    };
+    Uuid::parse_str(v.as_str().expect("order id")).expect("uuid")
+}
+
+impl TestApp {
+    pub async fn raw_post_with_key(&self, path: &str, key: &str, body: Vec<u8>) -> Resp {
+        let req = self
+            .client
+            .post(self.url(path))
+            .insert_header(("Content-Type", "application/json"))
+            .insert_header(("Idempotency-Key", key));
+        read(req.send_body(body).await.expect("send")).await
+    }
+}

@@ -1,0 +1,13 @@
+//! Integration tests: one binary, files mirror features. Every test runs the
+//! real app against the real PostgreSQL and Redis (see `helpers`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+mod config;
+mod idempotency;
+mod localstripe;
+mod ops;
+mod outages;
+mod purchase;
+mod validation;
