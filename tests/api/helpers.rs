@@ -131,7 +131,9 @@ pub async fn spawn_app_with(opts: Opts) -> TestApp {
         ("DB_CHECKOUT_TIMEOUT_MS", "1000".into()),
     ]);
     let settings = Settings::from_lookup(|k| vars.get(k).cloned()).expect("settings");
-    orderflow::telemetry::init(settings.log_format);
+    if std::env::var_os("TEST_LOG").is_some() {
+        orderflow::telemetry::init(settings.log_format);
+    }
     let pool = db::build_pool(&settings, "orderflow-test");
     let queue = Arc::new(JobQueue::new(&settings).expect("queue"));
     let metrics = Metrics::new().expect("metrics");

@@ -50,7 +50,8 @@ async fn every_problem_is_reported_at_once_including_catalog_checks() {
 #[actix_rt::test]
 async fn each_rule_alone_gives_422_naming_its_field() {
     let app = spawn_app().await;
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Mutation)> = vec![
         (
             "customer.email",
             Box::new(|b| {
