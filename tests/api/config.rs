@@ -37,3 +37,146 @@ fn serve_refuses_to_start_without_an_ops_token() {
     assert_eq!(code, 2);
     assert!(stderr.contains("OPS_TOKEN"), "{stderr}");
 }
+
+/// A port with nothing listening.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn serve_with_the_database_down_keeps_running_and_retries_with_backoff() {
+    use std::io::Read;
+    let port = closed_port();
+    let bind = format!("127.0.0.1:{}", closed_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .arg("serve")
+        .env_clear()
+        .env(
+            "DATABASE_URL",
+            format!("postgres://postgres@127.0.0.1:{port}/x"),
+        )
+        .env("REDIS_URL", format!("redis://127.0.0.1:{}", closed_port()))
+        .env("OPS_TOKEN", "a-long-enough-token")
+        .env("PAYMENT_GATEWAY_URL", "http://127.0.0.1:9")
+        .env("BIND_ADDR", &bind)
+        .env("DB_CHECKOUT_TIMEOUT_MS", "200")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let still_running = child.try_wait().unwrap().is_none();
+    let health = std::net::TcpStream::connect(&bind).is_ok();
+    child.kill().unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(
+        still_running,
+        "serve must not exit when the database is down: {out}"
+    );
+    assert!(health, "serve must listen while the database is down");
+    assert!(
+        out.matches("postgresql unreachable at start; retrying")
+            .count()
+            >= 2,
+        "{out}"
+    );
+    assert!(
+        out.contains("redis unreachable at start; retrying"),
+        "{out}"
+    );
+    assert!(!out.contains("panicked"), "{out}");
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_purchase_finish_then_exits_0() {
+    // serve is started as a real process against the real services, with a
+    // gateway that takes 1.5 s; SIGTERM arrives while the charge waits.
+    let db = format!("orderflow_test_sigterm_{}", uuid::Uuid::new_v4().simple());
+    let db_url = format!("{}/{db}", crate::helpers::pg_base());
+    orderflow::db::create_database_if_missing(&db_url).unwrap();
+    {
+        use diesel::prelude::*;
+        let mut conn = diesel::PgConnection::establish(&db_url).unwrap();
+        orderflow::db::run_migrations(&mut conn).unwrap();
+        diesel::sql_query("INSERT INTO products (sku, name, price_cents, currency) VALUES ('SKU-1', 'T', 100, 'usd')")
+            .execute(&mut conn)
+            .unwrap();
+    }
+    let sys = actix_rt::System::new();
+    let (status, exit) = sys.block_on(async {
+        let mut args = orderflow::sim::SimArgs::ephemeral(1);
+        args.latency_ms = 1500;
+        let mut sims = orderflow::sim::start(&args).unwrap();
+        for s in std::mem::take(&mut sims.servers) {
+            actix_rt::spawn(s);
+        }
+        let bind = format!("127.0.0.1:{}", closed_port());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_orderflow"))
+            .arg("serve")
+            .env_clear()
+            .env("DATABASE_URL", &db_url)
+            .env("REDIS_URL", crate::helpers::redis_url())
+            .env(
+                "REDIS_PREFIX",
+                format!("test-sigterm-{}", std::process::id()),
+            )
+            .env("OPS_TOKEN", "a-long-enough-token")
+            .env("PAYMENT_GATEWAY_URL", sims.payment_url())
+            .env("BIND_ADDR", &bind)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let client = awc::Client::builder()
+            .timeout(std::time::Duration::from_secs(20))
+            .finish();
+        for _ in 0..100 {
+            if client
+                .get(format!("http://{bind}/healthz"))
+                .send()
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            actix_rt::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let body = crate::helpers::purchase_body(&[("SKU-1", 1)], "pm_card_visa");
+        let request = client
+            .post(format!("http://{bind}/api/v1/purchase"))
+            .send_json(&body);
+        let pid = child.id();
+        let killer = async move {
+            actix_rt::time::sleep(std::time::Duration::from_millis(500)).await;
+            Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .unwrap();
+        };
+        let (res, ()) = futures_util::join!(request, killer);
+        let status = res.map(|r| r.status().as_u16()).unwrap_or(0);
+        let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap();
+        (status, exit)
+    });
+    if let Ok(mut conn) = <diesel::PgConnection as diesel::Connection>::establish(&format!(
+        "{}/postgres",
+        crate::helpers::pg_base()
+    )) {
+        use diesel::RunQueryDsl;
+        let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+            .execute(&mut conn);
+    }
+    assert_eq!(status, 201, "the in-flight purchase completes");
+    assert_eq!(exit.code(), Some(0), "serve exits 0 after SIGTERM");
+}

@@ -10,4 +10,5 @@ mod localstripe;
 mod ops;
 mod outages;
 mod purchase;
+mod simulators;
 mod validation;
