@@ -45,17 +45,20 @@ struct Claimed {
 
 /// Claims `key` for a request whose body hashes to `request_hash`.
 /// Must run inside a transaction.
+/// `order_id` is the id of the order the caller will insert in the same
+/// transaction if the claim succeeds (the foreign key is deferred).
 pub fn claim(
     conn: &mut PgConnection,
     key: &str,
     request_hash: &str,
+    order_id: Uuid,
     lease: Duration,
 ) -> Result<Claim, DbError> {
     let inserted: Option<Claimed> = diesel::sql_query(
-        "INSERT INTO idempotency_keys (key, request_hash, state, expires_at) \
-         VALUES ($1, $2, 'in_progress', now() + make_interval(secs => $3)) \
+        "INSERT INTO idempotency_keys (key, request_hash, state, order_id, expires_at) \
+         VALUES ($1, $2, 'in_progress', $4, now() + make_interval(secs => $3)) \
          ON CONFLICT (key) DO UPDATE SET request_hash = EXCLUDED.request_hash, state = 'in_progress', \
-             order_id = NULL, response_status = NULL, response_body = NULL, locked_at = now(), \
+             order_id = EXCLUDED.order_id, response_status = NULL, response_body = NULL, locked_at = now(), \
              created_at = now(), expires_at = EXCLUDED.expires_at \
          WHERE idempotency_keys.expires_at <= now() \
          RETURNING key",
@@ -63,6 +66,7 @@ pub fn claim(
     .bind::<Text, _>(key)
     .bind::<Text, _>(request_hash)
     .bind::<BigInt, _>(RETENTION.as_secs() as i64)
+    .bind::<diesel::sql_types::Uuid, _>(order_id)
     .get_result(conn)
     .optional()?;
     if inserted.is_some() {
@@ -108,13 +112,6 @@ pub fn claim(
         .set(k::locked_at.eq(diesel::dsl::now))
         .execute(conn)?;
     Ok(Claim::TakenOver { order_id })
-}
-
-pub fn attach_order(conn: &mut PgConnection, key: &str, order_id: Uuid) -> Result<(), DbError> {
-    diesel::update(k::idempotency_keys.find(key))
-        .set(k::order_id.eq(order_id))
-        .execute(conn)?;
-    Ok(())
 }
 
 /// Stores the response to replay.

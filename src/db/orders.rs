@@ -65,64 +65,6 @@ pub enum PaymentResult<'a> {
     },
 }
 
-/// Records the charge outcome on a `payment_pending` order. Returns the
-/// updated row, or `None` if the order had already left `payment_pending`
-/// (someone else settled it first).
-pub fn record_payment(
-    conn: &mut PgConnection,
-    id: Uuid,
-    result: &PaymentResult<'_>,
-) -> Result<Option<OrderRow>, DbError> {
-    let target = orders::table
-        .find(id)
-        .filter(orders::status.eq(OrderStatus::PaymentPending.as_str()));
-    let now = diesel::dsl::now;
-    let row = match *result {
-        PaymentResult::Paid {
-            intent_id,
-            gateway_status,
-        } => diesel::update(target)
-            .set((
-                orders::status.eq(OrderStatus::Paid.as_str()),
-                orders::payment_intent_id.eq(intent_id),
-                orders::payment_status.eq(gateway_status),
-                orders::delivery_status.eq(DeliveryStatus::Queued.as_str()),
-                orders::updated_at.eq(now),
-            ))
-            .returning(OrderRow::as_returning())
-            .get_result(conn)
-            .optional()?,
-        PaymentResult::Failed {
-            intent_id,
-            gateway_status,
-            decline_code,
-        } => diesel::update(target)
-            .set((
-                orders::status.eq(OrderStatus::PaymentFailed.as_str()),
-                orders::payment_intent_id.eq(intent_id),
-                orders::payment_status.eq(gateway_status),
-                orders::decline_code.eq(decline_code),
-                orders::updated_at.eq(now),
-            ))
-            .returning(OrderRow::as_returning())
-            .get_result(conn)
-            .optional()?,
-        PaymentResult::Unknown {
-            intent_id,
-            gateway_status,
-        } => diesel::update(target)
-            .set((
-                orders::payment_intent_id.eq(intent_id),
-                orders::payment_status.eq(gateway_status),
-                orders::updated_at.eq(now),
-            ))
-            .returning(OrderRow::as_returning())
-            .get_result(conn)
-            .optional()?,
-    };
-    Ok(row)
-}
-
 /// A position in the newest-first listing: the last row of a page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
@@ -167,4 +109,76 @@ pub fn list(
             OrderWithItems { order, items }
         })
         .collect())
+}
+
+/// What [`settle_payment`] writes, all in one statement.
+#[derive(Debug, Clone)]
+pub struct Settlement<'a> {
+    pub result: PaymentResult<'a>,
+    /// The order's `updated_at`; chosen by the caller so it can build the
+    /// response before the statement runs.
+    pub at: DateTime<Utc>,
+    /// The response to store on this Idempotency-Key, if any.
+    pub idempotency: Option<(&'a str, u16, &'a serde_json::Value)>,
+}
+
+/// Records a charge outcome on a `payment_pending` order, owes its delivery
+/// when paid, and stores the idempotent response — as one statement, so it
+/// is atomic without a transaction and costs one round trip. Returns false
+/// (and changes nothing) if the order had already left `payment_pending`.
+pub fn settle_payment(conn: &mut PgConnection, id: Uuid, s: &Settlement<'_>) -> Result<bool, DbError> {
+    use diesel::sql_types::{Bool, Int2, Jsonb, Nullable, Text, Timestamptz};
+    let (status, intent, gateway, decline, delivery) = match s.result {
+        PaymentResult::Paid { intent_id, gateway_status } => (
+            OrderStatus::Paid,
+            Some(intent_id),
+            Some(gateway_status),
+            None,
+            Some(DeliveryStatus::Queued.as_str()),
+        ),
+        PaymentResult::Failed {
+            intent_id,
+            gateway_status,
+            decline_code,
+        } => (OrderStatus::PaymentFailed, intent_id, gateway_status, Some(decline_code), None),
+        PaymentResult::Unknown { intent_id, gateway_status } => {
+            (OrderStatus::PaymentPending, intent_id, gateway_status, None, None)
+        }
+    };
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let (key, code, body) = match s.idempotency {
+        Some((k, c, b)) => (Some(k), Some(c as i16), Some(b)),
+        None => (None, None, None),
+    };
+    let updated: Count = diesel::sql_query(
+        "WITH o AS ( \
+           UPDATE orders SET status = $2, payment_intent_id = COALESCE($3, payment_intent_id), \
+                  payment_status = COALESCE($4, payment_status), decline_code = $5, \
+                  delivery_status = COALESCE($6, delivery_status), updated_at = $7 \
+           WHERE id = $1 AND status = 'payment_pending' RETURNING id), \
+         w AS ( \
+           INSERT INTO owed_work (kind, order_id) SELECT 'deliver', id FROM o WHERE $8 \
+           ON CONFLICT DO NOTHING), \
+         k AS ( \
+           UPDATE idempotency_keys SET state = 'completed', response_status = $10, response_body = $11 \
+           WHERE key = $9 AND EXISTS (SELECT 1 FROM o)) \
+         SELECT count(*) AS n FROM o",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(id)
+    .bind::<Text, _>(status.as_str())
+    .bind::<Nullable<Text>, _>(intent)
+    .bind::<Nullable<Text>, _>(gateway)
+    .bind::<Nullable<Text>, _>(decline)
+    .bind::<Nullable<Text>, _>(delivery)
+    .bind::<Timestamptz, _>(s.at)
+    .bind::<Bool, _>(status == OrderStatus::Paid)
+    .bind::<Nullable<Text>, _>(key)
+    .bind::<Nullable<Int2>, _>(code)
+    .bind::<Nullable<Jsonb>, _>(body)
+    .get_result(conn)?;
+    Ok(updated.n == 1)
 }

@@ -34,7 +34,6 @@ use super::AppState;
 use crate::db::idempotency::{self, Claim};
 use crate::db::models::{NewOrder, OrderItemRow, OrderRow, OrderWithItems};
 use crate::db::orders::{self, PaymentResult};
-use crate::db::owed::{self, OwedKind};
 use crate::db::{self, products, DbError};
 use crate::domain::{DeliveryStatus, OrderStatus, PurchaseRequest};
 use crate::error::{ApiError, FieldError};
@@ -115,8 +114,9 @@ fn record(
     skus: &[(usize, String)],
     raw_currency: Option<&str>,
 ) -> Result<Started, Unit1Error> {
+    let id = Uuid::new_v4();
     if let Some((key, hash)) = key {
-        match idempotency::claim(conn, key, hash, lease)? {
+        match idempotency::claim(conn, key, hash, id, lease)? {
             Claim::Claimed | Claim::TakenOver { order_id: None } => {}
             Claim::TakenOver { order_id: Some(id) } => {
                 return match orders::find(conn, id)? {
@@ -166,7 +166,6 @@ fn record(
         _ => return Err(Unit1Error::Invalid(errors)),
     };
 
-    let id = Uuid::new_v4();
     let now = Utc::now().trunc_subsecs(6);
     let mut items = Vec::with_capacity(request.items.len());
     let mut total: i64 = 0;
@@ -212,9 +211,6 @@ fn record(
         updated_at: now,
     };
     orders::insert(conn, &new, &items)?;
-    if let Some((key, _)) = key {
-        idempotency::attach_order(conn, key, id)?;
-    }
     Ok(Started::New(OrderWithItems {
         order: OrderRow {
             id,
@@ -367,9 +363,7 @@ pub async fn purchase(
     let settled = {
         let order = Arc::clone(&order);
         let key = key.clone();
-        db::unit(&state.pool, move |conn| {
-            conn.transaction(|conn| settle(conn, &order, outcome.as_ref(), key.as_deref()))
-        })
+        db::unit(&state.pool, move |conn| settle(conn, &order, outcome.as_ref(), key.as_deref()))
         .await
     };
     let (status, body, paid) = match settled {
@@ -392,8 +386,9 @@ pub async fn purchase(
     Ok(respond(status, body, false))
 }
 
-/// Unit 2: record the charge outcome; owe delivery when paid; store the
-/// response on the key. Returns (status, body, paid now).
+/// Unit 2: record the charge outcome, owe delivery when paid, store the
+/// response on the key — one statement (`orders::settle_payment`). Returns
+/// (status, body, paid now).
 fn settle(
     conn: &mut diesel::PgConnection,
     order: &OrderWithItems,
@@ -421,9 +416,7 @@ fn settle(
             gateway_status: Some("canceled"),
             decline_code: "authentication_required",
         },
-        ChargeOutcome::Unknown {
-            intent_id, status, ..
-        } => PaymentResult::Unknown {
+        ChargeOutcome::Unknown { intent_id, status, .. } => PaymentResult::Unknown {
             intent_id: intent_id.as_deref(),
             gateway_status: status.as_deref(),
         },
@@ -431,25 +424,53 @@ fn settle(
     if let Some(ChargeOutcome::Unknown { reason, .. }) = outcome {
         tracing::warn!(payment.reason = %reason, "payment outcome unknown; order left payment_pending");
     }
-    let updated = match &result {
-        Some(r) => orders::record_payment(conn, id, r)?,
-        None => None,
-    };
-    let paid_now = matches!(result, Some(PaymentResult::Paid { .. })) && updated.is_some();
-    let current = match updated {
-        Some(row) => OrderWithItems {
-            order: row,
-            items: order.items.clone(),
-        },
-        // Settled by someone else (or resumed): answer with what is stored.
-        None => orders::find(conn, id)?.ok_or(DbError::NotFound)?,
-    };
-    if paid_now {
-        owed::owe(conn, OwedKind::Deliver, id)?;
+    if let Some(result) = result {
+        // The row as it will be after the update, to answer from.
+        let at = Utc::now().trunc_subsecs(6);
+        let mut next = order.clone();
+        apply(&mut next.order, &result, at);
+        let (status, body) = response_for(next);
+        let settlement = orders::Settlement {
+            result: result.clone(),
+            at,
+            idempotency: key.map(|k| (k, status.as_u16(), &body)),
+        };
+        if orders::settle_payment(conn, id, &settlement)? {
+            let paid = matches!(result, PaymentResult::Paid { .. });
+            return Ok((status, body, paid));
+        }
     }
+    // Settled by someone else meanwhile (or resumed after settling):
+    // answer with what is stored.
+    let current = orders::find(conn, id)?.ok_or(DbError::NotFound)?;
     let (status, body) = response_for(current);
     if let Some(key) = key {
         idempotency::complete(conn, key, status.as_u16(), &body)?;
     }
-    Ok((status, body, paid_now))
+    Ok((status, body, false))
+}
+
+/// The in-memory twin of `orders::settle_payment`'s update.
+fn apply(row: &mut OrderRow, result: &PaymentResult<'_>, at: chrono::DateTime<Utc>) {
+    let (status, intent, gateway, decline) = match *result {
+        PaymentResult::Paid { intent_id, gateway_status } => {
+            row.delivery_status = DeliveryStatus::Queued.as_str().to_owned();
+            (OrderStatus::Paid, Some(intent_id), Some(gateway_status), None)
+        }
+        PaymentResult::Failed {
+            intent_id,
+            gateway_status,
+            decline_code,
+        } => (OrderStatus::PaymentFailed, intent_id, gateway_status, Some(decline_code)),
+        PaymentResult::Unknown { intent_id, gateway_status } => (OrderStatus::PaymentPending, intent_id, gateway_status, None),
+    };
+    row.status = status.as_str().to_owned();
+    if let Some(i) = intent {
+        row.payment_intent_id = Some(i.to_owned());
+    }
+    if let Some(g) = gateway {
+        row.payment_status = Some(g.to_owned());
+    }
+    row.decline_code = decline.map(str::to_owned);
+    row.updated_at = at;
 }
