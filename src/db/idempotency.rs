@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::BigInt;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -36,13 +36,6 @@ pub enum Claim {
     TakenOver { order_id: Option<Uuid> },
 }
 
-#[derive(QueryableByName)]
-struct Claimed {
-    #[diesel(sql_type = Text)]
-    #[allow(dead_code)]
-    key: String,
-}
-
 /// Claims `key` for a request whose body hashes to `request_hash`.
 /// Must run inside a transaction.
 /// `order_id` is the id of the order the caller will insert in the same
@@ -54,22 +47,14 @@ pub fn claim(
     order_id: Uuid,
     lease: Duration,
 ) -> Result<Claim, DbError> {
-    let inserted: Option<Claimed> = diesel::sql_query(
-        "INSERT INTO idempotency_keys (key, request_hash, state, order_id, expires_at) \
-         VALUES ($1, $2, 'in_progress', $4, now() + make_interval(secs => $3)) \
-         ON CONFLICT (key) DO UPDATE SET request_hash = EXCLUDED.request_hash, state = 'in_progress', \
-             order_id = EXCLUDED.order_id, response_status = NULL, response_body = NULL, locked_at = now(), \
-             created_at = now(), expires_at = EXCLUDED.expires_at \
-         WHERE idempotency_keys.expires_at <= now() \
-         RETURNING key",
-    )
-    .bind::<Text, _>(key)
-    .bind::<Text, _>(request_hash)
-    .bind::<BigInt, _>(RETENTION.as_secs() as i64)
-    .bind::<diesel::sql_types::Uuid, _>(order_id)
-    .get_result(conn)
-    .optional()?;
-    if inserted.is_some() {
+    let claimed = super::prepared::ClaimKey {
+        key,
+        request_hash,
+        order_id,
+        retention_secs: RETENTION.as_secs() as i64,
+    }
+    .execute(conn)?;
+    if claimed == 1 {
         return Ok(Claim::Claimed);
     }
 

@@ -10,6 +10,7 @@ pub mod idempotency;
 pub mod models;
 pub mod orders;
 pub mod owed;
+pub mod prepared;
 pub mod products;
 pub mod schema;
 

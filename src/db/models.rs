@@ -62,8 +62,8 @@ pub struct OrderRow {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Insertable)]
-#[diesel(table_name = orders)]
+/// A new order's columns; written by `db::prepared::InsertOrder`.
+#[derive(Debug)]
 pub struct NewOrder<'a> {
     pub id: Uuid,
     pub status: &'a str,
@@ -77,7 +77,7 @@ pub struct NewOrder<'a> {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = order_items, check_for_backend(diesel::pg::Pg))]
 pub struct OrderItemRow {
     pub order_id: Uuid,

@@ -10,17 +10,30 @@ use super::schema::{order_items, orders};
 use super::DbError;
 use crate::domain::{DeliveryStatus, OrderStatus};
 
+/// Inserts the order and its lines in one prepared statement.
 pub fn insert(
     conn: &mut PgConnection,
     order: &NewOrder<'_>,
     items: &[OrderItemRow],
 ) -> Result<(), DbError> {
-    diesel::insert_into(orders::table)
-        .values(order)
-        .execute(conn)?;
-    diesel::insert_into(order_items::table)
-        .values(items)
-        .execute(conn)?;
+    super::prepared::InsertOrder {
+        id: order.id,
+        status: order.status,
+        customer_email: order.customer_email,
+        customer_name: order.customer_name,
+        currency: order.currency,
+        total_cents: order.total_cents,
+        shipping_address: order.shipping_address,
+        payment_method: order.payment_method,
+        at: order.created_at,
+        line_nos: items.iter().map(|i| i.line_no).collect(),
+        skus: items.iter().map(|i| i.sku.as_str()).collect(),
+        names: items.iter().map(|i| i.name.as_str()).collect(),
+        quantities: items.iter().map(|i| i.quantity).collect(),
+        unit_prices: items.iter().map(|i| i.unit_price_cents).collect(),
+        line_totals: items.iter().map(|i| i.line_total_cents).collect(),
+    }
+    .execute(conn)?;
     Ok(())
 }
 
@@ -123,13 +136,19 @@ pub struct Settlement<'a> {
 }
 
 /// Records a charge outcome on a `payment_pending` order, owes its delivery
-/// when paid, and stores the idempotent response — as one statement, so it
-/// is atomic without a transaction and costs one round trip. Returns false
+/// when paid, and stores the idempotent response — as one prepared statement,
+/// so it is atomic without a transaction and costs one round trip. Returns false
 /// (and changes nothing) if the order had already left `payment_pending`.
-pub fn settle_payment(conn: &mut PgConnection, id: Uuid, s: &Settlement<'_>) -> Result<bool, DbError> {
-    use diesel::sql_types::{Bool, Int2, Jsonb, Nullable, Text, Timestamptz};
+pub fn settle_payment(
+    conn: &mut PgConnection,
+    id: Uuid,
+    s: &Settlement<'_>,
+) -> Result<bool, DbError> {
     let (status, intent, gateway, decline, delivery) = match s.result {
-        PaymentResult::Paid { intent_id, gateway_status } => (
+        PaymentResult::Paid {
+            intent_id,
+            gateway_status,
+        } => (
             OrderStatus::Paid,
             Some(intent_id),
             Some(gateway_status),
@@ -140,45 +159,41 @@ pub fn settle_payment(conn: &mut PgConnection, id: Uuid, s: &Settlement<'_>) -> 
             intent_id,
             gateway_status,
             decline_code,
-        } => (OrderStatus::PaymentFailed, intent_id, gateway_status, Some(decline_code), None),
-        PaymentResult::Unknown { intent_id, gateway_status } => {
-            (OrderStatus::PaymentPending, intent_id, gateway_status, None, None)
-        }
+        } => (
+            OrderStatus::PaymentFailed,
+            intent_id,
+            gateway_status,
+            Some(decline_code),
+            None,
+        ),
+        PaymentResult::Unknown {
+            intent_id,
+            gateway_status,
+        } => (
+            OrderStatus::PaymentPending,
+            intent_id,
+            gateway_status,
+            None,
+            None,
+        ),
     };
-    #[derive(QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
     let (key, code, body) = match s.idempotency {
         Some((k, c, b)) => (Some(k), Some(c as i16), Some(b)),
         None => (None, None, None),
     };
-    let updated: Count = diesel::sql_query(
-        "WITH o AS ( \
-           UPDATE orders SET status = $2, payment_intent_id = COALESCE($3, payment_intent_id), \
-                  payment_status = COALESCE($4, payment_status), decline_code = $5, \
-                  delivery_status = COALESCE($6, delivery_status), updated_at = $7 \
-           WHERE id = $1 AND status = 'payment_pending' RETURNING id), \
-         w AS ( \
-           INSERT INTO owed_work (kind, order_id) SELECT 'deliver', id FROM o WHERE $8 \
-           ON CONFLICT DO NOTHING), \
-         k AS ( \
-           UPDATE idempotency_keys SET state = 'completed', response_status = $10, response_body = $11 \
-           WHERE key = $9 AND EXISTS (SELECT 1 FROM o)) \
-         SELECT count(*) AS n FROM o",
-    )
-    .bind::<diesel::sql_types::Uuid, _>(id)
-    .bind::<Text, _>(status.as_str())
-    .bind::<Nullable<Text>, _>(intent)
-    .bind::<Nullable<Text>, _>(gateway)
-    .bind::<Nullable<Text>, _>(decline)
-    .bind::<Nullable<Text>, _>(delivery)
-    .bind::<Timestamptz, _>(s.at)
-    .bind::<Bool, _>(status == OrderStatus::Paid)
-    .bind::<Nullable<Text>, _>(key)
-    .bind::<Nullable<Int2>, _>(code)
-    .bind::<Nullable<Jsonb>, _>(body)
-    .get_result(conn)?;
-    Ok(updated.n == 1)
+    let updated = super::prepared::SettlePayment {
+        id,
+        status: status.as_str(),
+        intent_id: intent,
+        gateway_status: gateway,
+        decline_code: decline,
+        delivery_status: delivery,
+        at: s.at,
+        owe_delivery: status == OrderStatus::Paid,
+        key,
+        response_status: code,
+        response_body: body,
+    }
+    .execute(conn)?;
+    Ok(updated == 1)
 }

@@ -363,7 +363,9 @@ pub async fn purchase(
     let settled = {
         let order = Arc::clone(&order);
         let key = key.clone();
-        db::unit(&state.pool, move |conn| settle(conn, &order, outcome.as_ref(), key.as_deref()))
+        db::unit(&state.pool, move |conn| {
+            settle(conn, &order, outcome.as_ref(), key.as_deref())
+        })
         .await
     };
     let (status, body, paid) = match settled {
@@ -416,7 +418,9 @@ fn settle(
             gateway_status: Some("canceled"),
             decline_code: "authentication_required",
         },
-        ChargeOutcome::Unknown { intent_id, status, .. } => PaymentResult::Unknown {
+        ChargeOutcome::Unknown {
+            intent_id, status, ..
+        } => PaymentResult::Unknown {
             intent_id: intent_id.as_deref(),
             gateway_status: status.as_deref(),
         },
@@ -453,16 +457,32 @@ fn settle(
 /// The in-memory twin of `orders::settle_payment`'s update.
 fn apply(row: &mut OrderRow, result: &PaymentResult<'_>, at: chrono::DateTime<Utc>) {
     let (status, intent, gateway, decline) = match *result {
-        PaymentResult::Paid { intent_id, gateway_status } => {
+        PaymentResult::Paid {
+            intent_id,
+            gateway_status,
+        } => {
             row.delivery_status = DeliveryStatus::Queued.as_str().to_owned();
-            (OrderStatus::Paid, Some(intent_id), Some(gateway_status), None)
+            (
+                OrderStatus::Paid,
+                Some(intent_id),
+                Some(gateway_status),
+                None,
+            )
         }
         PaymentResult::Failed {
             intent_id,
             gateway_status,
             decline_code,
-        } => (OrderStatus::PaymentFailed, intent_id, gateway_status, Some(decline_code)),
-        PaymentResult::Unknown { intent_id, gateway_status } => (OrderStatus::PaymentPending, intent_id, gateway_status, None),
+        } => (
+            OrderStatus::PaymentFailed,
+            intent_id,
+            gateway_status,
+            Some(decline_code),
+        ),
+        PaymentResult::Unknown {
+            intent_id,
+            gateway_status,
+        } => (OrderStatus::PaymentPending, intent_id, gateway_status, None),
     };
     row.status = status.as_str().to_owned();
     if let Some(i) = intent {
