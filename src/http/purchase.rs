@@ -5,11 +5,11 @@
 //! held while the gateway answers:
 //!
 //! ```text
-//! unit 1 (tx): claim Idempotency-Key → check catalog → insert order
-//!              (payment_pending) + items → attach order to key
+//! unit 1 (tx): claim Idempotency-Key (with the new order's id) → check
+//!              catalog → insert order (payment_pending) + items
 //! gateway:     POST /v1/payment_intents, Idempotency-Key from the order id
-//! unit 2 (tx): conditional update to paid | payment_failed (or keep
-//!              pending) → owe `deliver` → store the response on the key
+//! unit 2 (one statement): conditional update to paid | payment_failed (or
+//!              keep pending) + owe `deliver` + store the response on the key
 //! redis:       push Deliver (a wake-up; the owed row is the truth)
 //! ```
 //!
