@@ -27,6 +27,9 @@ pub enum Command {
     Migrate,
     /// Run the HTTP API.
     Serve,
+    /// Run the job workers (delivery, payment reconciliation, refunds, the
+    /// owed-work sweep). Many processes may run against one Redis.
+    Worker,
     /// Run the three partner simulators.
     Simulate(SimArgs),
     /// Everything in one process: migrations, simulators for unset partner
@@ -41,6 +44,7 @@ pub fn main() -> i32 {
         Command::Simulate(args) => with_settings(|s| run_simulate(s, args)),
         Command::Migrate => with_settings(run_migrate),
         Command::Serve => with_settings(run_serve),
+        Command::Worker => with_settings(run_worker),
         Command::Dev => with_settings(run_dev),
     };
     match result {
@@ -127,6 +131,22 @@ fn run_serve(settings: Settings) -> anyhow::Result<()> {
         app.server().await?;
         tracing::info!("stopped");
         Ok(())
+    })
+}
+
+fn run_worker(settings: Settings) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutdown signal: finishing in-flight jobs");
+            let _ = stop_tx.send(true);
+        });
+        crate::worker::run(settings, crate::worker::WorkerOptions::default(), stop_rx).await
     })
 }
 

@@ -16,3 +16,4 @@ pub mod metrics;
 pub mod partners;
 pub mod sim;
 pub mod telemetry;
+pub mod worker;

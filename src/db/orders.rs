@@ -197,3 +197,215 @@ pub fn settle_payment(
     .execute(conn)?;
     Ok(updated == 1)
 }
+
+/// What a shipment request needs, read when a delivery attempt starts.
+#[derive(Debug, Clone)]
+pub struct DeliveryStart {
+    /// This attempt's number (1 for the first).
+    pub attempt: i32,
+    pub address: serde_json::Value,
+    pub items: Vec<(String, i32)>,
+}
+
+/// Starts a delivery attempt on a paid order: marks the delivery
+/// `requested` (so the order cannot be cancelled while the shipment is being
+/// created) and counts the attempt. `None` when the order is not (or no
+/// longer) awaiting a shipment: already fulfilling, cancelled, failed, gone.
+pub fn begin_delivery(conn: &mut PgConnection, id: Uuid) -> Result<Option<DeliveryStart>, DbError> {
+    conn.transaction(|conn| {
+        let started: Option<(i32, serde_json::Value)> = diesel::update(
+            orders::table
+                .find(id)
+                .filter(orders::status.eq(OrderStatus::Paid.as_str()))
+                .filter(orders::delivery_status.eq_any([
+                    DeliveryStatus::Queued.as_str(),
+                    DeliveryStatus::Requested.as_str(),
+                ])),
+        )
+        .set((
+            orders::delivery_status.eq(DeliveryStatus::Requested.as_str()),
+            orders::delivery_attempts.eq(orders::delivery_attempts + 1),
+            orders::updated_at.eq(diesel::dsl::now),
+        ))
+        .returning((orders::delivery_attempts, orders::shipping_address))
+        .get_result(conn)
+        .optional()?;
+        let Some((attempt, address)) = started else {
+            return Ok(None);
+        };
+        let items = items_of(conn, &[id])?
+            .into_iter()
+            .map(|i| (i.sku, i.quantity))
+            .collect();
+        Ok(Some(DeliveryStart {
+            attempt,
+            address,
+            items,
+        }))
+    })
+}
+
+/// Records the shipment the partner created: `paid → fulfilling`, and the
+/// owed delivery is settled. Returns false if the order was not `paid`.
+pub fn record_shipment(
+    conn: &mut PgConnection,
+    id: Uuid,
+    shipment_id: &str,
+    tracking: Option<&str>,
+) -> Result<bool, DbError> {
+    conn.transaction(|conn| {
+        let n = diesel::update(
+            orders::table
+                .find(id)
+                .filter(orders::status.eq(OrderStatus::Paid.as_str())),
+        )
+        .set((
+            orders::status.eq(OrderStatus::Fulfilling.as_str()),
+            orders::delivery_status.eq(DeliveryStatus::Requested.as_str()),
+            orders::shipment_id.eq(shipment_id),
+            orders::tracking_number.eq(tracking),
+            orders::delivery_last_error.eq(None::<String>),
+            orders::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)?;
+        super::owed::settle(conn, super::owed::OwedKind::Deliver, id)?;
+        Ok(n == 1)
+    })
+}
+
+/// Records a failed attempt: back to `queued` for another try, or `failed`
+/// for good (the owed delivery is then settled; ops may retry it).
+pub fn record_delivery_error(
+    conn: &mut PgConnection,
+    id: Uuid,
+    error: &str,
+    give_up: bool,
+) -> Result<(), DbError> {
+    let next = if give_up {
+        DeliveryStatus::Failed
+    } else {
+        DeliveryStatus::Queued
+    };
+    conn.transaction(|conn| {
+        diesel::update(
+            orders::table
+                .find(id)
+                .filter(orders::status.eq(OrderStatus::Paid.as_str()))
+                .filter(orders::delivery_status.eq(DeliveryStatus::Requested.as_str())),
+        )
+        .set((
+            orders::delivery_status.eq(next.as_str()),
+            orders::delivery_last_error.eq(error),
+            orders::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)?;
+        if give_up {
+            super::owed::settle(conn, super::owed::OwedKind::Deliver, id)?;
+        }
+        Ok(())
+    })
+}
+
+/// Ops retry of a failed delivery: back to `queued` with a fresh attempt
+/// budget, delivery owed again. False when the delivery had not failed.
+pub fn requeue_failed_delivery(conn: &mut PgConnection, id: Uuid) -> Result<bool, DbError> {
+    conn.transaction(|conn| {
+        let n = diesel::update(
+            orders::table
+                .find(id)
+                .filter(orders::status.eq(OrderStatus::Paid.as_str()))
+                .filter(orders::delivery_status.eq(DeliveryStatus::Failed.as_str())),
+        )
+        .set((
+            orders::delivery_status.eq(DeliveryStatus::Queued.as_str()),
+            orders::delivery_attempts.eq(0),
+            orders::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)?;
+        if n == 1 {
+            super::owed::owe(conn, super::owed::OwedKind::Deliver, id)?;
+        }
+        Ok(n == 1)
+    })
+}
+
+/// Records the refund of a cancelled order's charge.
+pub fn record_refund(conn: &mut PgConnection, id: Uuid, intent_id: &str) -> Result<(), DbError> {
+    diesel::update(
+        orders::table
+            .find(id)
+            .filter(orders::status.eq(OrderStatus::Cancelled.as_str())),
+    )
+    .set((
+        orders::payment_intent_id.eq(intent_id),
+        orders::payment_status.eq("refunded"),
+        orders::updated_at.eq(diesel::dsl::now),
+    ))
+    .execute(conn)?;
+    Ok(())
+}
+
+/// Why an order could not be cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelRefusal {
+    NotFound,
+    InvalidState,
+}
+
+/// What a cancel did: the order's intent (for an inline refund) and whether
+/// it had been paid.
+#[derive(Debug, Clone)]
+pub struct Cancelled {
+    pub was_paid: bool,
+    pub intent_id: Option<String>,
+}
+
+/// Cancels a `payment_pending` order, or a `paid` one whose shipment is not
+/// being or has not been created, and owes the refund check — one
+/// transaction, the row locked, so concurrent cancels cancel (and refund)
+/// once. The delivery owed for a paid order is settled: it must not ship.
+pub fn cancel(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Result<Cancelled, CancelRefusal>, DbError> {
+    conn.transaction(|conn| {
+        let row: Option<(String, String, Option<String>)> = orders::table
+            .find(id)
+            .select((
+                orders::status,
+                orders::delivery_status,
+                orders::payment_intent_id,
+            ))
+            .for_update()
+            .first(conn)
+            .optional()?;
+        let Some((status, delivery, intent_id)) = row else {
+            return Ok(Err(CancelRefusal::NotFound));
+        };
+        let cancellable = status == OrderStatus::PaymentPending.as_str()
+            || (status == OrderStatus::Paid.as_str()
+                && [
+                    DeliveryStatus::NotRequested,
+                    DeliveryStatus::Queued,
+                    DeliveryStatus::Failed,
+                ]
+                .iter()
+                .any(|d| d.as_str() == delivery));
+        if !cancellable {
+            return Ok(Err(CancelRefusal::InvalidState));
+        }
+        diesel::update(orders::table.find(id))
+            .set((
+                orders::status.eq(OrderStatus::Cancelled.as_str()),
+                orders::delivery_status.eq(DeliveryStatus::NotRequested.as_str()),
+                orders::updated_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)?;
+        super::owed::settle(conn, super::owed::OwedKind::Deliver, id)?;
+        super::owed::owe(conn, super::owed::OwedKind::Refund, id)?;
+        Ok(Ok(Cancelled {
+            was_paid: status == OrderStatus::Paid.as_str(),
+            intent_id,
+        }))
+    })
+}

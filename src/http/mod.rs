@@ -150,7 +150,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                         .route(web::delete().to(products::delete_product)),
                 )
                 .service(web::resource("/orders").route(web::get().to(orders::list_orders)))
-                .service(web::resource("/orders/{id}").route(web::get().to(orders::get_order))),
+                .service(web::resource("/orders/{id}").route(web::get().to(orders::get_order)))
+                .service(
+                    web::resource("/orders/{id}/cancel")
+                        .route(web::post().to(orders::cancel_order)),
+                )
+                .service(
+                    web::resource("/orders/{id}/retry-delivery")
+                        .route(web::post().to(orders::retry_delivery)),
+                ),
         );
 }
 

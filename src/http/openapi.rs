@@ -14,6 +14,8 @@ use super::{orders, products, purchase, views};
         purchase::purchase,
         orders::get_order,
         orders::list_orders,
+        orders::cancel_order,
+        orders::retry_delivery,
         products::list_products,
         products::create_product,
         products::patch_product,

@@ -398,33 +398,7 @@ fn settle(
     key: Option<&str>,
 ) -> Result<(StatusCode, Value, bool), DbError> {
     let id = order.order.id;
-    let result = outcome.map(|o| match o {
-        ChargeOutcome::Succeeded { intent_id, status } => PaymentResult::Paid {
-            intent_id,
-            gateway_status: status,
-        },
-        ChargeOutcome::Declined {
-            intent_id,
-            status,
-            decline_code,
-            ..
-        } => PaymentResult::Failed {
-            intent_id: intent_id.as_deref(),
-            gateway_status: status.as_deref(),
-            decline_code,
-        },
-        ChargeOutcome::RequiresAction { intent_id } => PaymentResult::Failed {
-            intent_id: Some(intent_id),
-            gateway_status: Some("canceled"),
-            decline_code: "authentication_required",
-        },
-        ChargeOutcome::Unknown {
-            intent_id, status, ..
-        } => PaymentResult::Unknown {
-            intent_id: intent_id.as_deref(),
-            gateway_status: status.as_deref(),
-        },
-    });
+    let result = outcome.map(ChargeOutcome::record);
     if let Some(ChargeOutcome::Unknown { reason, .. }) = outcome {
         tracing::warn!(payment.reason = %reason, "payment outcome unknown; order left payment_pending");
     }

@@ -6,7 +6,11 @@
 //! itself is recorded in PostgreSQL (`owed_work`) in the same transaction as
 //! the state change that makes it owed, and a sweeper re-pushes what lingers.
 
+pub mod context;
 pub mod deliver;
+pub mod reconcile;
+pub mod refund;
+pub mod sweep;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -18,7 +22,10 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 
 use crate::config::Settings;
+pub use context::{JobContext, RetryPolicy};
 pub use deliver::Deliver;
+pub use reconcile::ReconcilePayment;
+pub use refund::Refund;
 
 /// A job kind: its queue suffix and task id scheme.
 pub trait JobKind: Serialize + Send + Sync + Unpin + 'static {
@@ -106,22 +113,33 @@ impl JobQueue {
         }
     }
 
-    /// Pushes a job, bounded by a timeout. Duplicates of a live task id are
-    /// dropped by the backend.
+    /// Pushes a job under its default task id, bounded by a timeout.
+    /// Duplicates of a live task id are dropped by the backend.
     pub async fn push<J: JobKind + for<'de> serde::Deserialize<'de>>(
         &self,
         job: J,
     ) -> Result<(), QueueError> {
+        let id = job.task_id();
+        self.push_with(job, id, Duration::ZERO).await
+    }
+
+    /// Pushes a job under `task_id`, to run after `delay`.
+    pub async fn push_with<J: JobKind + for<'de> serde::Deserialize<'de>>(
+        &self,
+        job: J,
+        task_id: String,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
         let attempt = async {
             let conn = self.connection().await?;
-            let task_id = job.task_id();
             let mut storage = RedisStorage::<J>::new(conn)
                 .with_config(QueueConfig::default().queue(self.queue_name::<J>()));
-            let task = TaskBuilder::new(job)
-                .task_id(TaskId::from_string(task_id))
-                .build();
+            let mut task = TaskBuilder::new(job).task_id(TaskId::from_string(task_id));
+            if !delay.is_zero() {
+                task = task.run_after(delay);
+            }
             storage
-                .push_task(task)
+                .push_task(task.build())
                 .await
                 .map_err(|e| QueueError::Unavailable(e.to_string()))
         };

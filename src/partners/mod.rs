@@ -3,7 +3,9 @@
 //! real partner can stand behind it. All calls go through awc and never hold
 //! a database connection.
 
+pub mod executor;
 pub mod payment;
+pub mod shipping;
 
 use std::time::Duration;
 

@@ -42,6 +42,40 @@ pub enum ChargeOutcome {
     },
 }
 
+impl ChargeOutcome {
+    /// How this outcome is recorded on the order; `None` settles nothing.
+    pub fn record(&self) -> crate::db::orders::PaymentResult<'_> {
+        use crate::db::orders::PaymentResult;
+        match self {
+            ChargeOutcome::Succeeded { intent_id, status } => PaymentResult::Paid {
+                intent_id,
+                gateway_status: status,
+            },
+            ChargeOutcome::Declined {
+                intent_id,
+                status,
+                decline_code,
+                ..
+            } => PaymentResult::Failed {
+                intent_id: intent_id.as_deref(),
+                gateway_status: status.as_deref(),
+                decline_code,
+            },
+            ChargeOutcome::RequiresAction { intent_id } => PaymentResult::Failed {
+                intent_id: Some(intent_id),
+                gateway_status: Some("canceled"),
+                decline_code: "authentication_required",
+            },
+            ChargeOutcome::Unknown {
+                intent_id, status, ..
+            } => PaymentResult::Unknown {
+                intent_id: intent_id.as_deref(),
+                gateway_status: status.as_deref(),
+            },
+        }
+    }
+}
+
 /// A charge to make.
 #[derive(Debug, Clone)]
 pub struct Charge<'a> {

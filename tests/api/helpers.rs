@@ -27,6 +27,7 @@ pub fn redis_url() -> String {
 }
 
 pub struct TestApp {
+    pub settings: Settings,
     pub base: String,
     pub db_name: String,
     pub redis_prefix: String,
@@ -149,6 +150,7 @@ pub async fn spawn_app_with(opts: Opts) -> TestApp {
     })
     .expect("assert settings");
     TestApp {
+        settings: settings.clone(),
         base,
         db_name,
         redis_prefix,
@@ -366,5 +368,93 @@ impl TestApp {
             .insert_header(("Content-Type", "application/json"))
             .insert_header(("Idempotency-Key", key));
         read(req.send_body(body).await.expect("send")).await
+    }
+}
+
+/// A worker running in its own thread and runtime, as a separate process
+/// would, against the same PostgreSQL, Redis and simulators as the app.
+pub struct TestWorker {
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestWorker {
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.thread
+            .take()
+            .map(|t| t.join().expect("worker thread"))
+            .unwrap_or(Ok(()))
+    }
+}
+
+impl Drop for TestWorker {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Worker options for tests: fast polling and retries; the sweeper inert
+/// unless a test turns it on.
+pub fn fast_worker() -> orderflow::worker::WorkerOptions {
+    let defaults = orderflow::worker::WorkerOptions::default();
+    orderflow::worker::WorkerOptions {
+        poll: std::time::Duration::from_millis(50),
+        retry: orderflow::jobs::RetryPolicy {
+            max_attempts: 3,
+            base: std::time::Duration::from_millis(50),
+            cap: std::time::Duration::from_millis(300),
+        },
+        sweep_every: std::time::Duration::from_millis(200),
+        sweep: orderflow::jobs::sweep::SweepPolicy {
+            grace: std::time::Duration::from_secs(3600),
+            stale_payment: std::time::Duration::from_secs(3600),
+            ..defaults.sweep
+        },
+        ..defaults
+    }
+}
+
+impl TestApp {
+    pub fn start_worker(&self, opts: orderflow::worker::WorkerOptions) -> TestWorker {
+        self.start_worker_with(self.settings.clone(), opts)
+    }
+
+    pub fn start_worker_with(
+        &self,
+        settings: Settings,
+        opts: orderflow::worker::WorkerOptions,
+    ) -> TestWorker {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(orderflow::worker::run(settings, opts, rx))
+        });
+        TestWorker {
+            stop: tx,
+            thread: Some(thread),
+        }
+    }
+
+    /// Polls the order until `done` holds for it, or panics after `secs`.
+    pub async fn wait_order(&self, id: Uuid, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let o = self.get(&format!("/api/v1/orders/{id}")).await.body;
+            if done(&o) {
+                return o;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "order never reached the state: {o}"
+            );
+            actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 }

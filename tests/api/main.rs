@@ -12,3 +12,4 @@ mod outages;
 mod purchase;
 mod simulators;
 mod validation;
+mod workers;

@@ -1,0 +1,102 @@
+//! Reconcile payment: settle an order left `payment_pending` (the gateway
+//! timed out or failed during the purchase, or the request died mid-charge).
+//!
+//! Reads the PaymentIntent when its id is known; otherwise replays the
+//! charge with the same Idempotency-Key (`orderflow-charge-{order}`), which a
+//! Stripe-compatible gateway answers with the original intent, so the
+//! customer is never charged twice. Paid → delivery owed and pushed;
+//! declined → `payment_failed`; still unknown → the job fails and is retried.
+//! Safe twice: the settle statement only changes a `payment_pending` order.
+
+use std::sync::Arc;
+
+use apalis::prelude::{BoxDynError, Data};
+use chrono::{SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{Deliver, JobContext, JobKind};
+use crate::db::{self, orders, owed};
+use crate::domain::OrderStatus;
+use crate::partners::payment::{Charge, ChargeOutcome};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcilePayment {
+    pub order_id: Uuid,
+}
+
+impl JobKind for ReconcilePayment {
+    const QUEUE: &'static str = "reconcile_payment";
+    fn task_id(&self) -> String {
+        format!("reconcile-{}", self.order_id)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("payment outcome still unknown: {0}")]
+struct StillUnknown(String);
+
+#[tracing::instrument(name = "job.reconcile_payment", skip_all, fields(order.id = %job.order_id))]
+pub async fn run(job: ReconcilePayment, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynError> {
+    let id = job.order_id;
+    let order = db::unit(&ctx.pool, move |c| orders::find(c, id)).await?;
+    let Some(order) = order.filter(|o| o.order.status == OrderStatus::PaymentPending.as_str())
+    else {
+        db::unit(&ctx.pool, move |c| {
+            owed::settle(c, owed::OwedKind::ReconcilePayment, id)
+        })
+        .await?;
+        return Ok(());
+    };
+    let o = order.order;
+    let outcome = ctx
+        .partners
+        .run(move |p| {
+            Box::pin(async move {
+                if let Some(pi) = o.payment_intent_id.as_deref() {
+                    p.payment
+                        .retrieve(pi)
+                        .await
+                        .unwrap_or_else(|e| ChargeOutcome::Unknown {
+                            intent_id: Some(pi.to_owned()),
+                            status: None,
+                            reason: e.to_string(),
+                        })
+                } else {
+                    p.payment
+                        .charge(&Charge {
+                            order_id: o.id,
+                            amount_cents: o.total_cents,
+                            currency: &o.currency,
+                            payment_method: &o.payment_method,
+                        })
+                        .await
+                }
+            })
+        })
+        .await?;
+    if let ChargeOutcome::Unknown { reason, .. } = &outcome {
+        return Err(StillUnknown(reason.clone()).into());
+    }
+    let paid = matches!(outcome, ChargeOutcome::Succeeded { .. });
+    let settled = db::unit(&ctx.pool, move |c| {
+        c.build_transaction().run(|c| {
+            let s = orders::Settlement {
+                result: outcome.record(),
+                at: Utc::now().trunc_subsecs(6),
+                idempotency: None,
+            };
+            let changed = orders::settle_payment(c, id, &s)?;
+            owed::settle(c, owed::OwedKind::ReconcilePayment, id)?;
+            Ok::<_, db::DbError>(changed)
+        })
+    })
+    .await?;
+    if settled && paid {
+        tracing::info!("payment reconciled: paid");
+        if let Err(e) = ctx.queue.push(Deliver { order_id: id }).await {
+            tracing::warn!(error = %e, "delivery wake-up not pushed; the sweeper will push it");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! Refund: make sure a cancelled order is not left charged.
+//!
+//! Owed by `POST /orders/{id}/cancel` in the transaction that cancels the
+//! order. The cancel request refunds inline when it can; this job covers the
+//! rest: a refund that failed, and a cancelled `payment_pending` order whose
+//! charge may yet have succeeded. It reads the intent (or replays the charge
+//! with the order's Idempotency-Key when no intent id is known), and refunds
+//! a succeeded charge with `Idempotency-Key: orderflow-refund-{order}`, so
+//! however often it runs the gateway refunds once. Known limit: when no
+//! intent id was ever recorded and the original charge never reached the
+//! gateway, the replay creates the charge that is then refunded.
+
+use std::sync::Arc;
+
+use apalis::prelude::{BoxDynError, Data};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{JobContext, JobKind};
+use crate::db::{self, orders, owed};
+use crate::domain::OrderStatus;
+use crate::partners::payment::{Charge, ChargeOutcome};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refund {
+    pub order_id: Uuid,
+}
+
+impl JobKind for Refund {
+    const QUEUE: &'static str = "refund";
+    fn task_id(&self) -> String {
+        format!("refund-{}", self.order_id)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("refund not settled yet: {0}")]
+struct NotYet(String);
+
+#[tracing::instrument(name = "job.refund", skip_all, fields(order.id = %job.order_id))]
+pub async fn run(job: Refund, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynError> {
+    let id = job.order_id;
+    let order = db::unit(&ctx.pool, move |c| orders::find(c, id)).await?;
+    let done = |ctx: Data<Arc<JobContext>>| async move {
+        db::unit(&ctx.pool, move |c| {
+            owed::settle(c, owed::OwedKind::Refund, id)
+        })
+        .await
+    };
+    let Some(order) = order.filter(|o| o.order.status == OrderStatus::Cancelled.as_str()) else {
+        return Ok(done(ctx).await?);
+    };
+    if order.order.payment_status.as_deref() == Some("refunded") {
+        return Ok(done(ctx).await?);
+    }
+    let o = order.order;
+    let result =
+        ctx.partners
+            .run(move |p| {
+                Box::pin(async move {
+                    let state = match o.payment_intent_id.as_deref() {
+                        Some(pi) => p.payment.retrieve(pi).await.unwrap_or_else(|e| {
+                            ChargeOutcome::Unknown {
+                                intent_id: Some(pi.to_owned()),
+                                status: None,
+                                reason: e.to_string(),
+                            }
+                        }),
+                        None => {
+                            p.payment
+                                .charge(&Charge {
+                                    order_id: o.id,
+                                    amount_cents: o.total_cents,
+                                    currency: &o.currency,
+                                    payment_method: &o.payment_method,
+                                })
+                                .await
+                        }
+                    };
+                    match state {
+                        ChargeOutcome::Succeeded { intent_id, .. } => p
+                            .payment
+                            .refund(o.id, &intent_id)
+                            .await
+                            .map(|refund| Some((intent_id, refund)))
+                            .map_err(|e| e.to_string()),
+                        ChargeOutcome::Unknown { reason, .. } => Err(reason),
+                        // Declined, cancelled, needs action: nothing was charged.
+                        _ => Ok(None),
+                    }
+                })
+            })
+            .await?;
+    match result {
+        Ok(refunded) => {
+            let charged = refunded.is_some();
+            db::unit(&ctx.pool, move |c| {
+                c.build_transaction().run(|c| {
+                    if let Some((intent, _refund_id)) = &refunded {
+                        orders::record_refund(c, id, intent)?;
+                    }
+                    owed::settle(c, owed::OwedKind::Refund, id)
+                })
+            })
+            .await?;
+            tracing::info!(payment.refunded = charged, "refund settled");
+            Ok(())
+        }
+        Err(reason) => Err(NotYet(reason).into()),
+    }
+}

@@ -1,0 +1,89 @@
+//! Runs partner calls for code that must stay `Send` (apalis jobs).
+//!
+//! awc is built on actix-rt: its clients and futures live on one thread. The
+//! worker's job futures must be `Send` (apalis spawns them on tokio), so they
+//! hand each call to this executor: a thread running an actix system with
+//! one awc client per partner, where every call runs as its own local task.
+//! Thousands of calls can wait at once; the channel only carries closures.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_util::future::LocalBoxFuture;
+use tokio::sync::{mpsc, oneshot};
+use url::Url;
+
+use super::payment::{PaymentConfig, PaymentGateway};
+use super::shipping::ShippingClient;
+use crate::metrics::PartnerMetrics;
+
+/// The partner clients, owned by the executor thread.
+pub struct Clients {
+    pub payment: PaymentGateway,
+    pub shipping: ShippingClient,
+}
+
+type Call = Box<dyn FnOnce(Rc<Clients>) -> LocalBoxFuture<'static, ()> + Send>;
+
+#[derive(Clone)]
+pub struct PartnerExecutor {
+    tx: mpsc::UnboundedSender<Call>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the partner executor has stopped")]
+pub struct ExecutorGone;
+
+/// Where the partners are.
+#[derive(Debug, Clone)]
+pub struct PartnerConfig {
+    pub payment: PaymentConfig,
+    pub shipping_url: Url,
+    pub timeout: Duration,
+}
+
+impl PartnerExecutor {
+    /// Starts the executor thread. It stops when every handle is dropped.
+    pub fn start(config: PartnerConfig, metrics: PartnerMetrics) -> std::io::Result<Self> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Call>();
+        std::thread::Builder::new()
+            .name("partners".into())
+            .spawn(move || {
+                actix_rt::System::new().block_on(async move {
+                    let clients = Rc::new(Clients {
+                        payment: PaymentGateway::new(
+                            super::http_client(config.timeout),
+                            config.payment.clone(),
+                            metrics.clone(),
+                        ),
+                        shipping: ShippingClient::new(
+                            super::http_client(config.timeout),
+                            config.shipping_url.clone(),
+                            config.timeout,
+                            metrics,
+                        ),
+                    });
+                    while let Some(call) = rx.recv().await {
+                        actix_rt::spawn(call(Rc::clone(&clients)));
+                    }
+                });
+            })?;
+        Ok(PartnerExecutor { tx })
+    }
+
+    /// Runs `f` with the partner clients on the executor thread.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, ExecutorGone>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Clients>) -> LocalBoxFuture<'static, T> + Send + 'static,
+    {
+        let (done, result) = oneshot::channel();
+        let call: Call = Box::new(move |clients| {
+            Box::pin(async move {
+                let _ = done.send(f(clients).await);
+            })
+        });
+        self.tx.send(call).map_err(|_| ExecutorGone)?;
+        result.await.map_err(|_| ExecutorGone)
+    }
+}

@@ -1,0 +1,199 @@
+//! Shipping partner client (API.md §4) over awc.
+//!
+//! `create_shipment` sends `reference` = order id and an `Idempotency-Key`
+//! derived from it: the partner never makes two shipments for one order,
+//! however often a retry calls it.
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use url::Url;
+use uuid::Uuid;
+
+use crate::metrics::PartnerMetrics;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Shipment {
+    pub id: String,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub tracking_number: Option<String>,
+    #[serde(default)]
+    pub eta: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShippingError {
+    /// Timeouts, transport errors, 5xx and 429: worth retrying, after
+    /// `retry_after` when the partner said so.
+    #[error("shipping partner unavailable: {message}")]
+    Retryable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// A 4xx that cannot succeed on retry.
+    #[error("shipping partner refused: {message}")]
+    Permanent { message: String },
+}
+
+pub struct ShippingClient {
+    client: awc::Client,
+    base: Url,
+    timeout: Duration,
+    metrics: PartnerMetrics,
+}
+
+impl ShippingClient {
+    pub fn new(client: awc::Client, base: Url, timeout: Duration, metrics: PartnerMetrics) -> Self {
+        Self {
+            client,
+            base,
+            timeout,
+            metrics,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base.as_str().trim_end_matches('/'), path)
+    }
+
+    async fn call(
+        &self,
+        req: awc::ClientRequest,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value, Option<Duration>), ShippingError> {
+        let started = Instant::now();
+        let exchange = async {
+            let mut resp = match body {
+                Some(b) => req.send_json(b).await,
+                None => req.send().await,
+            }
+            .map_err(|e| ShippingError::Retryable {
+                message: e.to_string(),
+                retry_after: None,
+            })?;
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let bytes = resp
+                .body()
+                .limit(1 << 20)
+                .await
+                .map_err(|e| ShippingError::Retryable {
+                    message: format!("reading body: {e}"),
+                    retry_after: None,
+                })?;
+            Ok((
+                resp.status().as_u16(),
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                retry_after,
+            ))
+        };
+        let result = match actix_rt::time::timeout(self.timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(ShippingError::Retryable {
+                message: "timed out".into(),
+                retry_after: None,
+            }),
+        };
+        let outcome = match &result {
+            Ok((s, _, _)) if *s < 300 => "ok",
+            Ok((s, _, _)) if *s < 500 => "client_error",
+            Ok(_) => "server_error",
+            Err(_) => "transport_error",
+        };
+        self.metrics.observe("shipping", outcome, started.elapsed());
+        result
+    }
+
+    /// Creates (or finds) the shipment of `order_id`.
+    pub async fn create_shipment(
+        &self,
+        order_id: Uuid,
+        address: &Value,
+        items: &[(String, i32)],
+    ) -> Result<Shipment, ShippingError> {
+        let body = json!({
+            "reference": order_id.to_string(),
+            "address": address,
+            "items": items.iter().map(|(sku, q)| json!({"sku": sku, "quantity": q})).collect::<Vec<_>>(),
+        });
+        let req = self
+            .client
+            .post(self.url("/v1/shipments"))
+            .insert_header(("Idempotency-Key", format!("orderflow-ship-{order_id}")))
+            .timeout(self.timeout);
+        let (status, body, retry_after) = self.call(req, Some(&body)).await?;
+        classify(status, body, retry_after)
+    }
+
+    pub async fn get_shipment(&self, id: &str) -> Result<Shipment, ShippingError> {
+        let path: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+        let req = self
+            .client
+            .get(self.url(&format!("/v1/shipments/{path}")))
+            .timeout(self.timeout);
+        let (status, body, retry_after) = self.call(req, None).await?;
+        classify(status, body, retry_after)
+    }
+}
+
+fn classify(
+    status: u16,
+    body: Value,
+    retry_after: Option<Duration>,
+) -> Result<Shipment, ShippingError> {
+    let message = || {
+        body.pointer("/error/message")
+            .and_then(Value::as_str)
+            .map(|m| format!("{status}: {m}"))
+            .unwrap_or_else(|| format!("status {status}"))
+    };
+    match status {
+        200..=299 => serde_json::from_value(body.clone()).map_err(|e| ShippingError::Retryable {
+            message: format!("unreadable shipment: {e}"),
+            retry_after: None,
+        }),
+        408 | 425 | 429 | 500..=599 => Err(ShippingError::Retryable {
+            message: message(),
+            retry_after,
+        }),
+        _ => Err(ShippingError::Permanent { message: message() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_classified_for_retry() {
+        let ok = classify(
+            201,
+            json!({"id": "shp_1", "status": "label_created", "tracking_number": "T", "extra": 1}),
+            None,
+        );
+        assert_eq!(ok.unwrap().id, "shp_1");
+        assert!(matches!(
+            classify(429, Value::Null, Some(Duration::from_secs(3))),
+            Err(ShippingError::Retryable { retry_after: Some(d), .. }) if d == Duration::from_secs(3)
+        ));
+        assert!(matches!(
+            classify(503, Value::Null, None),
+            Err(ShippingError::Retryable { .. })
+        ));
+        assert!(matches!(
+            classify(400, json!({"error": {"message": "bad"}}), None),
+            Err(ShippingError::Permanent { .. })
+        ));
+        assert!(matches!(
+            classify(200, json!({"no": "id"}), None),
+            Err(ShippingError::Retryable { .. })
+        ));
+    }
+}

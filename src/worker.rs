@@ -1,0 +1,263 @@
+//! `orderflow worker`: the apalis workers of one process.
+//!
+//! Built around how apalis 1.0 on Redis really behaves (see
+//! `shared/notes/apalis-1.0.md`):
+//! - a unique worker name per process start (a restart under the same name
+//!   is refused for a heartbeat interval), heartbeats every 5 s, orphaned
+//!   after 2 missed: a job interrupted by SIGKILL runs again on a live worker
+//!   (or the restarted one) within about 10–15 s;
+//! - `poll_with_interval`, or an idle worker only fetches on its heartbeat;
+//! - Diesel runs on tokio's blocking pool (`db::unit`), never in the job's
+//!   task, so heartbeats are never starved;
+//! - the Redis connection tolerates a slow command (10 s response timeout
+//!   instead of redis-rs' 500 ms); a backend error that still ends a worker
+//!   ends the process non-zero, for the supervisor to restart it;
+//! - no `RetryPolicy` layer: jobs own their attempt budget (see `jobs`);
+//! - the sweeper paces its pushes (apalis dies at 8,000 due entries) and
+//!   finished jobs are vacuumed so Redis memory stays bounded.
+//!
+//! SIGTERM/SIGINT: workers stop fetching, finish in-flight jobs, return
+//! fetched-but-unstarted ones, and the process exits 0.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use apalis::prelude::{BackendExt, WorkerBuilder, WorkerBuilderExt};
+use apalis_core::backend::Vacuum;
+use apalis_redis::{Config as QueueConfig, RedisStorage};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use secrecy::ExposeSecret;
+use tokio::sync::watch;
+
+use crate::config::{ConfigError, Settings};
+use crate::db;
+use crate::jobs::sweep::{sweep_once, SweepPolicy};
+use crate::jobs::{
+    self, Deliver, JobContext, JobKind, JobQueue, ReconcilePayment, Refund, RetryPolicy,
+};
+use crate::metrics::Metrics;
+use crate::partners::executor::{PartnerConfig, PartnerExecutor};
+use crate::partners::payment::PaymentConfig;
+
+/// Tuning of one worker process.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    pub heartbeat: Duration,
+    pub missed_heartbeats: usize,
+    pub poll: Duration,
+    pub deliver_concurrency: usize,
+    pub payment_concurrency: usize,
+    pub sweep_every: Duration,
+    pub sweep: SweepPolicy,
+    pub retry: RetryPolicy,
+    /// Finished jobs older than this are vacuumed from Redis.
+    pub keep_finished: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            heartbeat: Duration::from_secs(5),
+            missed_heartbeats: 2,
+            poll: Duration::from_millis(200),
+            deliver_concurrency: 512,
+            payment_concurrency: 64,
+            sweep_every: Duration::from_secs(5),
+            sweep: SweepPolicy::default(),
+            retry: RetryPolicy::default(),
+            keep_finished: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The partner URLs a worker needs.
+fn partner_config(settings: &Settings) -> Result<PartnerConfig, ConfigError> {
+    let payment = settings.payment_gateway_url.clone().ok_or(ConfigError {
+        var: "PAYMENT_GATEWAY_URL",
+        message: "required by worker".into(),
+    })?;
+    let shipping = settings.shipping_api_url.clone().ok_or(ConfigError {
+        var: "SHIPPING_API_URL",
+        message: "required by worker".into(),
+    })?;
+    Ok(PartnerConfig {
+        payment: PaymentConfig {
+            base_url: payment,
+            api_key: settings.payment_api_key.clone(),
+            timeout: settings.partner_timeout,
+        },
+        shipping_url: shipping,
+        timeout: settings.partner_timeout,
+    })
+}
+
+/// Connects the manager apalis uses, retrying with backoff while Redis is down.
+async fn connect_redis(
+    settings: &Settings,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<ConnectionManager> {
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let attempt = async {
+            let client = redis::Client::open(settings.redis_url.expose_secret())?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(10)));
+            client.get_connection_manager_with_config(config).await
+        };
+        match attempt.await {
+            Ok(c) => return Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "redis unreachable; retrying")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return None,
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+fn unique_name(kind: &str) -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!("{kind}-{host}-{}-{started}", std::process::id())
+}
+
+fn storage<J: JobKind>(
+    conn: &ConnectionManager,
+    prefix: &str,
+    opts: &WorkerOptions,
+    batch: usize,
+) -> RedisStorage<J> {
+    RedisStorage::<J>::new(conn.clone()).with_config(
+        QueueConfig::default()
+            .queue(jobs::queue_name(prefix, J::QUEUE))
+            .heartbeat_interval(opts.heartbeat)
+            .missed_heartbeats(opts.missed_heartbeats)
+            .batch_size(batch.max(1))
+            .lock_tasks(false),
+    )
+}
+
+/// Runs the workers until `stop` turns true. Errors when a worker ends on
+/// its own (a fatal backend error): the process should then exit non-zero.
+pub async fn run(
+    settings: Settings,
+    opts: WorkerOptions,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let metrics = Metrics::new()?;
+    let partners = PartnerExecutor::start(partner_config(&settings)?, metrics.partner.clone())?;
+    let pool = db::build_pool(&settings, "orderflow-worker");
+    let queue = Arc::new(JobQueue::new(&settings)?);
+    let ctx = Arc::new(JobContext {
+        pool,
+        partners,
+        queue,
+        policy: opts.retry,
+    });
+    let Some(conn) = connect_redis(&settings, &mut stop).await else {
+        return Ok(());
+    };
+    let prefix = settings.redis_prefix.clone();
+    tracing::info!(redis.prefix = %prefix, "worker started");
+
+    let signal = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+        Ok::<(), std::io::Error>(())
+    };
+    let deliver = WorkerBuilder::new(unique_name("deliver"))
+        .backend(storage::<Deliver>(&conn, &prefix, &opts, 64).poll_with_interval(opts.poll))
+        .data(ctx.clone())
+        .concurrency(opts.deliver_concurrency)
+        .build(jobs::deliver::run)
+        .run_until(signal(stop.clone()));
+    let reconcile = WorkerBuilder::new(unique_name("reconcile"))
+        .backend(
+            storage::<ReconcilePayment>(&conn, &prefix, &opts, 16).poll_with_interval(opts.poll),
+        )
+        .data(ctx.clone())
+        .concurrency(opts.payment_concurrency)
+        .build(jobs::reconcile::run)
+        .run_until(signal(stop.clone()));
+    let refund = WorkerBuilder::new(unique_name("refund"))
+        .backend(storage::<Refund>(&conn, &prefix, &opts, 16).poll_with_interval(opts.poll))
+        .data(ctx.clone())
+        .concurrency(opts.payment_concurrency)
+        .build(jobs::refund::run)
+        .run_until(signal(stop.clone()));
+    let housekeeping = housekeeping(
+        ctx.clone(),
+        conn.clone(),
+        prefix.clone(),
+        opts.clone(),
+        stop.clone(),
+    );
+
+    let (d, r, f, ()) = tokio::join!(deliver, reconcile, refund, housekeeping);
+    for (name, result) in [("deliver", d), ("reconcile_payment", r), ("refund", f)] {
+        if let Err(e) = result {
+            anyhow::bail!("the {name} worker stopped: {e}");
+        }
+    }
+    if !*stop.borrow() {
+        anyhow::bail!("workers stopped without a shutdown signal");
+    }
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+/// The sweeper and the vacuum, on timers, until `stop`.
+async fn housekeeping(
+    ctx: Arc<JobContext>,
+    conn: ConnectionManager,
+    prefix: String,
+    opts: WorkerOptions,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(opts.sweep_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_vacuum = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match sweep_once(&ctx, &opts.sweep).await {
+            Ok(r) if r.pushed > 0 || r.stale_payments > 0 => {
+                tracing::info!(
+                    sweep.pushed = r.pushed,
+                    sweep.stale_payments = r.stale_payments,
+                    "swept owed work"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "sweep failed; next round retries"),
+        }
+        if last_vacuum.elapsed() >= Duration::from_secs(60) {
+            last_vacuum = Instant::now();
+            let keep = opts.keep_finished;
+            let results = [
+                storage::<Deliver>(&conn, &prefix, &opts, 1)
+                    .vacuum_before(keep)
+                    .await,
+                storage::<ReconcilePayment>(&conn, &prefix, &opts, 1)
+                    .vacuum_before(keep)
+                    .await,
+                storage::<Refund>(&conn, &prefix, &opts, 1)
+                    .vacuum_before(keep)
+                    .await,
+            ];
+            for r in results {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "vacuum failed");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! Workers against the real Redis and PostgreSQL: deliveries exactly once,
+//! retries and failures, reconciliation, the owed-work sweep, cancel and
+//! refund, retry-delivery.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+fn fulfilling(o: &Value) -> bool {
+    o["status"] == "fulfilling"
+}
+
+async fn set_shipping(app: &TestApp, knobs: Value) {
+    let r = app
+        .client
+        .post(format!("{}/_sim/config", app.sims.shipping_url()))
+        .send_json(&knobs)
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+}
+
+async fn paid_order(app: &TestApp) -> Uuid {
+    let resp = app.purchase(&visa(), None).await;
+    assert_eq!(resp.status, 201, "{}", resp.body);
+    order_id(&resp)
+}
+
+#[actix_rt::test]
+async fn a_paid_order_gets_exactly_one_shipment_and_moves_to_fulfilling() {
+    let app = spawn_app().await;
+    let worker = app.start_worker(fast_worker());
+    let id = paid_order(&app).await;
+
+    let o = app.wait_order(id, 15, fulfilling).await;
+
+    assert_eq!(o["delivery"]["status"], "requested");
+    assert!(o["delivery"]["shipment_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("shp_"));
+    assert!(o["delivery"]["tracking_number"].as_str().is_some());
+    assert_eq!(o["delivery"]["attempts"], 1);
+    assert_eq!(
+        app.sims
+            .shipping
+            .stats()
+            .shipments_by_reference
+            .get(&id.to_string()),
+        Some(&1)
+    );
+    assert!(!app.owed("deliver", id).await);
+    worker.stop().unwrap();
+}
+
+#[actix_rt::test]
+async fn duplicate_enqueues_and_two_workers_still_make_one_shipment_per_order() {
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(paid_order(&app).await);
+    }
+    // Every order's job pushed three more times under distinct task ids.
+    let queue = orderflow::jobs::JobQueue::new(&app.settings).unwrap();
+    for id in &ids {
+        for n in 0..3 {
+            queue
+                .push_with(
+                    orderflow::jobs::Deliver { order_id: *id },
+                    format!("dup-{id}-{n}"),
+                    Duration::ZERO,
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let w1 = app.start_worker(fast_worker());
+    let w2 = app.start_worker(fast_worker());
+    for id in &ids {
+        app.wait_order(*id, 20, fulfilling).await;
+    }
+    w1.stop().unwrap();
+    w2.stop().unwrap();
+    let stats = app.sims.shipping.stats();
+    for id in &ids {
+        assert_eq!(
+            stats.shipments_by_reference.get(&id.to_string()),
+            Some(&1),
+            "{id}"
+        );
+    }
+    assert_eq!(stats.shipments_by_reference.len(), ids.len());
+}
+
+#[actix_rt::test]
+async fn shipping_outages_are_retried_with_backoff_then_succeed() {
+    let app = spawn_app().await;
+    set_shipping(&app, json!({"failure_rate": 1.0, "failure_status": 503})).await;
+    let mut opts = fast_worker();
+    opts.retry.max_attempts = 50;
+    let worker = app.start_worker(opts);
+    let id = paid_order(&app).await;
+    let o = app
+        .wait_order(id, 15, |o| o["delivery"]["attempts"].as_i64() >= Some(2))
+        .await;
+    assert_eq!(o["status"], "paid");
+    assert!(
+        o["delivery"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("503"),
+        "{o}"
+    );
+
+    set_shipping(&app, json!({"failure_rate": 0.0})).await;
+    let o = app.wait_order(id, 15, fulfilling).await;
+    assert!(o["delivery"]["attempts"].as_i64().unwrap() >= 2);
+    assert_eq!(o["delivery"]["last_error"], Value::Null);
+    assert_eq!(
+        app.sims
+            .shipping
+            .stats()
+            .shipments_by_reference
+            .get(&id.to_string()),
+        Some(&1)
+    );
+    worker.stop().unwrap();
+}
+
+#[actix_rt::test]
+async fn the_last_attempt_marks_the_delivery_failed_and_ops_can_retry_it() {
+    let app = spawn_app().await;
+    set_shipping(&app, json!({"failure_rate": 1.0, "failure_status": 429})).await;
+    let worker = app.start_worker(fast_worker()); // 3 attempts
+    let id = paid_order(&app).await;
+    let o = app
+        .wait_order(id, 20, |o| o["delivery"]["status"] == "failed")
+        .await;
+    assert_eq!(o["delivery"]["attempts"], 3);
+    assert_eq!(o["status"], "paid");
+    assert!(!app.owed("deliver", id).await);
+
+    // Not failed → 409; unknown → 404; no token → 401.
+    let other = paid_order(&app).await;
+    set_shipping(&app, json!({"failure_rate": 0.0})).await;
+    app.wait_order(other, 15, fulfilling).await;
+    let conflict = app
+        .ops(
+            "POST",
+            &format!("/api/v1/orders/{other}/retry-delivery"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (conflict.status.as_u16(), conflict.code()),
+        (409, "invalid_state")
+    );
+    assert_eq!(
+        app.ops(
+            "POST",
+            &format!("/api/v1/orders/{}/retry-delivery", Uuid::new_v4()),
+            None
+        )
+        .await
+        .status,
+        404
+    );
+    let unauth = app
+        .ops_with_token(
+            "POST",
+            &format!("/api/v1/orders/{id}/retry-delivery"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(unauth.status, 401);
+
+    let retried = app
+        .ops("POST", &format!("/api/v1/orders/{id}/retry-delivery"), None)
+        .await;
+    assert_eq!(retried.status, 202, "{}", retried.body);
+    assert_eq!(retried.body["delivery"]["status"], "queued");
+    app.wait_order(id, 15, fulfilling).await;
+    assert_eq!(
+        app.sims
+            .shipping
+            .stats()
+            .shipments_by_reference
+            .get(&id.to_string()),
+        Some(&1)
+    );
+    worker.stop().unwrap();
+}
+
+#[actix_rt::test]
+async fn a_4xx_from_the_partner_fails_the_delivery_at_once() {
+    let app = spawn_app().await;
+    set_shipping(&app, json!({"failure_rate": 1.0, "failure_status": 422})).await;
+    let worker = app.start_worker(fast_worker());
+    let id = paid_order(&app).await;
+    let o = app
+        .wait_order(id, 15, |o| o["delivery"]["status"] == "failed")
+        .await;
+    assert_eq!(o["delivery"]["attempts"], 1);
+    worker.stop().unwrap();
+}
+
+#[actix_rt::test]
+async fn deliveries_owed_while_redis_was_down_are_swept_and_delivered() {
+    // The API cannot reach Redis: purchases still succeed, delivery owed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = spawn_app_with(Opts {
+        redis_url: Some(format!("redis://127.0.0.1:{closed}")),
+        ..Opts::default()
+    })
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(paid_order(&app).await);
+    }
+    // A worker on the real Redis sweeps what is owed.
+    let mut settings = app.settings.clone();
+    settings.redis_url = secrecy::SecretString::from(redis_url());
+    let mut opts = fast_worker();
+    opts.sweep.grace = Duration::ZERO;
+    let worker = app.start_worker_with(settings, opts);
+    for id in &ids {
+        app.wait_order(*id, 20, fulfilling).await;
+        assert!(!app.owed("deliver", *id).await);
+    }
+    worker.stop().unwrap();
+}
+
+#[actix_rt::test]
+async fn a_payment_pending_order_is_reconciled_without_a_second_charge() {
+    let app = spawn_app_with(Opts {
+        partner_timeout_ms: 300,
+        ..Opts::default()
+    })
+    .await;
+    app.set_payment(json!({"latency_ms": 600})).await;
+    let resp = app.purchase(&visa(), None).await;
+    assert_eq!(resp.status, 202, "{}", resp.body);
+    let id = order_id(&resp);
+    app.set_payment(json!({"latency_ms": 0})).await;
+
+    let mut opts = fast_worker();
+    opts.sweep.grace = Duration::ZERO;
+    opts.sweep.stale_payment = Duration::ZERO;
+    let worker = app.start_worker(opts);
+    let o = app.wait_order(id, 20, fulfilling).await;
+    assert!(o["payment"]["intent_id"].as_str().is_some());
+    assert_eq!(
+        app.sims.payment.charges_for(&id.to_string()),
+        1,
+        "never charged twice"
+    );
+    worker.stop().unwrap();
+}
+
+#[actix_rt::test]
+async fn cancelling_a_paid_order_refunds_it_once_and_it_never_ships() {
+    let app = spawn_app().await;
+    let id = paid_order(&app).await; // no worker yet: delivery queued
+    let path = format!("/api/v1/orders/{id}/cancel");
+    let responses =
+        futures_util::future::join_all((0..8).map(|_| app.ops("POST", &path, None))).await;
+    let ok: Vec<_> = responses.iter().filter(|r| r.status == 200).collect();
+    assert_eq!(ok.len(), 1, "exactly one cancel wins");
+    assert!(responses
+        .iter()
+        .filter(|r| r.status != 200)
+        .all(|r| r.status == 409 && r.code() == "invalid_state"));
+    assert_eq!(ok[0].body["status"], "cancelled");
+    assert_eq!(ok[0].body["payment"]["status"], "refunded");
+    let intent = ok[0].body["payment"]["intent_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        app.sims.payment.stats().refunds_by_intent.get(&intent),
+        Some(&1)
+    );
+
+    // The delivery pushed at purchase time finds a cancelled order.
+    let worker = app.start_worker(fast_worker());
+    actix_rt::time::sleep(Duration::from_millis(1500)).await;
+    worker.stop().unwrap();
+    assert_eq!(
+        app.sims
+            .shipping
+            .stats()
+            .shipments_by_reference
+            .get(&id.to_string()),
+        None
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/orders/{id}")).await.body["status"],
+        "cancelled"
+    );
+    assert_eq!(
+        app.sims.payment.stats().refunds_by_intent.get(&intent),
+        Some(&1),
+        "the refund job refunds nothing more"
+    );
+}
+
+#[actix_rt::test]
+async fn an_order_with_a_shipment_cannot_be_cancelled() {
+    let app = spawn_app().await;
+    let worker = app.start_worker(fast_worker());
+    let id = paid_order(&app).await;
+    app.wait_order(id, 15, fulfilling).await;
+    let resp = app
+        .ops("POST", &format!("/api/v1/orders/{id}/cancel"), None)
+        .await;
+    assert_eq!((resp.status.as_u16(), resp.code()), (409, "invalid_state"));
+    let declined = app
+        .purchase(
+            &purchase_body(&[("SKU-1", 1)], "pm_card_chargeDeclined"),
+            None,
+        )
+        .await;
+    let resp = app
+        .ops(
+            "POST",
+            &format!("/api/v1/orders/{}/cancel", order_id(&declined)),
+            None,
+        )
+        .await;
+    assert_eq!(resp.status, 409);
+    assert_eq!(
+        app.ops(
+            "POST",
+            &format!("/api/v1/orders/{}/cancel", Uuid::new_v4()),
+            None
+        )
+        .await
+        .status,
+        404
+    );
+    assert_eq!(
+        app.ops_with_token("POST", &format!("/api/v1/orders/{id}/cancel"), None, None)
+            .await
+            .status,
+        401
+    );
+    worker.stop().unwrap();
+}
+
+#[actix_rt::test]
+async fn a_cancelled_pending_order_whose_charge_went_through_is_refunded() {
+    let app = spawn_app_with(Opts {
+        partner_timeout_ms: 300,
+        ..Opts::default()
+    })
+    .await;
+    app.set_payment(json!({"latency_ms": 600})).await;
+    let resp = app.purchase(&visa(), None).await;
+    assert_eq!(resp.status, 202);
+    let id = order_id(&resp);
+    app.set_payment(json!({"latency_ms": 0})).await;
+    let cancelled = app
+        .ops("POST", &format!("/api/v1/orders/{id}/cancel"), None)
+        .await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+
+    let worker = app.start_worker(fast_worker());
+    let o = app
+        .wait_order(id, 20, |o| o["payment"]["status"] == "refunded")
+        .await;
+    assert_eq!(o["status"], "cancelled");
+    worker.stop().unwrap();
+    let stats = app.sims.payment.stats();
+    assert_eq!(stats.succeeded_by_order.get(&id.to_string()), Some(&1));
+    let intent = o["payment"]["intent_id"].as_str().unwrap();
+    assert_eq!(stats.refunds_by_intent.get(intent), Some(&1));
+    assert!(!app.owed("refund", id).await);
+}
