@@ -167,16 +167,42 @@ pub async fn run(
     let prefix = settings.redis_prefix.clone();
     tracing::info!(redis.prefix = %prefix, "worker started");
 
+    // `halt` stops every worker of the process: set by the shutdown signal,
+    // or when one worker ends on its own (apalis ends a worker on a fatal
+    // backend error), so the process exits and its supervisor restarts it.
+    let (halt_tx, halt) = watch::channel(false);
+    let mut external = stop.clone();
+    let forward = halt_tx.clone();
+    tokio::spawn(async move {
+        if external.wait_for(|s| *s).await.is_ok() {
+            let _ = forward.send(true);
+        }
+    });
     let signal = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
         Ok::<(), std::io::Error>(())
+    };
+    let supervised = |name: &'static str,
+                      worker: futures_util::future::BoxFuture<
+        'static,
+        Result<(), apalis::prelude::WorkerError>,
+    >| {
+        let halt_tx = halt_tx.clone();
+        async move {
+            let result = worker.await;
+            if let Err(e) = &result {
+                tracing::error!(worker = name, error = %e, "worker ended; stopping the process");
+            }
+            let _ = halt_tx.send(true);
+            (name, result)
+        }
     };
     let deliver = WorkerBuilder::new(unique_name("deliver"))
         .backend(storage::<Deliver>(&conn, &prefix, &opts, 64).poll_with_interval(opts.poll))
         .data(ctx.clone())
         .concurrency(opts.deliver_concurrency)
         .build(jobs::deliver::run)
-        .run_until(signal(stop.clone()));
+        .run_until(signal(halt.clone()));
     let reconcile = WorkerBuilder::new(unique_name("reconcile"))
         .backend(
             storage::<ReconcilePayment>(&conn, &prefix, &opts, 16).poll_with_interval(opts.poll),
@@ -184,23 +210,28 @@ pub async fn run(
         .data(ctx.clone())
         .concurrency(opts.payment_concurrency)
         .build(jobs::reconcile::run)
-        .run_until(signal(stop.clone()));
+        .run_until(signal(halt.clone()));
     let refund = WorkerBuilder::new(unique_name("refund"))
         .backend(storage::<Refund>(&conn, &prefix, &opts, 16).poll_with_interval(opts.poll))
         .data(ctx.clone())
         .concurrency(opts.payment_concurrency)
         .build(jobs::refund::run)
-        .run_until(signal(stop.clone()));
+        .run_until(signal(halt.clone()));
     let housekeeping = housekeeping(
         ctx.clone(),
         conn.clone(),
         prefix.clone(),
         opts.clone(),
-        stop.clone(),
+        halt.clone(),
     );
 
-    let (d, r, f, ()) = tokio::join!(deliver, reconcile, refund, housekeeping);
-    for (name, result) in [("deliver", d), ("reconcile_payment", r), ("refund", f)] {
+    let (d, r, f, ()) = tokio::join!(
+        supervised("deliver", Box::pin(deliver)),
+        supervised("reconcile_payment", Box::pin(reconcile)),
+        supervised("refund", Box::pin(refund)),
+        housekeeping
+    );
+    for (name, result) in [d, r, f] {
         if let Err(e) = result {
             anyhow::bail!("the {name} worker stopped: {e}");
         }

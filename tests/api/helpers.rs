@@ -379,6 +379,13 @@ pub struct TestWorker {
 }
 
 impl TestWorker {
+    /// Whether the worker ended (on its own, unless stopped). Used by the
+    /// fault tests.
+    #[allow(dead_code)]
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
     pub fn stop(mut self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         self.thread

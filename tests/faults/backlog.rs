@@ -1,0 +1,86 @@
+//! 20,000 owed deliveries (as after a long Redis outage) all complete, with
+//! no worker dying: the sweeper paces its pushes below apalis-redis 1.0's
+//! fatal 8,000 due entries.
+
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use redis::Commands;
+
+use crate::helpers::*;
+
+#[actix_rt::test]
+async fn twenty_thousand_owed_deliveries_all_complete_without_a_worker_dying() {
+    let _serial = crate::serial();
+    const N: i64 = 20_000;
+    let app = spawn_app().await;
+    app.db(|c| {
+        c.batch_execute(&format!(
+            "INSERT INTO orders (id, status, customer_email, customer_name, currency, total_cents, shipping_address, \
+               payment_method, payment_intent_id, payment_status, delivery_status) \
+             SELECT gen_random_uuid(), 'paid', 'b@example.com', 'Backlog', 'usd', 1299, \
+               '{{\"line1\": \"1 Main St\", \"city\": \"London\", \"postal_code\": \"N1\", \"country\": \"GB\"}}', \
+               'pm_card_visa', 'pi_backlog', 'succeeded', 'queued' FROM generate_series(1, {N}); \
+             INSERT INTO order_items SELECT id, 0, 'SKU-1', 'Analytical Engine T-shirt', 1, 1299, 1299 FROM orders; \
+             INSERT INTO owed_work (kind, order_id, owed_since) SELECT 'deliver', id, now() - interval '1 hour' FROM orders;"
+        ))
+        .unwrap();
+    })
+    .await;
+
+    let mut opts = fast_worker();
+    opts.sweep.grace = Duration::ZERO;
+    opts.sweep.repush_after = Duration::from_secs(120);
+    opts.sweep.batch = 1000;
+    let worker = app.start_worker(opts);
+    let scheduled_key = format!("{}.deliver:scheduled", app.redis_prefix);
+    let mut redis = app.redis();
+    let started = Instant::now();
+    let mut max_scheduled = 0usize;
+    loop {
+        let left: i64 = app
+            .db(|c| {
+                use diesel::prelude::*;
+                use orderflow::db::schema::owed_work::dsl as w;
+                w::owed_work.count().get_result(c).unwrap()
+            })
+            .await;
+        max_scheduled = max_scheduled.max(redis.zcard(&scheduled_key).unwrap_or(0));
+        if left == 0 {
+            break;
+        }
+        assert!(
+            !worker.is_finished(),
+            "the worker died with {left} deliveries left"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "{left} deliveries left after 180 s"
+        );
+        actix_rt::time::sleep(Duration::from_millis(250)).await;
+    }
+    let took = started.elapsed();
+    assert!(!worker.is_finished());
+    worker.stop().unwrap();
+
+    let fulfilling: i64 = app
+        .db(|c| {
+            use diesel::prelude::*;
+            use orderflow::db::schema::orders::dsl as o;
+            o::orders
+                .filter(o::status.eq("fulfilling"))
+                .count()
+                .get_result(c)
+                .unwrap()
+        })
+        .await;
+    assert_eq!(fulfilling, N);
+    let stats = app.sims.shipping.stats();
+    assert_eq!(stats.shipments_by_reference.len() as i64, N);
+    assert!(stats.shipments_by_reference.values().all(|n| *n == 1));
+    assert!(
+        max_scheduled < 8000,
+        "scheduled set reached {max_scheduled}"
+    );
+    eprintln!("20,000 owed deliveries drained in {took:?}; max scheduled {max_scheduled}");
+}

@@ -1,0 +1,20 @@
+//! Fault tests: worker processes killed or stopped mid-job, Redis stalls and
+//! drops, a large owed backlog. They run one at a time (a process-wide lock)
+//! because they start real processes and load the machine; still against the
+//! real PostgreSQL and Redis, with a private database and key prefix each.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+
+mod backlog;
+mod processes;
+mod redis_faults;
+
+/// Serialises the tests of this binary.
+pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
