@@ -3,6 +3,9 @@
 //! because they start real processes and load the machine; still against the
 //! real PostgreSQL and Redis, with a private database and key prefix each.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Each test runs on its own thread and runtime; holding the serialising
+// std Mutex across awaits blocks only that test, which is the point.
+#![allow(clippy::await_holding_lock)]
 
 #[path = "../api/helpers.rs"]
 #[allow(dead_code)]
