@@ -14,6 +14,7 @@
 //! - `HTTP_WORKERS` (default: number of cores): actix worker threads
 //! - `REDIS_PREFIX` (default `orderflow`): prefix of every Redis key, so several
 //!   deployments (or tests) can share one Redis
+//! - `WORKER_METRICS_ADDR` (default none): where `worker` serves its own metrics
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -59,6 +60,8 @@ pub struct Settings {
     pub db_statement_timeout: Duration,
     pub http_workers: usize,
     pub redis_prefix: String,
+    /// Where a worker serves its own process metrics, if anywhere.
+    pub worker_metrics_addr: Option<SocketAddr>,
 }
 
 impl Settings {
@@ -148,6 +151,10 @@ impl Settings {
                     });
                 }
                 p
+            },
+            worker_metrics_addr: match env.get("WORKER_METRICS_ADDR") {
+                None => None,
+                Some(_) => Some(env.parsed("WORKER_METRICS_ADDR", "")?),
             },
         })
     }

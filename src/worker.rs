@@ -160,7 +160,11 @@ pub async fn run(
         partners,
         queue,
         policy: opts.retry,
+        metrics: crate::metrics::JobMetrics::new(&metrics.registry)?,
     });
+    if let Some(addr) = settings.worker_metrics_addr {
+        serve_metrics(addr, metrics.registry.clone()).await?;
+    }
     let Some(conn) = connect_redis(&settings, &mut stop).await else {
         return Ok(());
     };
@@ -291,4 +295,37 @@ async fn housekeeping(
             }
         }
     }
+}
+
+/// Serves this process' metrics (`WORKER_METRICS_ADDR`): every request to
+/// the listener gets the Prometheus text, whatever its path.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    registry: prometheus::Registry,
+) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("WORKER_METRICS_ADDR: cannot bind {addr}: {e}"))?;
+    tracing::info!(metrics.addr = %addr, "worker metrics listening");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                continue;
+            };
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = tokio::time::timeout(Duration::from_secs(2), sock.read(&mut buf)).await;
+                let body = crate::metrics::encode(&registry);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(body.as_bytes()).await;
+            });
+        }
+    });
+    Ok(())
 }

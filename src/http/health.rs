@@ -1,4 +1,5 @@
-//! `/healthz` (the process runs) and `/readyz` (PostgreSQL and Redis answer).
+//! `/healthz` (the process runs), `/readyz` (PostgreSQL and Redis answer)
+//! and `/metrics` (Prometheus text, with queue and outbox state read now).
 
 use actix_web::{web, HttpResponse};
 use diesel::RunQueryDsl;
@@ -44,4 +45,33 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                 "checks": checks,
             }}))
     }
+}
+
+/// Prometheus text: this process' HTTP and partner metrics, plus queue depth,
+/// job totals (counted in Redis by whichever worker ran them) and outbox
+/// lag, read at scrape time. A source that does not answer within a second
+/// keeps its last values.
+pub async fn metrics(
+    state: web::Data<AppState>,
+    metrics: web::Data<crate::metrics::Metrics>,
+) -> HttpResponse {
+    let queue = state.queue.clone();
+    let stats = async move {
+        let mut conn = queue.connection().await.ok()?;
+        tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            crate::jobs::stats::read(&mut conn, queue.prefix()),
+        )
+        .await
+        .ok()?
+        .ok()
+    };
+    let lag = db::unit(&state.pool, crate::db::owed::oldest_age_secs);
+    let (stats, lag) = futures_util::join!(stats, lag);
+    metrics
+        .queues
+        .set(stats.as_deref().unwrap_or(&[]), lag.ok());
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(crate::metrics::encode(&metrics.registry))
 }

@@ -81,6 +81,7 @@ impl Application {
             timeout: settings.partner_timeout,
         };
         let prometheus = http_metrics(metrics)?;
+        let metrics_data = web::Data::new(metrics.clone());
         let partner_metrics = metrics.partner.clone();
         let timeout = settings.partner_timeout;
 
@@ -98,6 +99,7 @@ impl Application {
                 // Outermost, so it sees the request id header set above.
                 .wrap(Logger::new("request_id=%{x-request-id}o \"%r\" %s %b %Dms"))
                 .app_data(state.clone())
+                .app_data(metrics_data.clone())
                 .app_data(gateway)
                 .app_data(
                     web::PathConfig::default()
@@ -135,6 +137,7 @@ impl Application {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(health::metrics))
         .service(
             web::scope("/api/v1")
                 .route("/openapi.json", web::get().to(openapi::openapi_json))
@@ -165,7 +168,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 fn http_metrics(metrics: &Metrics) -> anyhow::Result<PrometheusMetrics> {
     PrometheusMetricsBuilder::new("orderflow")
         .registry(metrics.registry.clone())
-        .endpoint("/metrics")
         .mask_unmatched_patterns("UNMATCHED")
         .buckets(&[
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,

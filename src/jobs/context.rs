@@ -4,10 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use apalis::prelude::{AbortError, BoxDynError};
 use rand::Rng;
 
 use super::JobQueue;
 use crate::db::DbPool;
+use crate::metrics::JobMetrics;
 use crate::partners::executor::PartnerExecutor;
 
 #[derive(Clone)]
@@ -16,6 +18,37 @@ pub struct JobContext {
     pub partners: PartnerExecutor,
     pub queue: Arc<JobQueue>,
     pub policy: RetryPolicy,
+    pub metrics: JobMetrics,
+}
+
+impl JobContext {
+    /// Runs one job, recording its duration and outcome in this process'
+    /// metrics and in the shared totals `serve` reports (`done`, `failed` =
+    /// will be retried, `dead` = given up).
+    pub async fn observe(
+        &self,
+        kind: &'static str,
+        job: impl std::future::Future<Output = Result<(), BoxDynError>>,
+    ) -> Result<(), BoxDynError> {
+        let started = std::time::Instant::now();
+        let result = job.await;
+        let outcome = match &result {
+            Ok(()) => "done",
+            Err(e) if e.downcast_ref::<AbortError>().is_some() => "dead",
+            Err(e) => {
+                tracing::warn!(job.kind = kind, error = %e, "job failed; it will be retried");
+                "failed"
+            }
+        };
+        self.metrics.observe(kind, outcome, started.elapsed());
+        if let Ok(mut conn) = self.queue.connection().await {
+            if let Err(e) = super::stats::count(&mut conn, self.queue.prefix(), kind, outcome).await
+            {
+                tracing::debug!(error = %e, "job total not counted");
+            }
+        }
+        result
+    }
 }
 
 /// Our own attempt budget and backoff: apalis-redis retries failed jobs on a

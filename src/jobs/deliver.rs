@@ -37,8 +37,13 @@ impl JobKind for Deliver {
     }
 }
 
-#[tracing::instrument(name = "job.deliver", skip_all, fields(order.id = %job.order_id))]
 pub async fn run(job: Deliver, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynError> {
+    let observer = Arc::clone(&ctx);
+    observer.observe(Deliver::QUEUE, execute(job, ctx)).await
+}
+
+#[tracing::instrument(name = "job.deliver", skip_all, fields(order.id = %job.order_id))]
+async fn execute(job: Deliver, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynError> {
     let id = job.order_id;
     let Some(start) = db::unit(&ctx.pool, move |c| orders::begin_delivery(c, id)).await? else {
         // Shipped already, cancelled, failed, or gone: nothing is owed.

@@ -10,6 +10,7 @@ pub mod context;
 pub mod deliver;
 pub mod reconcile;
 pub mod refund;
+pub mod stats;
 pub mod sweep;
 
 use std::sync::Mutex;
@@ -68,6 +69,10 @@ impl JobQueue {
             conn: Mutex::new(None),
             last_failure: Mutex::new(None),
         })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     pub fn queue_name<J: JobKind>(&self) -> String {

@@ -36,8 +36,15 @@ impl JobKind for ReconcilePayment {
 #[error("payment outcome still unknown: {0}")]
 struct StillUnknown(String);
 
-#[tracing::instrument(name = "job.reconcile_payment", skip_all, fields(order.id = %job.order_id))]
 pub async fn run(job: ReconcilePayment, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynError> {
+    let observer = Arc::clone(&ctx);
+    observer
+        .observe(ReconcilePayment::QUEUE, execute(job, ctx))
+        .await
+}
+
+#[tracing::instrument(name = "job.reconcile_payment", skip_all, fields(order.id = %job.order_id))]
+async fn execute(job: ReconcilePayment, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynError> {
     let id = job.order_id;
     let order = db::unit(&ctx.pool, move |c| orders::find(c, id)).await?;
     let Some(order) = order.filter(|o| o.order.status == OrderStatus::PaymentPending.as_str())

@@ -37,8 +37,13 @@ impl JobKind for Refund {
 #[error("refund not settled yet: {0}")]
 struct NotYet(String);
 
-#[tracing::instrument(name = "job.refund", skip_all, fields(order.id = %job.order_id))]
 pub async fn run(job: Refund, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynError> {
+    let observer = Arc::clone(&ctx);
+    observer.observe(Refund::QUEUE, execute(job, ctx)).await
+}
+
+#[tracing::instrument(name = "job.refund", skip_all, fields(order.id = %job.order_id))]
+async fn execute(job: Refund, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynError> {
     let id = job.order_id;
     let order = db::unit(&ctx.pool, move |c| orders::find(c, id)).await?;
     let done = |ctx: Data<Arc<JobContext>>| async move {

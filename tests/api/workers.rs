@@ -384,3 +384,112 @@ async fn a_cancelled_pending_order_whose_charge_went_through_is_refunded() {
     assert_eq!(stats.refunds_by_intent.get(intent), Some(&1));
     assert!(!app.owed("refund", id).await);
 }
+
+#[actix_rt::test]
+async fn serve_reports_queue_depth_job_totals_and_outbox_lag_whichever_worker_ran_the_jobs() {
+    let app = spawn_app().await;
+    let id = paid_order(&app).await;
+    let scrape = || async {
+        let body = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .body()
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&body).into_owned()
+    };
+    // Before any worker: the delivery is pending and owed.
+    let before = scrape().await;
+    assert!(
+        before.contains(r#"orderflow_queue_jobs{kind="deliver",state="pending"} 1"#),
+        "{before}"
+    );
+    assert!(before.contains("orderflow_outbox_lag_seconds"), "{before}");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut settings = app.settings.clone();
+    settings.worker_metrics_addr = Some(format!("127.0.0.1:{port}").parse().unwrap());
+    let worker = app.start_worker_with(settings, fast_worker());
+    app.wait_order(id, 15, fulfilling).await;
+
+    let after = scrape().await;
+    assert!(
+        after.contains(r#"orderflow_jobs_total{kind="deliver",state="done"} 1"#),
+        "{after}"
+    );
+    assert!(
+        after.contains(r#"orderflow_queue_jobs{kind="deliver",state="pending"} 0"#),
+        "{after}"
+    );
+    assert!(after.contains("orderflow_outbox_lag_seconds 0"), "{after}");
+    let own = app
+        .client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .body()
+        .await
+        .unwrap();
+    let own = String::from_utf8_lossy(&own);
+    assert!(
+        own.contains(r#"orderflow_worker_jobs_total{kind="deliver",outcome="done"} 1"#),
+        "{own}"
+    );
+    assert!(
+        own.contains(r#"orderflow_partner_calls_total{outcome="ok",partner="shipping"} 1"#),
+        "{own}"
+    );
+    worker.stop().unwrap();
+}
+
+#[actix_rt::test]
+async fn concurrent_sweeps_push_each_owed_item_once_per_window() {
+    let app = spawn_app().await;
+    app.db(|c| {
+        use diesel::connection::SimpleConnection;
+        c.batch_execute(
+            "INSERT INTO orders (id, status, customer_email, customer_name, currency, total_cents, shipping_address, payment_method, delivery_status) \
+             SELECT gen_random_uuid(), 'paid', 'a@example.com', 'A', 'usd', 100, '{}', 'pm_card_visa', 'queued' FROM generate_series(1, 300); \
+             INSERT INTO owed_work (kind, order_id, owed_since) SELECT 'deliver', id, now() - interval '1 hour' FROM orders;",
+        )
+        .unwrap();
+    })
+    .await;
+    let pool = app.pool.clone();
+    let taken = futures_util::future::join_all((0..4).map(|_| {
+        let pool = pool.clone();
+        async move {
+            orderflow::db::unit(&pool, |c| {
+                orderflow::db::owed::take_due(c, Duration::ZERO, Duration::from_secs(60), 1000)
+            })
+            .await
+        }
+    }))
+    .await;
+    let mut all: Vec<Uuid> = taken
+        .into_iter()
+        .flat_map(|t| t.unwrap().into_iter().map(|(_, id)| id))
+        .collect();
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(n, 300, "every item taken once across the four sweepers");
+    assert_eq!(all.len(), 300);
+    let again = orderflow::db::unit(&pool, |c| {
+        orderflow::db::owed::take_due(c, Duration::ZERO, Duration::from_secs(60), 1000)
+    })
+    .await
+    .unwrap();
+    assert!(
+        again.is_empty(),
+        "nothing is pushed again within the window"
+    );
+}
