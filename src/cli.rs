@@ -33,7 +33,7 @@ pub enum Command {
     /// Run the three partner simulators.
     Simulate(SimArgs),
     /// Everything in one process: migrations, simulators for unset partner
-    /// URLs, the API; prints the URLs and the ops token.
+    /// URLs, the API and the workers; prints the URLs and the ops token.
     Dev,
 }
 
@@ -268,6 +268,23 @@ fn run_dev(mut settings: Settings) -> anyhow::Result<()> {
         let queue = Arc::new(JobQueue::new(&settings)?);
         let metrics = Metrics::new()?;
         let app = Application::build(&settings, pool.clone(), queue.clone(), &metrics)?;
+        // The workers, on their own runtime (apalis needs a tokio runtime with
+        // Send futures; the API runs on actix's).
+        let (stop_workers, stop_rx) = tokio::sync::watch::channel(false);
+        let worker_settings = settings.clone();
+        let workers = std::thread::Builder::new()
+            .name("workers".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()?;
+                rt.block_on(crate::worker::run(
+                    worker_settings,
+                    crate::worker::WorkerOptions::default(),
+                    stop_rx,
+                ))
+            })?;
         let base = format!("http://{}:{}", settings.bind_addr.ip(), app.port());
         println!();
         println!("orderflow dev is running");
@@ -292,6 +309,11 @@ fn run_dev(mut settings: Settings) -> anyhow::Result<()> {
         println!();
         watch_dependencies(pool, queue);
         app.server().await?;
+        let _ = stop_workers.send(true);
+        let workers = tokio::task::spawn_blocking(move || workers.join()).await;
+        if let Ok(Ok(Err(e))) = workers {
+            tracing::error!(error = %format!("{e:#}"), "workers stopped with an error");
+        }
         for h in sim_handles {
             h.stop(true).await;
         }
