@@ -78,6 +78,57 @@ pub enum PaymentResult<'a> {
     },
 }
 
+/// The columns a payment result writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PaymentColumns<'a> {
+    pub status: OrderStatus,
+    /// `None` keeps what is stored.
+    pub intent_id: Option<&'a str>,
+    /// `None` keeps what is stored.
+    pub gateway_status: Option<&'a str>,
+    pub decline_code: Option<&'a str>,
+    /// `None` keeps what is stored.
+    pub delivery_status: Option<DeliveryStatus>,
+}
+
+impl<'a> PaymentResult<'a> {
+    pub fn columns(&self) -> PaymentColumns<'a> {
+        match *self {
+            PaymentResult::Paid {
+                intent_id,
+                gateway_status,
+            } => PaymentColumns {
+                status: OrderStatus::Paid,
+                intent_id: Some(intent_id),
+                gateway_status: Some(gateway_status),
+                decline_code: None,
+                delivery_status: Some(DeliveryStatus::Queued),
+            },
+            PaymentResult::Failed {
+                intent_id,
+                gateway_status,
+                decline_code,
+            } => PaymentColumns {
+                status: OrderStatus::PaymentFailed,
+                intent_id,
+                gateway_status,
+                decline_code: Some(decline_code),
+                delivery_status: None,
+            },
+            PaymentResult::Unknown {
+                intent_id,
+                gateway_status,
+            } => PaymentColumns {
+                status: OrderStatus::PaymentPending,
+                intent_id,
+                gateway_status,
+                decline_code: None,
+                delivery_status: None,
+            },
+        }
+    }
+}
+
 /// A position in the newest-first listing: the last row of a page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
@@ -144,52 +195,20 @@ pub fn settle_payment(
     id: Uuid,
     s: &Settlement<'_>,
 ) -> Result<bool, DbError> {
-    let (status, intent, gateway, decline, delivery) = match s.result {
-        PaymentResult::Paid {
-            intent_id,
-            gateway_status,
-        } => (
-            OrderStatus::Paid,
-            Some(intent_id),
-            Some(gateway_status),
-            None,
-            Some(DeliveryStatus::Queued.as_str()),
-        ),
-        PaymentResult::Failed {
-            intent_id,
-            gateway_status,
-            decline_code,
-        } => (
-            OrderStatus::PaymentFailed,
-            intent_id,
-            gateway_status,
-            Some(decline_code),
-            None,
-        ),
-        PaymentResult::Unknown {
-            intent_id,
-            gateway_status,
-        } => (
-            OrderStatus::PaymentPending,
-            intent_id,
-            gateway_status,
-            None,
-            None,
-        ),
-    };
+    let cols = s.result.columns();
     let (key, code, body) = match s.idempotency {
         Some((k, c, b)) => (Some(k), Some(c as i16), Some(b)),
         None => (None, None, None),
     };
     let updated = super::prepared::SettlePayment {
         id,
-        status: status.as_str(),
-        intent_id: intent,
-        gateway_status: gateway,
-        decline_code: decline,
-        delivery_status: delivery,
+        status: cols.status.as_str(),
+        intent_id: cols.intent_id,
+        gateway_status: cols.gateway_status,
+        decline_code: cols.decline_code,
+        delivery_status: cols.delivery_status.map(DeliveryStatus::as_str),
         at: s.at,
-        owe_delivery: status == OrderStatus::Paid,
+        owe_delivery: cols.status == OrderStatus::Paid,
         key,
         response_status: code,
         response_body: body,

@@ -430,41 +430,17 @@ fn settle(
 
 /// The in-memory twin of `orders::settle_payment`'s update.
 fn apply(row: &mut OrderRow, result: &PaymentResult<'_>, at: chrono::DateTime<Utc>) {
-    let (status, intent, gateway, decline) = match *result {
-        PaymentResult::Paid {
-            intent_id,
-            gateway_status,
-        } => {
-            row.delivery_status = DeliveryStatus::Queued.as_str().to_owned();
-            (
-                OrderStatus::Paid,
-                Some(intent_id),
-                Some(gateway_status),
-                None,
-            )
-        }
-        PaymentResult::Failed {
-            intent_id,
-            gateway_status,
-            decline_code,
-        } => (
-            OrderStatus::PaymentFailed,
-            intent_id,
-            gateway_status,
-            Some(decline_code),
-        ),
-        PaymentResult::Unknown {
-            intent_id,
-            gateway_status,
-        } => (OrderStatus::PaymentPending, intent_id, gateway_status, None),
-    };
-    row.status = status.as_str().to_owned();
-    if let Some(i) = intent {
+    let cols = result.columns();
+    row.status = cols.status.as_str().to_owned();
+    if let Some(i) = cols.intent_id {
         row.payment_intent_id = Some(i.to_owned());
     }
-    if let Some(g) = gateway {
+    if let Some(g) = cols.gateway_status {
         row.payment_status = Some(g.to_owned());
     }
-    row.decline_code = decline.map(str::to_owned);
+    row.decline_code = cols.decline_code.map(str::to_owned);
+    if let Some(d) = cols.delivery_status {
+        row.delivery_status = d.as_str().to_owned();
+    }
     row.updated_at = at;
 }

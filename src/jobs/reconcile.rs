@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::{Deliver, JobContext, JobKind};
 use crate::db::{self, orders, owed};
 use crate::domain::OrderStatus;
-use crate::partners::payment::{Charge, ChargeOutcome};
+use crate::partners::payment::{charge_of, ChargeOutcome};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReconcilePayment {
@@ -60,25 +60,9 @@ async fn execute(job: ReconcilePayment, ctx: Data<Arc<JobContext>>) -> Result<()
         .partners
         .run(move |p| {
             Box::pin(async move {
-                if let Some(pi) = o.payment_intent_id.as_deref() {
-                    p.payment
-                        .retrieve(pi)
-                        .await
-                        .unwrap_or_else(|e| ChargeOutcome::Unknown {
-                            intent_id: Some(pi.to_owned()),
-                            status: None,
-                            reason: e.to_string(),
-                        })
-                } else {
-                    p.payment
-                        .charge(&Charge {
-                            order_id: o.id,
-                            amount_cents: o.total_cents,
-                            currency: &o.currency,
-                            payment_method: &o.payment_method,
-                        })
-                        .await
-                }
+                p.payment
+                    .current_state(&charge_of(&o), o.payment_intent_id.as_deref())
+                    .await
             })
         })
         .await?;

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::{JobContext, JobKind};
 use crate::db::{self, orders, owed};
 use crate::domain::OrderStatus;
-use crate::partners::payment::{Charge, ChargeOutcome};
+use crate::partners::payment::{charge_of, ChargeOutcome};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refund {
@@ -59,43 +59,28 @@ async fn execute(job: Refund, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynEr
         return Ok(done(ctx).await?);
     }
     let o = order.order;
-    let result =
-        ctx.partners
-            .run(move |p| {
-                Box::pin(async move {
-                    let state = match o.payment_intent_id.as_deref() {
-                        Some(pi) => p.payment.retrieve(pi).await.unwrap_or_else(|e| {
-                            ChargeOutcome::Unknown {
-                                intent_id: Some(pi.to_owned()),
-                                status: None,
-                                reason: e.to_string(),
-                            }
-                        }),
-                        None => {
-                            p.payment
-                                .charge(&Charge {
-                                    order_id: o.id,
-                                    amount_cents: o.total_cents,
-                                    currency: &o.currency,
-                                    payment_method: &o.payment_method,
-                                })
-                                .await
-                        }
-                    };
-                    match state {
-                        ChargeOutcome::Succeeded { intent_id, .. } => p
-                            .payment
-                            .refund(o.id, &intent_id)
-                            .await
-                            .map(|refund| Some((intent_id, refund)))
-                            .map_err(|e| e.to_string()),
-                        ChargeOutcome::Unknown { reason, .. } => Err(reason),
-                        // Declined, cancelled, needs action: nothing was charged.
-                        _ => Ok(None),
-                    }
-                })
+    let result = ctx
+        .partners
+        .run(move |p| {
+            Box::pin(async move {
+                let state = p
+                    .payment
+                    .current_state(&charge_of(&o), o.payment_intent_id.as_deref())
+                    .await;
+                match state {
+                    ChargeOutcome::Succeeded { intent_id, .. } => p
+                        .payment
+                        .refund(o.id, &intent_id)
+                        .await
+                        .map(|refund| Some((intent_id, refund)))
+                        .map_err(|e| e.to_string()),
+                    ChargeOutcome::Unknown { reason, .. } => Err(reason),
+                    // Declined, cancelled, needs action: nothing was charged.
+                    _ => Ok(None),
+                }
             })
-            .await?;
+        })
+        .await?;
     match result {
         Ok(refunded) => {
             let charged = refunded.is_some();

@@ -85,6 +85,16 @@ pub struct Charge<'a> {
     pub payment_method: &'a str,
 }
 
+/// The charge of a recorded order.
+pub fn charge_of(order: &crate::db::models::OrderRow) -> Charge<'_> {
+    Charge {
+        order_id: order.id,
+        amount_cents: order.total_cents,
+        currency: &order.currency,
+        payment_method: &order.payment_method,
+    }
+}
+
 /// Settings of the adapter; cheap to clone, `Send`, one per process.
 #[derive(Debug, Clone)]
 pub struct PaymentConfig {
@@ -238,6 +248,27 @@ impl PaymentGateway {
             }
         }
         outcome
+    }
+
+    /// Where the order's payment stands at the gateway: the intent when its
+    /// id is known, else the answer to a replay of the charge with the
+    /// order's Idempotency-Key (the original charge if it was made).
+    pub async fn current_state(
+        &self,
+        charge: &Charge<'_>,
+        intent_id: Option<&str>,
+    ) -> ChargeOutcome {
+        match intent_id {
+            Some(pi) => self
+                .retrieve(pi)
+                .await
+                .unwrap_or_else(|e| ChargeOutcome::Unknown {
+                    intent_id: Some(pi.to_owned()),
+                    status: None,
+                    reason: e.to_string(),
+                }),
+            None => self.charge(charge).await,
+        }
     }
 
     /// Reads a PaymentIntent.
