@@ -1,5 +1,5 @@
 //! Fault tests: worker processes killed or stopped mid-job, Redis stalls and
-//! drops, a large owed backlog. They run one at a time (a process-wide lock)
+//! drops, PostgreSQL outages, a large owed backlog. They run one at a time (a process-wide lock)
 //! because they start real processes and load the machine; still against the
 //! real PostgreSQL and Redis, with a private database and key prefix each.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -12,8 +12,8 @@
 mod helpers;
 
 mod backlog;
+mod outages;
 mod processes;
-mod redis_faults;
 
 /// Serialises the tests of this binary.
 pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -1,5 +1,6 @@
-//! Redis stalls and drops while deliveries run, through a TCP proxy the test
-//! controls (so the shared Redis itself is never touched).
+//! Redis stalls and drops, and PostgreSQL outages, while deliveries run,
+//! through a TCP proxy the test controls (so the shared servers themselves
+//! are never touched).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::helpers::*;
 
-/// A Redis proxy that can stall (stop forwarding) or drop every connection.
+/// A TCP proxy that can stall (stop forwarding) or drop every connection.
 struct Proxy {
     port: u16,
     paused: Arc<AtomicBool>,
@@ -48,7 +49,7 @@ async fn pump(
 }
 
 impl Proxy {
-    async fn start(rt: &tokio::runtime::Handle) -> Proxy {
+    async fn start(rt: &tokio::runtime::Handle, upstream: String) -> Proxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -58,7 +59,6 @@ impl Proxy {
         let (p, r, g) = (paused.clone(), refusing.clone(), generation.clone());
         rt.spawn(async move {
             let listener = TcpListener::from_std(listener).unwrap();
-            let upstream = redis_url().trim_start_matches("redis://").to_owned();
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     return;
@@ -84,8 +84,8 @@ impl Proxy {
         }
     }
 
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
     }
 }
 
@@ -101,9 +101,30 @@ async fn run_with_fault(fault: &str) {
         .enable_all()
         .build()
         .unwrap();
-    let proxy = Proxy::start(proxy_rt.handle()).await;
     let mut settings = app.settings.clone();
-    settings.redis_url = secrecy::SecretString::from(proxy.url());
+    let proxy = if fault == "postgres" {
+        let proxy = Proxy::start(
+            proxy_rt.handle(),
+            pg_base()
+                .trim_start_matches("postgres://postgres@")
+                .to_owned(),
+        )
+        .await;
+        settings.database_url = secrecy::SecretString::from(format!(
+            "postgres://postgres@{}/{}",
+            proxy.addr(),
+            app.db_name
+        ));
+        proxy
+    } else {
+        let proxy = Proxy::start(
+            proxy_rt.handle(),
+            redis_url().trim_start_matches("redis://").to_owned(),
+        )
+        .await;
+        settings.redis_url = secrecy::SecretString::from(format!("redis://{}", proxy.addr()));
+        proxy
+    };
     let mut opts = fast_worker();
     opts.sweep.grace = Duration::from_secs(5);
     opts.sweep.repush_after = Duration::from_secs(5);
@@ -124,7 +145,8 @@ async fn run_with_fault(fault: &str) {
         _ => {
             proxy.refusing.store(true, Ordering::SeqCst);
             proxy.generation.fetch_add(1, Ordering::SeqCst);
-            actix_rt::time::sleep(Duration::from_secs(1)).await;
+            let down = if fault == "postgres" { 3 } else { 1 };
+            actix_rt::time::sleep(Duration::from_secs(down)).await;
             proxy.refusing.store(false, Ordering::SeqCst);
         }
     }
@@ -185,4 +207,10 @@ async fn a_redis_stall_while_deliveries_run_is_survived_and_each_ships_once() {
 async fn dropped_redis_connections_while_deliveries_run_still_ship_each_once() {
     let _serial = crate::serial();
     run_with_fault("drop").await;
+}
+
+#[actix_rt::test]
+async fn postgres_down_while_deliveries_run_fails_jobs_retryably_and_each_ships_once() {
+    let _serial = crate::serial();
+    run_with_fault("postgres").await;
 }
