@@ -50,8 +50,11 @@ pub struct WorkerOptions {
     pub sweep_every: Duration,
     pub sweep: SweepPolicy,
     pub retry: RetryPolicy,
-    /// Finished jobs older than this are vacuumed from Redis.
+    /// Finished jobs older than this are vacuumed from Redis...
     pub keep_finished: Duration,
+    /// ...this often. Each vacuum is one Lua call over the queue's data hash
+    /// (Redis is blocked meanwhile), so it runs often over little.
+    pub vacuum_every: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -65,7 +68,8 @@ impl Default for WorkerOptions {
             sweep_every: Duration::from_secs(5),
             sweep: SweepPolicy::default(),
             retry: RetryPolicy::default(),
-            keep_finished: Duration::from_secs(600),
+            keep_finished: Duration::from_secs(60),
+            vacuum_every: Duration::from_secs(15),
         }
     }
 }
@@ -274,27 +278,43 @@ async fn housekeeping(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "sweep failed; next round retries"),
         }
-        if last_vacuum.elapsed() >= Duration::from_secs(60) {
+        if last_vacuum.elapsed() >= opts.vacuum_every {
             last_vacuum = Instant::now();
-            let keep = opts.keep_finished;
-            let results = [
-                storage::<Deliver>(&conn, &prefix, &opts, 1)
-                    .vacuum_before(keep)
-                    .await,
-                storage::<ReconcilePayment>(&conn, &prefix, &opts, 1)
-                    .vacuum_before(keep)
-                    .await,
-                storage::<Refund>(&conn, &prefix, &opts, 1)
-                    .vacuum_before(keep)
-                    .await,
-            ];
-            for r in results {
-                if let Err(e) = r {
-                    tracing::warn!(error = %e, "vacuum failed");
-                }
+            match vacuum(&conn, &prefix, opts.keep_finished).await {
+                Ok(n) if n > 0 => tracing::debug!(vacuumed = n, "vacuumed finished jobs"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "vacuum failed"),
             }
         }
     }
+}
+
+/// Deletes finished jobs older than `keep` from every queue, and the
+/// queues' `done` sets, which apalis never trims (job totals are counted in
+/// `{prefix}.job_totals` instead). Returns how many jobs were deleted.
+pub async fn vacuum(
+    conn: &ConnectionManager,
+    prefix: &str,
+    keep: Duration,
+) -> anyhow::Result<usize> {
+    let opts = WorkerOptions::default();
+    let mut n = storage::<Deliver>(conn, prefix, &opts, 1)
+        .vacuum_before(keep)
+        .await?;
+    n += storage::<ReconcilePayment>(conn, prefix, &opts, 1)
+        .vacuum_before(keep)
+        .await?;
+    n += storage::<Refund>(conn, prefix, &opts, 1)
+        .vacuum_before(keep)
+        .await?;
+    let mut c = conn.clone();
+    for kind in jobs::stats::KINDS {
+        redis::cmd("UNLINK")
+            .arg(format!("{}:done", jobs::queue_name(prefix, kind)))
+            .query_async::<()>(&mut c)
+            .await?;
+    }
+    Ok(n)
 }
 
 /// Serves this process' metrics (`WORKER_METRICS_ADDR`): every request to

@@ -493,3 +493,47 @@ async fn concurrent_sweeps_push_each_owed_item_once_per_window() {
         "nothing is pushed again within the window"
     );
 }
+
+#[actix_rt::test]
+async fn finished_jobs_are_vacuumed_so_redis_memory_stays_bounded() {
+    use redis::Commands;
+    let app = spawn_app().await;
+    let worker = app.start_worker(fast_worker());
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(paid_order(&app).await);
+    }
+    for id in &ids {
+        app.wait_order(*id, 15, fulfilling).await;
+    }
+    worker.stop().unwrap();
+    let q = format!("{}.deliver", app.redis_prefix);
+    let mut r = app.redis();
+    let stored: usize = r.hlen(format!("{q}:data")).unwrap();
+    assert_eq!(stored, 10, "finished jobs are stored until vacuumed");
+
+    let conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_connection_manager()
+        .await
+        .unwrap();
+    let vacuumed = orderflow::worker::vacuum(&conn, &app.redis_prefix, Duration::ZERO)
+        .await
+        .unwrap();
+
+    assert_eq!(vacuumed, 10);
+    let left: usize = r.hlen(format!("{q}:data")).unwrap();
+    assert_eq!(left, 0);
+    let done: bool = r.exists(format!("{q}:done")).unwrap();
+    assert!(!done, "the done set is trimmed too");
+    let metas: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{q}:meta:*"))
+        .query(&mut r)
+        .unwrap();
+    assert!(metas.is_empty(), "{metas:?}");
+    // Job totals survive the vacuum: serve still reports them.
+    let totals: std::collections::HashMap<String, u64> = r
+        .hgetall(format!("{}.job_totals", app.redis_prefix))
+        .unwrap();
+    assert_eq!(totals.get("deliver.done"), Some(&10));
+}
