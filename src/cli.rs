@@ -146,7 +146,11 @@ fn run_worker(settings: Settings) -> anyhow::Result<()> {
             tracing::info!("shutdown signal: finishing in-flight jobs");
             let _ = stop_tx.send(true);
         });
-        crate::worker::run(settings, crate::worker::WorkerOptions::default(), stop_rx).await
+        let opts = crate::worker::WorkerOptions {
+            refresh_every: Some(settings.status_refresh_interval),
+            ..crate::worker::WorkerOptions::default()
+        };
+        crate::worker::run(settings, opts, stop_rx).await
     })
 }
 

@@ -33,7 +33,8 @@ use crate::config::{ConfigError, Settings};
 use crate::db;
 use crate::jobs::sweep::{sweep_once, SweepPolicy};
 use crate::jobs::{
-    self, Deliver, JobContext, JobKind, JobQueue, ReconcilePayment, Refund, RetryPolicy,
+    self, Deliver, JobContext, JobKind, JobQueue, ReconcilePayment, RefreshBatch, RefreshPlan,
+    Refund, RetryPolicy,
 };
 use crate::metrics::Metrics;
 use crate::partners::executor::{PartnerConfig, PartnerExecutor};
@@ -55,6 +56,11 @@ pub struct WorkerOptions {
     /// ...this often. Each vacuum is one Lua call over the queue's data hash
     /// (Redis is blocked meanwhile), so it runs often over little.
     pub vacuum_every: Duration,
+    /// Scheduled status refresh period (`STATUS_REFRESH_INTERVAL_SECS`);
+    /// `None` leaves only on-demand refreshes.
+    pub refresh_every: Option<Duration>,
+    /// Concurrent calls per partner during a status refresh, per process.
+    pub partner_concurrency: usize,
 }
 
 impl Default for WorkerOptions {
@@ -70,6 +76,8 @@ impl Default for WorkerOptions {
             retry: RetryPolicy::default(),
             keep_finished: Duration::from_secs(60),
             vacuum_every: Duration::from_secs(15),
+            refresh_every: Some(Duration::from_secs(15)),
+            partner_concurrency: 32,
         }
     }
 }
@@ -91,6 +99,7 @@ fn partner_config(settings: &Settings) -> Result<PartnerConfig, ConfigError> {
             timeout: settings.partner_timeout,
         },
         shipping_url: shipping,
+        warehouse_url: settings.warehouse_api_url.clone(),
         timeout: settings.partner_timeout,
     })
 }
@@ -165,6 +174,8 @@ pub async fn run(
         queue,
         policy: opts.retry,
         metrics: crate::metrics::JobMetrics::new(&metrics.registry)?,
+        breakers: Arc::new(jobs::Breakers::new(5, Duration::from_secs(10))),
+        limits: Arc::new(jobs::Limits::new(opts.partner_concurrency)),
     });
     if let Some(addr) = settings.worker_metrics_addr {
         serve_metrics(addr, metrics.registry.clone()).await?;
@@ -225,6 +236,18 @@ pub async fn run(
         .concurrency(opts.payment_concurrency)
         .build(jobs::refund::run)
         .run_until(signal(halt.clone()));
+    let plan = WorkerBuilder::new(unique_name("refresh"))
+        .backend(storage::<RefreshPlan>(&conn, &prefix, &opts, 4).poll_with_interval(opts.poll))
+        .data(ctx.clone())
+        .concurrency(4)
+        .build(jobs::refresh::plan)
+        .run_until(signal(halt.clone()));
+    let batch = WorkerBuilder::new(unique_name("refresh-batch"))
+        .backend(storage::<RefreshBatch>(&conn, &prefix, &opts, 8).poll_with_interval(opts.poll))
+        .data(ctx.clone())
+        .concurrency(16)
+        .build(jobs::refresh::batch)
+        .run_until(signal(halt.clone()));
     let housekeeping = housekeeping(
         ctx.clone(),
         conn.clone(),
@@ -232,14 +255,24 @@ pub async fn run(
         opts.clone(),
         halt.clone(),
     );
+    let schedule = schedule_refresh(
+        ctx.clone(),
+        conn.clone(),
+        prefix.clone(),
+        opts.refresh_every,
+        halt.clone(),
+    );
 
-    let (d, r, f, ()) = tokio::join!(
+    let (d, r, f, p, b, (), ()) = tokio::join!(
         supervised("deliver", Box::pin(deliver)),
         supervised("reconcile_payment", Box::pin(reconcile)),
         supervised("refund", Box::pin(refund)),
-        housekeeping
+        supervised("refresh", Box::pin(plan)),
+        supervised("refresh_batch", Box::pin(batch)),
+        housekeeping,
+        schedule
     );
-    for (name, result) in [d, r, f] {
+    for (name, result) in [d, r, f, p, b] {
         if let Err(e) = result {
             anyhow::bail!("the {name} worker stopped: {e}");
         }
@@ -249,6 +282,50 @@ pub async fn run(
     }
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// Starts a status refresh once per `every` across all worker processes:
+/// each process checks every second, and only the one that claims the
+/// interval's key in Redis (`SET NX`) pushes the plan.
+async fn schedule_refresh(
+    ctx: Arc<JobContext>,
+    conn: ConnectionManager,
+    prefix: String,
+    every: Option<Duration>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Some(every) = every.filter(|d| !d.is_zero()) else {
+        return;
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let slot = now.as_millis() / every.as_millis().max(1);
+        let mut c = conn.clone();
+        let claimed: redis::RedisResult<Option<String>> = redis::cmd("SET")
+            .arg(format!("{prefix}.board.tick.{slot}"))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg((every.as_millis() * 3) as u64)
+            .query_async(&mut c)
+            .await;
+        if let Ok(Some(_)) = claimed {
+            let plan = RefreshPlan {
+                run: now.as_millis() as i64,
+            };
+            let id = plan.task_id();
+            if let Err(e) = ctx.queue.push_with(plan, id, Duration::ZERO).await {
+                tracing::warn!(error = %e, "scheduled refresh not pushed");
+            }
+        }
+    }
 }
 
 /// The sweeper and the vacuum, on timers, until `stop`.

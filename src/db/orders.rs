@@ -428,3 +428,70 @@ pub fn cancel(
         }))
     })
 }
+
+/// Ids of the orders the status refresh covers (not delivered, cancelled or
+/// payment_failed), newest first.
+pub fn active_ids(conn: &mut PgConnection) -> Result<Vec<Uuid>, DbError> {
+    Ok(orders::table
+        .filter(orders::status.eq_any(crate::board::ACTIVE))
+        .order((orders::created_at.desc(), orders::id.desc()))
+        .select(orders::id)
+        .load(conn)?)
+}
+
+/// Orders with their lines, in no particular order.
+pub fn find_many(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<OrderWithItems>, DbError> {
+    let rows: Vec<OrderRow> = orders::table
+        .filter(orders::id.eq_any(ids))
+        .select(OrderRow::as_select())
+        .load(conn)?;
+    let mut by_order: std::collections::HashMap<Uuid, Vec<OrderItemRow>> =
+        std::collections::HashMap::new();
+    for item in items_of(conn, ids)? {
+        by_order.entry(item.order_id).or_default().push(item);
+    }
+    Ok(rows
+        .into_iter()
+        .map(|order| {
+            let items = by_order.remove(&order.id).unwrap_or_default();
+            OrderWithItems { order, items }
+        })
+        .collect())
+}
+
+/// Applies what the shipping partner reported: `in_transit` /
+/// `out_for_delivery` → `shipped`, `delivered` → `delivered`, moving only
+/// forward. Returns the orders that moved, with their new status.
+pub fn record_shipping_progress(
+    conn: &mut PgConnection,
+    reports: &[(Uuid, String)],
+) -> Result<std::collections::HashMap<Uuid, String>, DbError> {
+    let mut moved = std::collections::HashMap::new();
+    for (id, partner_status) in reports {
+        let (order, delivery, from): (OrderStatus, DeliveryStatus, &[&str]) =
+            match partner_status.as_str() {
+                "in_transit" | "out_for_delivery" => (
+                    OrderStatus::Shipped,
+                    DeliveryStatus::InTransit,
+                    &["fulfilling"],
+                ),
+                "delivered" => (
+                    OrderStatus::Delivered,
+                    DeliveryStatus::Delivered,
+                    &["fulfilling", "shipped"],
+                ),
+                _ => continue,
+            };
+        let n = diesel::update(orders::table.find(id).filter(orders::status.eq_any(from)))
+            .set((
+                orders::status.eq(order.as_str()),
+                orders::delivery_status.eq(delivery.as_str()),
+                orders::updated_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)?;
+        if n == 1 {
+            moved.insert(*id, order.as_str().to_owned());
+        }
+    }
+    Ok(moved)
+}

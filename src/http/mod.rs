@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod dashboard;
 pub mod health;
 pub mod openapi;
 pub mod orders;
@@ -40,6 +41,9 @@ pub struct AppState {
     /// How long an `in_progress` idempotency record may stay silent before a
     /// retry takes it over (a crashed request).
     pub idempotency_lease: Duration,
+    /// `STATUS_REFRESH_INTERVAL_SECS`: board sources older than 3 of these
+    /// are stale.
+    pub refresh_interval: Duration,
 }
 
 /// A bound, not yet running, HTTP server.
@@ -74,6 +78,7 @@ impl Application {
             queue,
             ops_token_digest: auth::token_digest(token.expose_secret()),
             idempotency_lease: settings.partner_timeout * 2 + Duration::from_secs(30),
+            refresh_interval: settings.status_refresh_interval,
         });
         let payment = PaymentConfig {
             base_url: payment_url,
@@ -161,6 +166,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(
                     web::resource("/orders/{id}/retry-delivery")
                         .route(web::post().to(orders::retry_delivery)),
+                )
+                .service(web::resource("/dashboard/orders").route(web::get().to(dashboard::orders)))
+                .service(
+                    web::resource("/dashboard/summary").route(web::get().to(dashboard::summary)),
+                )
+                .service(
+                    web::resource("/dashboard/refresh").route(web::post().to(dashboard::refresh)),
+                )
+                .service(
+                    web::resource("/dashboard/events").route(web::get().to(dashboard::events)),
                 ),
         );
 }

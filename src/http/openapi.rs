@@ -5,7 +5,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{orders, products, purchase, views};
+use super::{dashboard, orders, products, purchase, views};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,6 +20,9 @@ use super::{orders, products, purchase, views};
         products::create_product,
         products::patch_product,
         products::delete_product,
+        dashboard::orders,
+        dashboard::summary,
+        dashboard::refresh,
     ),
     components(schemas(
         views::OrderView, views::OrderList, views::ProductView, views::ProductList,

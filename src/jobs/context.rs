@@ -19,6 +19,8 @@ pub struct JobContext {
     pub queue: Arc<JobQueue>,
     pub policy: RetryPolicy,
     pub metrics: JobMetrics,
+    pub breakers: Arc<Breakers>,
+    pub limits: Arc<Limits>,
 }
 
 impl JobContext {
@@ -86,9 +88,128 @@ impl RetryPolicy {
     }
 }
 
+/// Per-partner circuit breakers of this process: after `threshold` failures
+/// in a row a partner is skipped for `cool_down` (calls fail at once), then
+/// tried again.
+pub struct Breakers {
+    threshold: u64,
+    cool_down: Duration,
+    state: std::sync::Mutex<std::collections::HashMap<String, (u64, Option<std::time::Instant>)>>,
+}
+
+impl Breakers {
+    pub fn new(threshold: u64, cool_down: Duration) -> Self {
+        Breakers {
+            threshold,
+            cool_down,
+            state: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Whether a call to `partner` may go out now.
+    pub fn allow(&self, partner: &str) -> bool {
+        let Ok(state) = self.state.lock() else {
+            return true;
+        };
+        match state.get(partner) {
+            Some((_, Some(until))) => std::time::Instant::now() >= *until,
+            _ => true,
+        }
+    }
+
+    /// Records outcomes; returns whether the circuit is now open.
+    pub fn record(&self, partner: &str, ok: u64, failed: u64) -> bool {
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
+        let entry = state.entry(partner.to_owned()).or_insert((0, None));
+        if ok > 0 {
+            *entry = (0, None);
+        }
+        entry.0 += failed;
+        if ok == 0 && failed > 0 && entry.0 >= self.threshold {
+            entry.1 = Some(std::time::Instant::now() + self.cool_down);
+            tracing::warn!(
+                partner,
+                failures = entry.0,
+                "partner keeps failing; circuit open"
+            );
+        }
+        entry
+            .1
+            .is_some_and(|until| std::time::Instant::now() < until)
+    }
+}
+
+/// Bounds on concurrent calls per partner for the status refresh.
+pub struct Limits {
+    payment: tokio::sync::Semaphore,
+    shipping: tokio::sync::Semaphore,
+    warehouse: tokio::sync::Semaphore,
+}
+
+impl Limits {
+    pub fn new(per_partner: usize) -> Self {
+        Limits {
+            payment: tokio::sync::Semaphore::new(per_partner),
+            shipping: tokio::sync::Semaphore::new(per_partner),
+            warehouse: tokio::sync::Semaphore::new(per_partner),
+        }
+    }
+
+    fn of(&self, partner: &str) -> &tokio::sync::Semaphore {
+        match partner {
+            "payment" => &self.payment,
+            "shipping" => &self.shipping,
+            _ => &self.warehouse,
+        }
+    }
+}
+
+impl JobContext {
+    /// Runs a partner call within that partner's concurrency bound, unless
+    /// its circuit is open.
+    pub async fn limited<T, F>(&self, partner: &'static str, f: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(
+                std::rc::Rc<crate::partners::executor::Clients>,
+            ) -> futures_util::future::LocalBoxFuture<'static, Result<T, String>>
+            + Send
+            + 'static,
+    {
+        if !self.breakers.allow(partner) {
+            return Err(format!("{partner}: circuit open"));
+        }
+        let _permit = self
+            .limits
+            .of(partner)
+            .acquire()
+            .await
+            .map_err(|e| e.to_string())?;
+        self.partners.run(f).await.map_err(|e| e.to_string())?
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partner_that_keeps_failing_opens_its_circuit_until_the_cool_down() {
+        let b = Breakers::new(5, Duration::from_millis(50));
+        assert!(!b.record("shipping", 0, 4));
+        assert!(b.allow("shipping"));
+        assert!(
+            b.record("shipping", 0, 1),
+            "fifth failure in a row opens it"
+        );
+        assert!(!b.allow("shipping"));
+        assert!(b.allow("payment"), "per partner");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(b.allow("shipping"), "half-open after the cool-down");
+        assert!(!b.record("shipping", 1, 0), "a success closes it");
+    }
 
     #[test]
     fn backoff_grows_with_jitter_is_capped_and_honours_retry_after() {

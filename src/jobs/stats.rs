@@ -5,10 +5,16 @@
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
-use super::{queue_name, Deliver, JobKind, ReconcilePayment, Refund};
+use super::{queue_name, Deliver, JobKind, ReconcilePayment, RefreshBatch, RefreshPlan, Refund};
 
 /// The job kinds, with their queue suffixes.
-pub const KINDS: [&str; 3] = [Deliver::QUEUE, ReconcilePayment::QUEUE, Refund::QUEUE];
+pub const KINDS: [&str; 5] = [
+    Deliver::QUEUE,
+    ReconcilePayment::QUEUE,
+    Refund::QUEUE,
+    RefreshPlan::QUEUE,
+    RefreshBatch::QUEUE,
+];
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct QueueStats {

@@ -15,12 +15,15 @@ use url::Url;
 
 use super::payment::{PaymentConfig, PaymentGateway};
 use super::shipping::ShippingClient;
+use super::warehouse::WarehouseClient;
 use crate::metrics::PartnerMetrics;
 
 /// The partner clients, owned by the executor thread.
 pub struct Clients {
     pub payment: PaymentGateway,
     pub shipping: ShippingClient,
+    /// Present when `WAREHOUSE_API_URL` is set.
+    pub warehouse: Option<WarehouseClient>,
 }
 
 type Call = Box<dyn FnOnce(Rc<Clients>) -> LocalBoxFuture<'static, ()> + Send>;
@@ -39,6 +42,7 @@ pub struct ExecutorGone;
 pub struct PartnerConfig {
     pub payment: PaymentConfig,
     pub shipping_url: Url,
+    pub warehouse_url: Option<Url>,
     pub timeout: Duration,
 }
 
@@ -60,8 +64,16 @@ impl PartnerExecutor {
                             super::http_client(config.timeout),
                             config.shipping_url.clone(),
                             config.timeout,
-                            metrics,
+                            metrics.clone(),
                         ),
+                        warehouse: config.warehouse_url.clone().map(|url| {
+                            WarehouseClient::new(
+                                super::http_client(config.timeout),
+                                url,
+                                config.timeout,
+                                metrics,
+                            )
+                        }),
                     });
                     while let Some(call) = rx.recv().await {
                         actix_rt::spawn(call(Rc::clone(&clients)));

@@ -6,6 +6,7 @@
 pub mod executor;
 pub mod payment;
 pub mod shipping;
+pub mod warehouse;
 
 use std::time::Duration;
 

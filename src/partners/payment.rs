@@ -283,6 +283,22 @@ impl PaymentGateway {
         Ok(classify_charge(status, &body))
     }
 
+    /// The gateway status of an intent, as the gateway spells it.
+    pub async fn intent_status(&self, intent_id: &str) -> Result<String, GatewayError> {
+        let path = format!("/v1/payment_intents/{}", urlencode(intent_id));
+        let (status, body) = self
+            .call("retrieve_intent", awc::http::Method::GET, &path, None, None)
+            .await?;
+        if status >= 300 {
+            return Err(status_error(status, body));
+        }
+        str_field(&body, "status").ok_or_else(|| GatewayError::Status {
+            status,
+            message: "intent without status".into(),
+            body,
+        })
+    }
+
     pub async fn cancel_intent(&self, intent_id: &str) -> Result<(), GatewayError> {
         let path = format!("/v1/payment_intents/{}/cancel", urlencode(intent_id));
         let (status, body) = self

@@ -42,6 +42,7 @@ pub struct Opts {
     pub redis_url: Option<String>,
     pub partner_timeout_ms: u64,
     pub payment_url: Option<String>,
+    pub ship_stage_secs: u64,
 }
 
 impl Default for Opts {
@@ -51,6 +52,7 @@ impl Default for Opts {
             redis_url: None,
             partner_timeout_ms: 2000,
             payment_url: None,
+            ship_stage_secs: 30,
         }
     }
 }
@@ -101,7 +103,9 @@ pub async fn spawn_app_with(opts: Opts) -> TestApp {
         .expect("db setup");
     }
 
-    let mut sims = sim::start(&SimArgs::ephemeral(7)).expect("simulators");
+    let mut sim_args = SimArgs::ephemeral(7);
+    sim_args.ship_stage_secs = opts.ship_stage_secs;
+    let mut sims = sim::start(&sim_args).expect("simulators");
     for s in std::mem::take(&mut sims.servers) {
         actix_rt::spawn(s);
     }
@@ -416,6 +420,7 @@ pub fn fast_worker() -> orderflow::worker::WorkerOptions {
             cap: std::time::Duration::from_millis(300),
         },
         sweep_every: std::time::Duration::from_millis(200),
+        refresh_every: None,
         sweep: orderflow::jobs::sweep::SweepPolicy {
             grace: std::time::Duration::from_secs(3600),
             stale_payment: std::time::Duration::from_secs(3600),

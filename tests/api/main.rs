@@ -5,6 +5,7 @@
 mod helpers;
 
 mod config;
+mod dashboard;
 mod idempotency;
 mod localstripe;
 mod ops;

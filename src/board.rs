@@ -1,0 +1,360 @@
+//! The ops board cache in Redis: what workers learned from the partners,
+//! read by the dashboard endpoints without calling any partner.
+//!
+//! Keys (all under `{prefix}.board.`):
+//! - `order.{id}`: one JSON [`BoardEntry`] per order;
+//! - `index` and `index.{status}`: ZSETs of the orders on the board (score =
+//!   created_at), swapped in atomically (RENAME) when a refresh run finishes,
+//!   so they hold exactly the active orders of the latest complete run;
+//! - `build.{run}` / `build.{run}.{status}`: those indexes while run `run`
+//!   is being built; `run.{run}`: a hash counting its batches;
+//! - `last_refresh`: JSON of the last finished run; `events`: a counter
+//!   bumped at each finished run (the live stream watches it).
+//!
+//! Partner health lives in `{prefix}.partners.{name}` (last success/error,
+//! circuit state) and per-minute call counters `{prefix}.partners.{name}.{ok|err}.{minute}`.
+
+use chrono::{DateTime, Utc};
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub const PARTNERS: [&str; 3] = ["payment", "shipping", "warehouse"];
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PaymentState {
+    pub status: Option<String>,
+    pub checked_at: Option<DateTime<Utc>>,
+    /// Whether the last refresh of this source succeeded.
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShippingState {
+    pub status: Option<String>,
+    pub tracking_number: Option<String>,
+    pub eta: Option<String>,
+    pub checked_at: Option<DateTime<Utc>>,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StockItem {
+    pub sku: String,
+    pub available: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WarehouseState {
+    pub items: Vec<StockItem>,
+    pub checked_at: Option<DateTime<Utc>>,
+    pub ok: bool,
+}
+
+/// What the board knows about one order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BoardEntry {
+    pub id: Uuid,
+    pub status: String,
+    pub total_cents: i64,
+    pub currency: String,
+    pub created_at: DateTime<Utc>,
+    pub customer_name: String,
+    pub payment: PaymentState,
+    pub shipping: ShippingState,
+    pub warehouse: WarehouseState,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastRefresh {
+    pub finished_at: DateTime<Utc>,
+    pub duration_ms: i64,
+    pub orders: i64,
+}
+
+pub fn entry_key(prefix: &str, id: Uuid) -> String {
+    format!("{prefix}.board.order.{id}")
+}
+
+pub fn index_key(prefix: &str, status: Option<&str>) -> String {
+    match status {
+        Some(s) => format!("{prefix}.board.index.{s}"),
+        None => format!("{prefix}.board.index"),
+    }
+}
+
+fn build_key(prefix: &str, run: i64, status: Option<&str>) -> String {
+    match status {
+        Some(s) => format!("{prefix}.board.build.{run}.{s}"),
+        None => format!("{prefix}.board.build.{run}"),
+    }
+}
+
+fn run_key(prefix: &str, run: i64) -> String {
+    format!("{prefix}.board.run.{run}")
+}
+
+pub fn last_refresh_key(prefix: &str) -> String {
+    format!("{prefix}.board.last_refresh")
+}
+
+pub fn events_key(prefix: &str) -> String {
+    format!("{prefix}.board.events")
+}
+
+/// The statuses the board indexes (the active ones).
+pub const ACTIVE: [&str; 4] = ["payment_pending", "paid", "fulfilling", "shipped"];
+
+/// Reads the stored entries of `ids` (missing ones are `None`).
+pub async fn entries(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    ids: &[Uuid],
+) -> redis::RedisResult<Vec<Option<BoardEntry>>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<String> = ids.iter().map(|id| entry_key(prefix, *id)).collect();
+    let raw: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
+    Ok(raw
+        .into_iter()
+        .map(|r| r.and_then(|s| serde_json::from_str(&s).ok()))
+        .collect())
+}
+
+/// Starts a run of `batches` batches.
+pub async fn start_run(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    run: i64,
+    batches: usize,
+    orders: usize,
+) -> redis::RedisResult<()> {
+    let key = run_key(prefix, run);
+    redis::pipe()
+        .hset(&key, "total", batches)
+        .hset(&key, "orders", orders)
+        .hset(&key, "started_ms", Utc::now().timestamp_millis())
+        .expire(&key, 3600)
+        .query_async::<()>(conn)
+        .await
+}
+
+/// Stores a batch's entries and adds them to the run's indexes being built.
+pub async fn write_batch(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    run: i64,
+    batch: &[BoardEntry],
+) -> redis::RedisResult<()> {
+    let mut pipe = redis::pipe();
+    for e in batch {
+        let json = serde_json::to_string(e).unwrap_or_default();
+        // Entries outlive a few missed runs, not forever.
+        pipe.set_ex(entry_key(prefix, e.id), json, 24 * 3600);
+        let score = e.created_at.timestamp_millis();
+        if ACTIVE.contains(&e.status.as_str()) {
+            pipe.zadd(build_key(prefix, run, None), e.id.to_string(), score);
+            pipe.zadd(
+                build_key(prefix, run, Some(&e.status)),
+                e.id.to_string(),
+                score,
+            );
+        }
+    }
+    pipe.expire(build_key(prefix, run, None), 3600);
+    for s in ACTIVE {
+        pipe.expire(build_key(prefix, run, Some(s)), 3600);
+    }
+    pipe.query_async::<()>(conn).await
+}
+
+/// Counts a finished batch; the batch that completes the run swaps the
+/// built indexes in and records the run. Returns the run's summary then.
+pub async fn finish_batch(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    run: i64,
+) -> redis::RedisResult<Option<LastRefresh>> {
+    let key = run_key(prefix, run);
+    let done: i64 = conn.hincr(&key, "done", 1).await?;
+    let (total, orders, started): (Option<i64>, Option<i64>, Option<i64>) = redis::cmd("HMGET")
+        .arg(&key)
+        .arg("total")
+        .arg("orders")
+        .arg("started_ms")
+        .query_async(conn)
+        .await?;
+    if Some(done) != total {
+        return Ok(None);
+    }
+    finalize(conn, prefix, run, orders.unwrap_or(0), started.unwrap_or(0))
+        .await
+        .map(Some)
+}
+
+/// Makes run `run` the board: its indexes replace the old ones (an empty
+/// run empties the board), and `last_refresh` and the event counter move.
+pub async fn finalize(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    run: i64,
+    orders: i64,
+    started_ms: i64,
+) -> redis::RedisResult<LastRefresh> {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for status in std::iter::once(None).chain(ACTIVE.iter().map(|s| Some(*s))) {
+        let built = build_key(prefix, run, status);
+        let live = index_key(prefix, status);
+        // An empty run built no key: the live index is then just deleted.
+        pipe.cmd("DEL").arg(&live).ignore();
+        pipe.cmd("EVAL")
+            .arg("if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('RENAME', KEYS[1], KEYS[2]) end return 0")
+            .arg(2)
+            .arg(&built)
+            .arg(&live)
+            .ignore();
+    }
+    let now = Utc::now();
+    let summary = LastRefresh {
+        finished_at: now,
+        duration_ms: (now.timestamp_millis() - started_ms).max(0),
+        orders,
+    };
+    pipe.set(
+        last_refresh_key(prefix),
+        serde_json::to_string(&summary).unwrap_or_default(),
+    )
+    .ignore();
+    pipe.incr(events_key(prefix), 1).ignore();
+    pipe.query_async::<()>(conn).await?;
+    Ok(summary)
+}
+
+/// The newest `limit` orders on the board, optionally of one status.
+pub async fn board(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    status: Option<&str>,
+    limit: usize,
+) -> redis::RedisResult<Vec<BoardEntry>> {
+    let ids: Vec<String> = conn
+        .zrevrange(
+            index_key(prefix, status),
+            0,
+            limit.saturating_sub(1) as isize,
+        )
+        .await?;
+    let ids: Vec<Uuid> = ids.iter().filter_map(|s| Uuid::parse_str(s).ok()).collect();
+    Ok(entries(conn, prefix, &ids)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+pub async fn last_refresh(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+) -> redis::RedisResult<Option<LastRefresh>> {
+    let raw: Option<String> = conn.get(last_refresh_key(prefix)).await?;
+    Ok(raw.and_then(|s| serde_json::from_str(&s).ok()))
+}
+
+/// Partner health as the summary shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PartnerHealth {
+    pub healthy: bool,
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// Failed share of the calls of the last 5 minutes (0 without calls).
+    pub error_rate: f64,
+}
+
+fn minute() -> i64 {
+    Utc::now().timestamp() / 60
+}
+
+/// Records the outcome of `calls` calls to a partner.
+pub async fn record_partner(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    partner: &str,
+    ok: u64,
+    failed: u64,
+    circuit_open: bool,
+) -> redis::RedisResult<()> {
+    let base = format!("{prefix}.partners.{partner}");
+    let m = minute();
+    let mut pipe = redis::pipe();
+    if ok > 0 {
+        pipe.incr(format!("{base}.ok.{m}"), ok).ignore();
+        pipe.expire(format!("{base}.ok.{m}"), 600).ignore();
+        pipe.hset(&base, "last_success_at", Utc::now().to_rfc3339())
+            .ignore();
+    }
+    if failed > 0 {
+        pipe.incr(format!("{base}.err.{m}"), failed).ignore();
+        pipe.expire(format!("{base}.err.{m}"), 600).ignore();
+        pipe.hset(&base, "last_error_at", Utc::now().to_rfc3339())
+            .ignore();
+    }
+    pipe.hset(&base, "circuit_open", if circuit_open { "1" } else { "0" })
+        .ignore();
+    pipe.query_async::<()>(conn).await
+}
+
+pub async fn partner_health(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+) -> redis::RedisResult<Vec<(&'static str, PartnerHealth)>> {
+    let m = minute();
+    let mut out = Vec::new();
+    for partner in PARTNERS {
+        let base = format!("{prefix}.partners.{partner}");
+        let mut pipe = redis::pipe();
+        pipe.hget(&base, "last_success_at")
+            .hget(&base, "circuit_open");
+        for k in 0..5 {
+            pipe.get(format!("{base}.ok.{}", m - k))
+                .get(format!("{base}.err.{}", m - k));
+        }
+        let (last, open, counts): (Option<String>, Option<String>, Vec<Option<u64>>) = {
+            let v: Vec<redis::Value> = pipe.query_async(conn).await?;
+            let s = |x: &redis::Value| {
+                redis::from_redis_value::<Option<String>>(x.clone())
+                    .ok()
+                    .flatten()
+            };
+            let n = |x: &redis::Value| {
+                redis::from_redis_value::<Option<u64>>(x.clone())
+                    .ok()
+                    .flatten()
+            };
+            (
+                v.first().and_then(s),
+                v.get(1).and_then(s),
+                v.iter().skip(2).map(n).collect(),
+            )
+        };
+        let ok: u64 = counts.iter().step_by(2).flatten().sum();
+        let err: u64 = counts.iter().skip(1).step_by(2).flatten().sum();
+        let error_rate = if ok + err == 0 {
+            0.0
+        } else {
+            err as f64 / (ok + err) as f64
+        };
+        out.push((
+            partner,
+            PartnerHealth {
+                healthy: open.as_deref() != Some("1") && error_rate < 0.5,
+                last_success_at: last
+                    .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                    .map(|t| t.with_timezone(&Utc)),
+                error_rate,
+            },
+        ));
+    }
+    Ok(out)
+}

@@ -1,0 +1,332 @@
+//! Status refresh for the ops board: the async case of the design. Workers do
+//! the waiting on partners, concurrently, and aggregate into Redis; the
+//! dashboard only reads Redis.
+//!
+//! A run is planned by [`RefreshPlan`] (scheduled once per
+//! `STATUS_REFRESH_INTERVAL_SECS` across all worker processes, or on demand):
+//! it lists the active orders and pushes one [`RefreshBatch`] per
+//! [`BATCH`] orders, so 50,000 orders are 250 jobs, not 50,000. A batch calls,
+//! concurrently and bounded per partner, the payment gateway (one intent per
+//! order with one), the shipping partner (one shipment per order with one)
+//! and the warehouse (its batch endpoint, skus de-duplicated across the
+//! batch), and writes one board entry per order. A source that fails keeps
+//! its last known value and is marked not ok (stale on the board). Shipping
+//! progress moves orders to `shipped` / `delivered` in PostgreSQL. A partner
+//! that keeps failing is skipped for a while (circuit breaker) instead of
+//! hammered. Safe twice: a batch only overwrites entries with what it saw.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use apalis::prelude::{BoxDynError, Data};
+use chrono::Utc;
+use futures_util::future::join_all;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{JobContext, JobKind};
+use crate::board::{self, BoardEntry, PaymentState, ShippingState, StockItem, WarehouseState};
+use crate::db::{self, orders};
+
+/// Orders per refresh batch job.
+pub const BATCH: usize = 200;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshPlan {
+    /// The run's id: its start time in milliseconds.
+    pub run: i64,
+}
+
+impl JobKind for RefreshPlan {
+    const QUEUE: &'static str = "refresh";
+    fn task_id(&self) -> String {
+        format!("refresh-plan-{}", self.run)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshBatch {
+    pub run: i64,
+    pub order_ids: Vec<Uuid>,
+}
+
+impl JobKind for RefreshBatch {
+    const QUEUE: &'static str = "refresh_batch";
+    fn task_id(&self) -> String {
+        format!(
+            "refresh-{}-{}",
+            self.run,
+            self.order_ids
+                .first()
+                .map(|u| u.to_string())
+                .unwrap_or_default()
+        )
+    }
+}
+
+pub async fn plan(job: RefreshPlan, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynError> {
+    let observer = Arc::clone(&ctx);
+    observer
+        .observe(RefreshPlan::QUEUE, execute_plan(job, ctx))
+        .await
+}
+
+#[tracing::instrument(name = "job.refresh_plan", skip_all, fields(refresh.run = job.run))]
+async fn execute_plan(job: RefreshPlan, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynError> {
+    let ids = db::unit(&ctx.pool, orders::active_ids).await?;
+    let mut conn = ctx.queue.connection().await?;
+    let prefix = ctx.queue.prefix().to_owned();
+    let batches: Vec<&[Uuid]> = ids.chunks(BATCH).collect();
+    board::start_run(&mut conn, &prefix, job.run, batches.len(), ids.len()).await?;
+    if batches.is_empty() {
+        board::finalize(&mut conn, &prefix, job.run, 0, job.run).await?;
+        return Ok(());
+    }
+    for chunk in batches {
+        let batch = RefreshBatch {
+            run: job.run,
+            order_ids: chunk.to_vec(),
+        };
+        let id = batch.task_id();
+        ctx.queue
+            .push_with(batch, id, std::time::Duration::ZERO)
+            .await?;
+    }
+    tracing::info!(refresh.orders = ids.len(), "refresh planned");
+    Ok(())
+}
+
+pub async fn batch(job: RefreshBatch, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynError> {
+    let observer = Arc::clone(&ctx);
+    observer
+        .observe(RefreshBatch::QUEUE, execute_batch(job, ctx))
+        .await
+}
+
+/// One partner's outcomes in a batch, for health and the breaker.
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    failed: u64,
+}
+
+#[tracing::instrument(name = "job.refresh_batch", skip_all, fields(refresh.run = job.run, refresh.orders = job.order_ids.len()))]
+async fn execute_batch(job: RefreshBatch, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynError> {
+    let ids = job.order_ids.clone();
+    let orders = db::unit(&ctx.pool, move |c| orders::find_many(c, &ids)).await?;
+    let mut conn = ctx.queue.connection().await?;
+    let prefix = ctx.queue.prefix().to_owned();
+    let previous: HashMap<Uuid, BoardEntry> = board::entries(&mut conn, &prefix, &job.order_ids)
+        .await?
+        .into_iter()
+        .flatten()
+        .map(|e| (e.id, e))
+        .collect();
+    let now = Utc::now();
+
+    // Payment: one intent per order that has one.
+    let payment_calls = orders
+        .iter()
+        .filter_map(|o| o.order.payment_intent_id.clone().map(|pi| (o.order.id, pi)));
+    let payment = join_all(payment_calls.map(|(id, pi)| {
+        let ctx = Arc::clone(&ctx);
+        async move {
+            let r = ctx
+                .limited("payment", move |p| {
+                    Box::pin(async move {
+                        p.payment
+                            .intent_status(&pi)
+                            .await
+                            .map_err(|e| e.to_string())
+                    })
+                })
+                .await;
+            (id, r)
+        }
+    }));
+    // Shipping: one shipment per order that has one.
+    let shipping_calls = orders
+        .iter()
+        .filter_map(|o| o.order.shipment_id.clone().map(|s| (o.order.id, s)));
+    let shipping = join_all(shipping_calls.map(|(id, shp)| {
+        let ctx = Arc::clone(&ctx);
+        async move {
+            let r = ctx
+                .limited("shipping", move |p| {
+                    Box::pin(async move {
+                        p.shipping
+                            .get_shipment(&shp)
+                            .await
+                            .map_err(|e| e.to_string())
+                    })
+                })
+                .await;
+            (id, r)
+        }
+    }));
+    // Warehouse: the batch's skus, de-duplicated, 100 per call.
+    let skus: Vec<String> = orders
+        .iter()
+        .flat_map(|o| o.items.iter().map(|i| i.sku.clone()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let warehouse = join_all(
+        skus.chunks(crate::partners::warehouse::MAX_SKUS)
+            .map(|chunk| {
+                let ctx = Arc::clone(&ctx);
+                let chunk = chunk.to_vec();
+                async move {
+                    ctx.limited("warehouse", move |p| {
+                        Box::pin(async move {
+                            match &p.warehouse {
+                                Some(w) => w.stock(&chunk).await.map_err(|e| e.to_string()),
+                                None => Err("WAREHOUSE_API_URL is not set".to_owned()),
+                            }
+                        })
+                    })
+                    .await
+                }
+            }),
+    );
+    let (payment, shipping, warehouse) = futures_util::join!(payment, shipping, warehouse);
+
+    let mut tallies: HashMap<&str, Tally> = HashMap::new();
+    let mut count = |partner: &'static str, ok: bool| {
+        let t = tallies.entry(partner).or_default();
+        if ok {
+            t.ok += 1
+        } else {
+            t.failed += 1
+        }
+    };
+    let payment: HashMap<Uuid, Result<String, String>> = payment.into_iter().collect();
+    let shipping: HashMap<Uuid, Result<crate::partners::shipping::Shipment, String>> =
+        shipping.into_iter().collect();
+    let mut stock: HashMap<String, Option<i64>> = HashMap::new();
+    let mut warehouse_ok = true;
+    for r in warehouse {
+        match r {
+            Ok(items) => {
+                count("warehouse", true);
+                stock.extend(items.into_iter().map(|s| (s.sku, s.available)));
+            }
+            Err(_) => {
+                count("warehouse", false);
+                warehouse_ok = false;
+            }
+        }
+    }
+
+    let mut entries = Vec::with_capacity(orders.len());
+    let mut progress = Vec::new();
+    for o in &orders {
+        let id = o.order.id;
+        let prev = previous.get(&id);
+        let mut pay = prev
+            .map(|p| p.payment.clone())
+            .unwrap_or_else(|| PaymentState {
+                status: o.order.payment_status.clone(),
+                ..PaymentState::default()
+            });
+        match payment.get(&id) {
+            Some(Ok(status)) => {
+                count("payment", true);
+                pay = PaymentState {
+                    status: Some(status.clone()),
+                    checked_at: Some(now),
+                    ok: true,
+                };
+            }
+            Some(Err(_)) => {
+                count("payment", false);
+                pay.ok = false;
+            }
+            None => {}
+        }
+        let mut ship = prev
+            .map(|p| p.shipping.clone())
+            .unwrap_or_else(|| ShippingState {
+                tracking_number: o.order.tracking_number.clone(),
+                ..ShippingState::default()
+            });
+        match shipping.get(&id) {
+            Some(Ok(s)) => {
+                count("shipping", true);
+                ship = ShippingState {
+                    status: s.status.clone(),
+                    tracking_number: s.tracking_number.clone().or(ship.tracking_number),
+                    eta: s.eta.clone(),
+                    checked_at: Some(now),
+                    ok: true,
+                };
+                if let Some(st) = s.status.as_deref() {
+                    progress.push((id, st.to_owned()));
+                }
+            }
+            Some(Err(_)) => {
+                count("shipping", false);
+                ship.ok = false;
+            }
+            None => {}
+        }
+        let mut ware = prev.map(|p| p.warehouse.clone()).unwrap_or_default();
+        let order_skus: Vec<&String> = o.items.iter().map(|i| &i.sku).collect();
+        if warehouse_ok && !order_skus.is_empty() {
+            ware = WarehouseState {
+                items: order_skus
+                    .iter()
+                    .map(|s| StockItem {
+                        sku: (*s).clone(),
+                        available: stock.get(*s).copied().flatten(),
+                    })
+                    .collect(),
+                checked_at: Some(now),
+                ok: true,
+            };
+        } else if !warehouse_ok {
+            ware.ok = false;
+        }
+        entries.push(BoardEntry {
+            id,
+            status: o.order.status.clone(),
+            total_cents: o.order.total_cents,
+            currency: o.order.currency.clone(),
+            created_at: o.order.created_at,
+            customer_name: o.order.customer_name.clone(),
+            payment: pay,
+            shipping: ship,
+            warehouse: ware,
+        });
+    }
+
+    // Shipping progress → the order's status in PostgreSQL.
+    if !progress.is_empty() {
+        let moved = db::unit(&ctx.pool, move |c| {
+            orders::record_shipping_progress(c, &progress)
+        })
+        .await?;
+        for e in entries.iter_mut() {
+            if let Some(status) = moved.get(&e.id) {
+                e.status = status.clone();
+            }
+        }
+    }
+    for (partner, t) in &tallies {
+        let open = ctx.breakers.record(partner, t.ok, t.failed);
+        if let Err(e) =
+            board::record_partner(&mut conn, &prefix, partner, t.ok, t.failed, open).await
+        {
+            tracing::debug!(error = %e, "partner health not recorded");
+        }
+    }
+    board::write_batch(&mut conn, &prefix, job.run, &entries).await?;
+    if let Some(done) = board::finish_batch(&mut conn, &prefix, job.run).await? {
+        tracing::info!(
+            refresh.orders = done.orders,
+            refresh.duration_ms = done.duration_ms,
+            "refresh finished"
+        );
+    }
+    Ok(())
+}

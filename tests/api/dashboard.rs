@@ -1,0 +1,253 @@
+//! The ops board: refresh into the Redis cache by the workers, read by the
+//! dashboard endpoints without calling partners.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+async fn refresh_and_wait(app: &TestApp) -> Value {
+    let before =
+        app.ops("GET", "/api/v1/dashboard/summary", None).await.body["last_refresh"].clone();
+    let r = app.ops("POST", "/api/v1/dashboard/refresh", None).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = app.ops("GET", "/api/v1/dashboard/summary", None).await.body;
+        if !s["last_refresh"].is_null() && s["last_refresh"] != before {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "refresh never finished: {s}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn find(board: &Value, id: Uuid) -> Option<&Value> {
+    board["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["id"] == id.to_string())
+}
+
+#[actix_rt::test]
+async fn a_refresh_puts_every_active_order_on_the_board_with_each_partner_state() {
+    let app = spawn_app().await;
+    let worker = app.start_worker(fast_worker());
+    let paid = order_id(&app.purchase(&visa(), None).await);
+    app.wait_order(paid, 15, |o| o["status"] == "fulfilling")
+        .await;
+    let declined = order_id(
+        &app.purchase(
+            &purchase_body(&[("SKU-2", 1)], "pm_card_chargeDeclined"),
+            None,
+        )
+        .await,
+    );
+
+    let summary = refresh_and_wait(&app).await;
+
+    assert_eq!(summary["last_refresh"]["orders"], 1);
+    assert_eq!(summary["orders_by_status"]["fulfilling"], 1);
+    assert_eq!(summary["orders_by_status"]["payment_failed"], 1);
+    assert!(summary["queues"]["deliver"]["done"].as_u64().unwrap() >= 1);
+    assert!(summary["outbox_lag_seconds"].is_number());
+    for p in ["payment", "shipping", "warehouse"] {
+        assert_eq!(summary["partners"][p]["healthy"], true, "{p}: {summary}");
+        assert!(summary["partners"][p]["last_success_at"].is_string(), "{p}");
+    }
+    let board = app.ops("GET", "/api/v1/dashboard/orders", None).await.body;
+    let o = find(&board, paid).expect("the paid order is on the board");
+    assert!(
+        find(&board, declined).is_none(),
+        "payment_failed is not active"
+    );
+    assert_eq!(o["status"], "fulfilling");
+    assert_eq!(o["payment"]["status"], "succeeded");
+    assert_eq!(o["payment"]["stale"], false);
+    assert_eq!(o["shipping"]["status"], "label_created");
+    assert!(o["shipping"]["tracking_number"].is_string());
+    assert_eq!(o["shipping"]["stale"], false);
+    let items = o["warehouse"]["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert!(items.iter().all(|i| i["available"].is_i64()));
+    assert_eq!(o["warehouse"]["stale"], false);
+    worker.stop().unwrap();
+}
+
+#[actix_rt::test]
+async fn a_failing_partner_keeps_the_last_value_marked_stale_and_shows_unhealthy() {
+    let app = spawn_app().await;
+    let worker = app.start_worker(fast_worker());
+    let id = order_id(&app.purchase(&visa(), None).await);
+    app.wait_order(id, 15, |o| o["status"] == "fulfilling")
+        .await;
+    refresh_and_wait(&app).await;
+
+    app.set_payment(json!({"failure_rate": 1.0, "failure_status": 500}))
+        .await;
+    let summary = refresh_and_wait(&app).await;
+
+    let board = app.ops("GET", "/api/v1/dashboard/orders", None).await.body;
+    let o = find(&board, id).unwrap();
+    assert_eq!(o["payment"]["status"], "succeeded", "last known value kept");
+    assert_eq!(o["payment"]["stale"], true);
+    assert_eq!(o["shipping"]["stale"], false);
+    assert_eq!(
+        summary["partners"]["payment"]["healthy"], false,
+        "{summary}"
+    );
+    assert!(
+        summary["partners"]["payment"]["error_rate"]
+            .as_f64()
+            .unwrap()
+            >= 0.5
+    );
+    worker.stop().unwrap();
+}
+
+#[actix_rt::test]
+async fn shipping_progress_moves_orders_to_shipped_then_delivered_and_off_the_board() {
+    let app = spawn_app_with(Opts {
+        ship_stage_secs: 1,
+        ..Opts::default()
+    })
+    .await;
+    let worker = app.start_worker(fast_worker());
+    let id = order_id(&app.purchase(&visa(), None).await);
+    app.wait_order(id, 15, |o| o["status"] == "fulfilling")
+        .await;
+    actix_rt::time::sleep(Duration::from_millis(1100)).await;
+    refresh_and_wait(&app).await;
+    let o = app.get(&format!("/api/v1/orders/{id}")).await.body;
+    assert_eq!(o["status"], "shipped");
+    assert_eq!(o["delivery"]["status"], "in_transit");
+    let board = app
+        .ops("GET", "/api/v1/dashboard/orders?status=shipped", None)
+        .await
+        .body;
+    assert_eq!(
+        find(&board, id).unwrap()["shipping"]["status"],
+        "in_transit"
+    );
+
+    actix_rt::time::sleep(Duration::from_millis(2100)).await;
+    refresh_and_wait(&app).await;
+    let o = app.get(&format!("/api/v1/orders/{id}")).await.body;
+    assert_eq!(o["status"], "delivered");
+    refresh_and_wait(&app).await;
+    let board = app.ops("GET", "/api/v1/dashboard/orders", None).await.body;
+    assert!(
+        find(&board, id).is_none(),
+        "delivered orders leave the board"
+    );
+    worker.stop().unwrap();
+}
+
+#[actix_rt::test]
+async fn the_scheduled_refresh_runs_once_per_interval_across_worker_processes() {
+    let app = spawn_app().await;
+    let opts = orderflow::worker::WorkerOptions {
+        refresh_every: Some(Duration::from_secs(1)),
+        ..fast_worker()
+    };
+    let w1 = app.start_worker(opts.clone());
+    let w2 = app.start_worker(opts);
+    actix_rt::time::sleep(Duration::from_millis(4500)).await;
+    w1.stop().unwrap();
+    w2.stop().unwrap();
+    use redis::Commands;
+    let mut r = app.redis();
+    // Every plan ever pushed (task id `refresh-plan-{run ms}`): one per
+    // 1 s interval, never one per worker.
+    let ids: Vec<String> = r
+        .hkeys(format!("{}.refresh:data", app.redis_prefix))
+        .unwrap();
+    let mut slots: Vec<i64> = ids
+        .iter()
+        .filter_map(|id| id.strip_prefix("refresh-plan-")?.parse::<i64>().ok())
+        .map(|ms| ms / 1000)
+        .collect();
+    let plans = slots.len();
+    slots.sort();
+    slots.dedup();
+    assert_eq!(slots.len(), plans, "two plans in one interval: {ids:?}");
+    assert!(
+        (2..=6).contains(&plans),
+        "{plans} refreshes planned in 4.5 s with a 1 s interval: {ids:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn the_event_stream_announces_each_finished_refresh() {
+    use futures_util::StreamExt;
+    let app = spawn_app().await;
+    let worker = app.start_worker(fast_worker());
+    let mut stream = app
+        .client
+        .get(app.url("/api/v1/dashboard/events"))
+        .insert_header(("Authorization", format!("Bearer {TOKEN}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stream.headers().get("content-type").unwrap(),
+        "text/event-stream"
+    );
+    app.ops("POST", "/api/v1/dashboard/refresh", None).await;
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !seen.contains("event: refresh") {
+        assert!(std::time::Instant::now() < deadline, "no event: {seen}");
+        if let Ok(Some(Ok(chunk))) =
+            actix_rt::time::timeout(Duration::from_secs(2), stream.next()).await
+        {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    assert!(seen.contains("\"orders\":0"), "{seen}");
+    worker.stop().unwrap();
+}
+
+#[actix_rt::test]
+async fn dashboard_endpoints_require_the_token_and_check_their_query() {
+    let app = spawn_app().await;
+    for (m, p) in [
+        ("GET", "/api/v1/dashboard/orders"),
+        ("GET", "/api/v1/dashboard/summary"),
+        ("POST", "/api/v1/dashboard/refresh"),
+        ("GET", "/api/v1/dashboard/events"),
+    ] {
+        assert_eq!(
+            app.ops_with_token(m, p, None, None).await.status,
+            401,
+            "{m} {p}"
+        );
+        assert_eq!(
+            app.ops_with_token(m, p, None, Some("nope-nope-nope"))
+                .await
+                .status,
+            401,
+            "{m} {p}"
+        );
+    }
+    for q in ["limit=0", "limit=501", "status=lost"] {
+        assert_eq!(
+            app.ops("GET", &format!("/api/v1/dashboard/orders?{q}"), None)
+                .await
+                .status,
+            422,
+            "{q}"
+        );
+    }
+    let empty = app
+        .ops("GET", "/api/v1/dashboard/orders?status=delivered", None)
+        .await;
+    assert_eq!(empty.status, 200);
+    assert_eq!(empty.body["orders"], json!([]));
+}
