@@ -61,6 +61,9 @@ pub struct BoardEntry {
     pub currency: String,
     pub created_at: DateTime<Utc>,
     pub customer_name: String,
+    /// The order's delivery status (`failed` offers a retry on the page).
+    #[serde(default)]
+    pub delivery_status: String,
     pub payment: PaymentState,
     pub shipping: ShippingState,
     pub warehouse: WarehouseState,

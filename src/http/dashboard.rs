@@ -44,6 +44,7 @@ fn entry_json(e: &BoardEntry, interval: Duration, now: DateTime<Utc>) -> Value {
         "currency": e.currency,
         "created_at": e.created_at,
         "customer_name": e.customer_name,
+        "delivery": {"status": e.delivery_status},
         "payment": {
             "status": e.payment.status,
             "checked_at": e.payment.checked_at,
@@ -247,6 +248,36 @@ pub async fn events(_: OpsAuth, state: web::Data<AppState>) -> Result<HttpRespon
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))
         .streaming(stream))
+}
+
+/// Content-Security-Policy of the page: only our own script, style and API;
+/// no inline script or handler can run even if markup got in.
+pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+fn asset(content_type: &str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header(("Content-Security-Policy", PAGE_CSP))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .insert_header(("Referrer-Policy", "no-referrer"))
+        .insert_header(("Cache-Control", "no-cache"))
+        .body(body)
+}
+
+/// `GET /dashboard`: the ops page (plain HTML/CSS/JS embedded in the binary).
+pub async fn page() -> HttpResponse {
+    asset("text/html; charset=utf-8", include_str!("page/index.html"))
+}
+
+pub async fn page_js() -> HttpResponse {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("page/app.js"),
+    )
+}
+
+pub async fn page_css() -> HttpResponse {
+    asset("text/css; charset=utf-8", include_str!("page/app.css"))
 }
 
 #[cfg(test)]

@@ -143,6 +143,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
+        .route("/dashboard", web::get().to(dashboard::page))
+        .route("/dashboard/app.js", web::get().to(dashboard::page_js))
+        .route("/dashboard/app.css", web::get().to(dashboard::page_css))
         .service(
             web::scope("/api/v1")
                 .route("/openapi.json", web::get().to(openapi::openapi_json))

@@ -242,7 +242,11 @@ async fn execute_batch(job: RefreshBatch, ctx: Data<Arc<JobContext>>) -> Result<
                 count("payment", false);
                 pay.ok = false;
             }
-            None => {}
+            // No intent yet: nothing to ask, and nothing stale.
+            None => {
+                pay.checked_at = Some(now);
+                pay.ok = true;
+            }
         }
         let mut ship = prev
             .map(|p| p.shipping.clone())
@@ -268,7 +272,11 @@ async fn execute_batch(job: RefreshBatch, ctx: Data<Arc<JobContext>>) -> Result<
                 count("shipping", false);
                 ship.ok = false;
             }
-            None => {}
+            // No shipment yet: nothing to ask, and nothing stale.
+            None => {
+                ship.checked_at = Some(now);
+                ship.ok = true;
+            }
         }
         let mut ware = prev.map(|p| p.warehouse.clone()).unwrap_or_default();
         let order_skus: Vec<&String> = o.items.iter().map(|i| &i.sku).collect();
@@ -294,6 +302,7 @@ async fn execute_batch(job: RefreshBatch, ctx: Data<Arc<JobContext>>) -> Result<
             currency: o.order.currency.clone(),
             created_at: o.order.created_at,
             customer_name: o.order.customer_name.clone(),
+            delivery_status: o.order.delivery_status.clone(),
             payment: pay,
             shipping: ship,
             warehouse: ware,

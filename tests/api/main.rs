@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod browser;
 mod config;
 mod dashboard;
 mod idempotency;

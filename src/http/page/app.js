@@ -1,0 +1,202 @@
+// orderflow ops board. Plain JS, no build step. Every customer-provided
+// string is put in the page with textContent, never as HTML.
+"use strict";
+
+const TOKEN_KEY = "orderflow.ops_token";
+const $ = (id) => document.getElementById(id);
+let token = sessionStorage.getItem(TOKEN_KEY);
+let stream = null;       // AbortController of the live event stream
+let retryMs = 1000;
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("data-")) node.setAttribute(k, v);
+    else node[k] = v;
+  }
+  for (const c of children) {
+    if (c === null || c === undefined) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function toast(text) {
+  const t = $("toast");
+  t.textContent = text;
+  t.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { t.hidden = true; }, 4000);
+}
+
+async function api(path, options = {}) {
+  const res = await fetch(path, {
+    ...options,
+    headers: { ...(options.headers || {}), Authorization: "Bearer " + token },
+  });
+  if (res.status === 401) { logout("The token was refused."); throw new Error("unauthorized"); }
+  const body = res.status === 204 ? null : await res.json().catch(() => null);
+  if (!res.ok) throw new Error((body && body.error && body.error.message) || res.statusText);
+  return body;
+}
+
+function money(cents, currency) {
+  try {
+    return new Intl.NumberFormat(undefined, { style: "currency", currency: currency.toUpperCase() }).format(cents / 100);
+  } catch (_) { return (cents / 100).toFixed(2) + " " + currency; }
+}
+
+function ago(ts) {
+  if (!ts) return "never checked";
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(ts)) / 1000));
+  if (s < 60) return "checked " + s + " s ago";
+  if (s < 3600) return "checked " + Math.round(s / 60) + " min ago";
+  return "checked " + Math.round(s / 3600) + " h ago";
+}
+
+function source(state, main) {
+  return el("td", {},
+    el("span", {}, main || "—"),
+    el("span", { class: "age", "data-ts": state.checked_at || "" }, ago(state.checked_at)),
+    state.stale ? el("span", { class: "stale", title: "last refresh failed or is old" }, "stale") : null);
+}
+
+async function act(order, action) {
+  const verb = action === "cancel" ? "Cancel" : "Retry the delivery of";
+  if (!confirm(verb + " order " + order.id.slice(0, 8) + "?")) return;
+  try {
+    await api("/api/v1/orders/" + order.id + "/" + action, { method: "POST" });
+    toast(action === "cancel" ? "Order cancelled." : "Delivery queued again.");
+    await api("/api/v1/dashboard/refresh", { method: "POST" });
+  } catch (e) { toast("Failed: " + e.message); }
+}
+
+function row(o) {
+  const actions = el("td", { class: "actions" });
+  const delivery = (o.delivery && o.delivery.status) || "";
+  if (delivery === "failed") {
+    actions.append(el("button", { class: "ghost retry", onclick: () => act(o, "retry-delivery") }, "Retry delivery"));
+  }
+  if (o.status === "payment_pending" || (o.status === "paid" && delivery !== "requested")) {
+    actions.append(el("button", { class: "danger cancel", onclick: () => act(o, "cancel") }, "Cancel"));
+  }
+  const stock = (o.warehouse.items || []).map((i) => i.sku + ": " + (i.available ?? "?")).join(", ");
+  const ship = o.shipping.status ? o.shipping.status + (o.shipping.tracking_number ? " · " + o.shipping.tracking_number : "") : "";
+  return el("tr", { "data-id": o.id },
+    el("td", { class: "id", title: o.id }, o.id.slice(0, 8)),
+    el("td", { class: "customer" }, o.customer_name || ""),
+    el("td", {}, el("span", { class: "pill" }, o.status), delivery === "failed" ? el("span", { class: "stale" }, " delivery failed") : null),
+    el("td", {}, money(o.total_cents, o.currency)),
+    source(o.payment, o.payment.status),
+    source(o.shipping, ship),
+    source(o.warehouse, stock),
+    actions);
+}
+
+function renderSummary(s) {
+  const tiles = $("tiles");
+  tiles.replaceChildren(...Object.entries(s.orders_by_status).map(([k, v]) =>
+    el("div", { class: "tile" }, el("div", { class: "n" }, v), el("div", { class: "l" }, k))),
+    el("div", { class: "tile" }, el("div", { class: "n" }, Math.round(s.outbox_lag_seconds) + " s"), el("div", { class: "l" }, "outbox lag")));
+  $("partners").replaceChildren(...Object.entries(s.partners).map(([name, p]) =>
+    el("div", { class: "partner " + (p.healthy ? "ok" : "bad") },
+      el("div", {}, name + " ", el("b", {}, p.healthy ? "healthy" : "unhealthy")),
+      el("div", { class: "muted" }, "errors " + Math.round(p.error_rate * 100) + " % · last ok " + (p.last_success_at ? new Date(p.last_success_at).toLocaleTimeString() : "never")))));
+  $("queues").tBodies[0].replaceChildren(...Object.entries(s.queues).map(([kind, q]) =>
+    el("tr", {}, el("td", {}, kind), el("td", {}, q.pending), el("td", {}, q.running), el("td", {}, q.done), el("td", {}, q.failed), el("td", {}, q.dead))));
+  $("last-refresh").textContent = s.last_refresh
+    ? "refreshed " + new Date(s.last_refresh.finished_at).toLocaleTimeString() + " in " + s.last_refresh.duration_ms + " ms"
+    : "not refreshed yet";
+}
+
+async function load() {
+  const filter = $("filter").value;
+  const q = "?limit=200" + (filter ? "&status=" + encodeURIComponent(filter) : "");
+  const [summary, board] = await Promise.all([api("/api/v1/dashboard/summary"), api("/api/v1/dashboard/orders" + q)]);
+  renderSummary(summary);
+  $("rows").replaceChildren(...board.orders.map(row));
+  $("empty").hidden = board.orders.length > 0;
+}
+
+function setLive(on) {
+  $("live").classList.toggle("on", on);
+  $("live-text").textContent = on ? "live" : (document.hidden ? "paused" : "reconnecting");
+}
+
+async function listen() {
+  if (stream || document.hidden || !token) return;
+  const ctl = new AbortController();
+  stream = ctl;
+  try {
+    const res = await fetch("/api/v1/dashboard/events", { headers: { Authorization: "Bearer " + token }, signal: ctl.signal });
+    if (!res.ok || !res.body) throw new Error("stream " + res.status);
+    setLive(true);
+    retryMs = 1000;
+    const reader = res.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const message = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        if (message.startsWith("event: refresh")) load().catch(() => {});
+      }
+    }
+  } catch (_) { /* aborted or dropped */ }
+  if (stream === ctl) stream = null;
+  setLive(false);
+  if (!ctl.signal.aborted && !document.hidden) {
+    setTimeout(listen, retryMs);
+    retryMs = Math.min(retryMs * 2, 15000);
+  }
+}
+
+function stop() {
+  if (stream) { stream.abort(); stream = null; }
+  setLive(false);
+}
+
+function logout(message) {
+  stop();
+  token = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  $("app").hidden = true;
+  $("logout").hidden = true;
+  $("login").hidden = false;
+  $("login-error").hidden = !message;
+  $("login-error").textContent = message || "";
+}
+
+async function start() {
+  $("login").hidden = true;
+  $("app").hidden = false;
+  $("logout").hidden = false;
+  try { await load(); } catch (e) { if (token) toast("Could not load: " + e.message); return; }
+  listen();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("login-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    token = $("token").value.trim();
+    $("token").value = "";
+    sessionStorage.setItem(TOKEN_KEY, token);
+    start();
+  });
+  $("logout").addEventListener("click", () => logout());
+  $("filter").addEventListener("change", () => load().catch((e) => toast(e.message)));
+  $("refresh").addEventListener("click", () => api("/api/v1/dashboard/refresh", { method: "POST" })
+    .then(() => toast("Refresh requested.")).catch((e) => toast(e.message)));
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) stop(); else if (token) { load().catch(() => {}); listen(); }
+  });
+  setInterval(() => {
+    for (const n of document.querySelectorAll(".age")) n.textContent = ago(n.getAttribute("data-ts"));
+  }, 1000);
+  if (token) start();
+});

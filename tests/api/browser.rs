@@ -1,0 +1,292 @@
+//! The ops page in a real browser: Debian's headless Chromium driven over the
+//! WebDriver protocol (chromedriver), against the real app, worker, Redis
+//! and PostgreSQL. `.ci/run` installs chromium and chromium-driver; without
+//! them this test fails unless `ORDERFLOW_SKIP_BROWSER=1` skips it on purpose.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+struct Browser {
+    base: String,
+    session: String,
+    client: awc::Client,
+    driver: Child,
+    _profile: std::path::PathBuf,
+}
+
+impl Browser {
+    async fn start() -> Option<Browser> {
+        let chromedriver =
+            std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
+        let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        if !std::path::Path::new(&chromedriver).exists()
+            || !std::path::Path::new(&chromium).exists()
+        {
+            if std::env::var("ORDERFLOW_SKIP_BROWSER").as_deref() == Ok("1") {
+                eprintln!("browser test skipped: ORDERFLOW_SKIP_BROWSER=1");
+                return None;
+            }
+            panic!("{chromedriver} / {chromium} missing: install chromium and chromium-driver, or set ORDERFLOW_SKIP_BROWSER=1");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .finish();
+        for _ in 0..100 {
+            if client.get(format!("{base}/status")).send().await.is_ok() {
+                break;
+            }
+            actix_rt::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile =
+            std::env::temp_dir().join(format!("orderflow-chromium-{}", Uuid::new_v4().simple()));
+        let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                     "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                     "--disable-sync", "--window-size=1400,900", format!("--user-data-dir={}", profile.display())]
+        }}}});
+        let mut res = client
+            .post(format!("{base}/session"))
+            .send_json(&caps)
+            .await
+            .unwrap();
+        let body: Value = res.json().limit(1 << 20).await.unwrap();
+        let session = body["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {body}"))
+            .to_owned();
+        Some(Browser {
+            base,
+            session,
+            client,
+            driver,
+            _profile: profile,
+        })
+    }
+
+    async fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let req = self.client.request(
+            awc::http::Method::from_bytes(method.as_bytes()).unwrap(),
+            url,
+        );
+        let mut res = match body {
+            Some(b) => req.send_json(&b).await,
+            None => req.send().await,
+        }
+        .unwrap();
+        let v: Value = res.json().limit(32 << 20).await.unwrap();
+        v["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.cmd("POST", "/url", Some(json!({"url": url}))).await;
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let v = self
+            .cmd(
+                "POST",
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_owned()
+    }
+
+    async fn click(&self, css: &str) {
+        let e = self.find(css).await;
+        self.cmd("POST", &format!("/element/{e}/click"), Some(json!({})))
+            .await;
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let e = self.find(css).await;
+        self.cmd(
+            "POST",
+            &format!("/element/{e}/value"),
+            Some(json!({"text": text})),
+        )
+        .await;
+    }
+
+    async fn script(&self, js: &str) -> Value {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": js, "args": []})),
+        )
+        .await
+    }
+
+    async fn wait_for(&self, what: &str, js: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v = self.script(js).await;
+            if v.as_bool() == Some(true) || (v.is_array() && !v.as_array().unwrap().is_empty()) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {v}"
+            );
+            actix_rt::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn row_ids(&self) -> Vec<String> {
+        let v = self
+            .script("return [...document.querySelectorAll('#rows tr')].map(r => r.dataset.id)")
+            .await;
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap_or("").to_owned())
+            .collect()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self._profile);
+    }
+}
+
+#[actix_rt::test]
+async fn ops_staff_log_in_see_orders_arrive_live_filter_retry_and_no_customer_text_runs() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let page = app.client.get(app.url("/dashboard")).send().await.unwrap();
+    let csp = page
+        .headers()
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    let worker = app.start_worker(orderflow::worker::WorkerOptions {
+        refresh_every: Some(Duration::from_secs(1)),
+        ..fast_worker()
+    });
+    // An order whose delivery fails for good (the partner refuses it).
+    app.client
+        .post(format!("{}/_sim/config", app.sims.shipping_url()))
+        .send_json(&json!({"failure_rate": 1.0, "failure_status": 400}))
+        .await
+        .unwrap();
+    let failed = order_id(&app.purchase(&visa(), None).await);
+    app.wait_order(failed, 15, |o| o["delivery"]["status"] == "failed")
+        .await;
+    app.client
+        .post(format!("{}/_sim/config", app.sims.shipping_url()))
+        .send_json(&json!({"failure_rate": 0.0}))
+        .await
+        .unwrap();
+
+    // Log in once; the token stays out of the URL.
+    browser.goto(&app.url("/dashboard")).await;
+    browser.type_into("#token", TOKEN).await;
+    browser.click("#login-form button[type=submit]").await;
+    browser.wait_for("the board", &format!("return [...document.querySelectorAll('#rows tr')].some(r => r.dataset.id === '{failed}')")).await;
+    let url = browser.cmd("GET", "/url", None).await;
+    assert!(!url.as_str().unwrap().contains(TOKEN));
+
+    // A new order, placed after the page loaded, appears without reload; its
+    // customer name is markup and must show as text.
+    let evil = "<img src=x onerror=alert(1)>";
+    let mut body = visa();
+    body["customer"]["name"] = json!(evil);
+    let newcomer = order_id(&app.purchase(&body, None).await);
+    browser.wait_for("the new order", &format!("return [...document.querySelectorAll('#rows tr')].some(r => r.dataset.id === '{newcomer}')")).await;
+    let shown = browser
+        .script(&format!(
+            "return document.querySelector('tr[data-id=\"{newcomer}\"] .customer').textContent"
+        ))
+        .await;
+    assert_eq!(shown, json!(evil));
+    assert_eq!(
+        browser
+            .script("return document.querySelectorAll('img').length")
+            .await,
+        json!(0)
+    );
+    let alert = browser.cmd("GET", "/alert/text", None).await;
+    assert_eq!(alert["error"], "no such alert", "a script ran: {alert}");
+
+    // Filter by status: the failed delivery's order is the only `paid` one.
+    browser.click("#filter option[value=paid]").await;
+    browser.wait_for("the filter", &format!("const ids = [...document.querySelectorAll('#rows tr')].map(r => r.dataset.id); return ids.length === 1 && ids[0] === '{failed}'")).await;
+    assert_eq!(browser.row_ids().await, vec![failed.to_string()]);
+
+    if let Ok(path) = std::env::var("ORDERFLOW_SCREENSHOT") {
+        browser.click("#filter option[value='']").await;
+        browser
+            .wait_for(
+                "all rows",
+                "return document.querySelectorAll('#rows tr').length >= 2",
+            )
+            .await;
+        let png = browser.cmd("GET", "/screenshot", None).await;
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap())
+            .unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        browser.click("#filter option[value=paid]").await;
+        browser
+            .wait_for(
+                "the filter",
+                "return document.querySelectorAll('#rows tr').length === 1",
+            )
+            .await;
+    }
+
+    // Retry the failed delivery, confirming the dialog.
+    browser
+        .click(&format!("tr[data-id=\"{failed}\"] button.retry"))
+        .await;
+    browser.cmd("POST", "/alert/accept", Some(json!({}))).await;
+    app.wait_order(failed, 20, |o| o["status"] == "fulfilling")
+        .await;
+    assert_eq!(
+        app.sims
+            .shipping
+            .stats()
+            .shipments_by_reference
+            .get(&failed.to_string()),
+        Some(&1)
+    );
+
+    browser.cmd("DELETE", "", None).await;
+    worker.stop().unwrap();
+}
