@@ -148,6 +148,7 @@ fn run_worker(settings: Settings) -> anyhow::Result<()> {
         });
         let opts = crate::worker::WorkerOptions {
             refresh_every: Some(settings.status_refresh_interval),
+            partner_concurrency: settings.refresh_partner_concurrency,
             ..crate::worker::WorkerOptions::default()
         };
         crate::worker::run(settings, opts, stop_rx).await

@@ -15,6 +15,8 @@
 //! - `REDIS_PREFIX` (default `orderflow`): prefix of every Redis key, so several
 //!   deployments (or tests) can share one Redis
 //! - `WORKER_METRICS_ADDR` (default none): where `worker` serves its own metrics
+//! - `REFRESH_PARTNER_CONCURRENCY` (default 512): concurrent calls per partner
+//!   during a status refresh, per worker process
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -62,6 +64,8 @@ pub struct Settings {
     pub redis_prefix: String,
     /// Where a worker serves its own process metrics, if anywhere.
     pub worker_metrics_addr: Option<SocketAddr>,
+    /// Concurrent calls per partner during a status refresh, per worker.
+    pub refresh_partner_concurrency: usize,
 }
 
 impl Settings {
@@ -152,6 +156,12 @@ impl Settings {
                 }
                 p
             },
+            refresh_partner_concurrency: env.bounded(
+                "REFRESH_PARTNER_CONCURRENCY",
+                512,
+                1,
+                100_000,
+            )? as usize,
             worker_metrics_addr: match env.get("WORKER_METRICS_ADDR") {
                 None => None,
                 Some(_) => Some(env.parsed("WORKER_METRICS_ADDR", "")?),
