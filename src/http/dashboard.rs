@@ -18,6 +18,13 @@ use crate::error::{ApiError, FieldError};
 use crate::jobs::{JobKind, RefreshPlan};
 
 pub const DEFAULT_LIMIT: usize = 100;
+/// How long a rendered board is served again (see `orders`).
+pub const BOARD_TTL: Duration = Duration::from_millis(250);
+
+/// Rendered boards by (status filter, limit).
+pub type BoardCache = std::sync::Mutex<
+    std::collections::HashMap<(Option<OrderStatus>, usize), (std::time::Instant, web::Bytes)>,
+>;
 pub const MAX_LIMIT: usize = 500;
 
 fn redis_down(e: impl std::fmt::Display) -> ApiError {
@@ -112,6 +119,21 @@ pub async fn orders(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (status, limit) = parse_query(req.query_string())?;
+    // A micro-cache of the rendered board: every read within BOARD_TTL of
+    // the last one gets the same bytes, so heavy polling costs Redis and the
+    // JSON work once per TTL, not once per request. The board itself changes
+    // once per refresh interval; `stale` flags computed up to 250 ms early
+    // are immaterial against a 3-interval threshold.
+    let key = (status, limit);
+    if let Ok(cache) = state.board_cache.lock() {
+        if let Some((at, body)) = cache.get(&key) {
+            if at.elapsed() < BOARD_TTL {
+                return Ok(HttpResponse::Ok()
+                    .content_type("application/json")
+                    .body(body.clone()));
+            }
+        }
+    }
     let now = Utc::now();
     let entries = match status {
         // Only active orders are on the board.
@@ -132,7 +154,16 @@ pub async fn orders(
         .iter()
         .map(|e| entry_json(e, state.refresh_interval, now))
         .collect();
-    Ok(HttpResponse::Ok().json(json!({"generated_at": now, "orders": orders})))
+    let body = web::Bytes::from(
+        serde_json::to_vec(&json!({"generated_at": now, "orders": orders}))
+            .map_err(|e| ApiError::Unexpected(e.into()))?,
+    );
+    if let Ok(mut cache) = state.board_cache.lock() {
+        cache.insert(key, (std::time::Instant::now(), body.clone()));
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body))
 }
 
 #[utoipa::path(

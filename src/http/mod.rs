@@ -44,6 +44,8 @@ pub struct AppState {
     /// `STATUS_REFRESH_INTERVAL_SECS`: board sources older than 3 of these
     /// are stale.
     pub refresh_interval: Duration,
+    /// The dashboard's micro-cache of rendered boards.
+    pub board_cache: dashboard::BoardCache,
 }
 
 /// A bound, not yet running, HTTP server.
@@ -79,6 +81,7 @@ impl Application {
             ops_token_digest: auth::token_digest(token.expose_secret()),
             idempotency_lease: settings.partner_timeout * 2 + Duration::from_secs(30),
             refresh_interval: settings.status_refresh_interval,
+            board_cache: Default::default(),
         });
         let payment = PaymentConfig {
             base_url: payment_url,
