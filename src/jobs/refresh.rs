@@ -112,6 +112,7 @@ struct Tally {
 
 #[tracing::instrument(name = "job.refresh_batch", skip_all, fields(refresh.run = job.run, refresh.orders = job.order_ids.len()))]
 async fn execute_batch(job: RefreshBatch, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynError> {
+    tracing::debug!("refresh batch started");
     let ids = job.order_ids.clone();
     let orders = db::unit(&ctx.pool, move |c| orders::find_many(c, &ids)).await?;
     let mut conn = ctx.queue.connection().await?;
@@ -190,6 +191,7 @@ async fn execute_batch(job: RefreshBatch, ctx: Data<Arc<JobContext>>) -> Result<
             }),
     );
     let (payment, shipping, warehouse) = futures_util::join!(payment, shipping, warehouse);
+    tracing::debug!("refresh batch: partners answered");
 
     let mut tallies: HashMap<&str, Tally> = HashMap::new();
     let mut count = |partner: &'static str, ok: bool| {
