@@ -15,7 +15,7 @@
 //! - `REDIS_PREFIX` (default `orderflow`): prefix of every Redis key, so several
 //!   deployments (or tests) can share one Redis
 //! - `WORKER_METRICS_ADDR` (default none): where `worker` serves its own metrics
-//! - `REFRESH_PARTNER_CONCURRENCY` (default 2048): concurrent calls per partner
+//! - `REFRESH_PARTNER_CONCURRENCY` (default 1024): concurrent calls per partner
 //!   during a status refresh, per worker process
 
 use std::net::SocketAddr;

@@ -77,7 +77,7 @@ impl Default for WorkerOptions {
             keep_finished: Duration::from_secs(60),
             vacuum_every: Duration::from_secs(15),
             refresh_every: Some(Duration::from_secs(15)),
-            partner_concurrency: 2048,
+            partner_concurrency: 1024,
         }
     }
 }

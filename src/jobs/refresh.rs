@@ -5,7 +5,7 @@
 //! A run is planned by [`RefreshPlan`] (scheduled once per
 //! `STATUS_REFRESH_INTERVAL_SECS` across all worker processes, or on demand):
 //! it lists the active orders and pushes one [`RefreshBatch`] per
-//! [`BATCH`] orders, so 50,000 orders are 250 jobs, not 50,000. A batch calls,
+//! [`BATCH`] orders, so 50,000 orders are 50 jobs, not 50,000. A batch calls,
 //! concurrently and bounded per partner, the payment gateway (one intent per
 //! order with one), the shipping partner (one shipment per order with one)
 //! and the warehouse (its batch endpoint, skus de-duplicated across the
@@ -28,8 +28,10 @@ use super::{JobContext, JobKind};
 use crate::board::{self, BoardEntry, PaymentState, ShippingState, StockItem, WarehouseState};
 use crate::db::{self, orders};
 
-/// Orders per refresh batch job.
-pub const BATCH: usize = 200;
+/// Orders per refresh batch job: few jobs per run (apalis-redis dies at
+/// 8,000 due entries), and enough calls per job to fill the per-partner
+/// concurrency.
+pub const BATCH: usize = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefreshPlan {

@@ -16,6 +16,6 @@ pub fn http_client(timeout: Duration) -> awc::Client {
     awc::Client::builder()
         .timeout(timeout)
         .disable_redirects()
-        .connector(awc::Connector::new().limit(1024).timeout(timeout))
+        .connector(awc::Connector::new().limit(4096).timeout(timeout))
         .finish()
 }
