@@ -158,7 +158,7 @@ impl Settings {
             },
             refresh_partner_concurrency: env.bounded(
                 "REFRESH_PARTNER_CONCURRENCY",
-                512,
+                1024,
                 1,
                 100_000,
             )? as usize,
