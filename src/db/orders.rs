@@ -160,6 +160,14 @@ pub fn list(
         .order((orders::created_at.desc(), orders::id.desc()))
         .limit(limit)
         .load(conn)?;
+    with_items(conn, rows)
+}
+
+/// Attaches their lines to `rows` (one query), keeping the rows' order.
+fn with_items(
+    conn: &mut PgConnection,
+    rows: Vec<OrderRow>,
+) -> Result<Vec<OrderWithItems>, DbError> {
     let ids: Vec<Uuid> = rows.iter().map(|o| o.id).collect();
     let mut by_order: std::collections::HashMap<Uuid, Vec<OrderItemRow>> =
         std::collections::HashMap::new();
@@ -445,18 +453,7 @@ pub fn find_many(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<OrderWithI
         .filter(orders::id.eq_any(ids))
         .select(OrderRow::as_select())
         .load(conn)?;
-    let mut by_order: std::collections::HashMap<Uuid, Vec<OrderItemRow>> =
-        std::collections::HashMap::new();
-    for item in items_of(conn, ids)? {
-        by_order.entry(item.order_id).or_default().push(item);
-    }
-    Ok(rows
-        .into_iter()
-        .map(|order| {
-            let items = by_order.remove(&order.id).unwrap_or_default();
-            OrderWithItems { order, items }
-        })
-        .collect())
+    with_items(conn, rows)
 }
 
 /// Applies what the shipping partner reported: `in_transit` /
