@@ -132,13 +132,18 @@ async fn connect_redis(
     }
 }
 
+/// A worker name no other live worker has: host, pid, start time and a
+/// random tag (two runs in one process, as in tests, can start within the
+/// same millisecond). apalis refuses a name it saw alive recently.
 fn unique_name(kind: &str) -> String {
+    use rand::Rng;
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
-    format!("{kind}-{host}-{}-{started}", std::process::id())
+    let tag: u32 = rand::rng().random();
+    format!("{kind}-{host}-{}-{started}-{tag:08x}", std::process::id())
 }
 
 fn storage<J: JobKind>(
@@ -425,4 +430,16 @@ async fn serve_metrics(
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_names_differ_even_within_one_millisecond() {
+        let names: std::collections::HashSet<String> =
+            (0..1000).map(|_| unique_name("deliver")).collect();
+        assert_eq!(names.len(), 1000);
+    }
 }
