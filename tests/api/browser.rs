@@ -248,6 +248,26 @@ async fn ops_staff_log_in_see_orders_arrive_live_filter_retry_and_no_customer_te
     browser.wait_for("the filter", &format!("const ids = [...document.querySelectorAll('#rows tr')].map(r => r.dataset.id); return ids.length === 1 && ids[0] === '{failed}'")).await;
     assert_eq!(browser.row_ids().await, vec![failed.to_string()]);
 
+    // A hidden tab pauses the live stream; visible again, it resumes.
+    browser
+        .script("Object.defineProperty(document, 'hidden', {configurable: true, get: () => true}); document.dispatchEvent(new Event('visibilitychange')); return true")
+        .await;
+    browser
+        .wait_for(
+            "paused",
+            "return document.getElementById('live-text').textContent === 'paused'",
+        )
+        .await;
+    browser
+        .script("Object.defineProperty(document, 'hidden', {configurable: true, get: () => false}); document.dispatchEvent(new Event('visibilitychange')); return true")
+        .await;
+    browser
+        .wait_for(
+            "live again",
+            "return document.getElementById('live-text').textContent === 'live'",
+        )
+        .await;
+
     if let Ok(path) = std::env::var("ORDERFLOW_SCREENSHOT") {
         browser.click("#filter option[value='']").await;
         browser
