@@ -62,21 +62,6 @@ pub struct OrderRow {
     pub updated_at: DateTime<Utc>,
 }
 
-/// A new order's columns; written by `db::prepared::InsertOrder`.
-#[derive(Debug)]
-pub struct NewOrder<'a> {
-    pub id: Uuid,
-    pub status: &'a str,
-    pub customer_email: &'a str,
-    pub customer_name: &'a str,
-    pub currency: &'a str,
-    pub total_cents: i64,
-    pub shipping_address: &'a Value,
-    pub payment_method: &'a str,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = order_items, check_for_backend(diesel::pg::Pg))]
 pub struct OrderItemRow {

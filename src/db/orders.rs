@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
-use super::models::{NewOrder, OrderItemRow, OrderRow, OrderWithItems};
+use super::models::{OrderItemRow, OrderRow, OrderWithItems};
 use super::schema::{order_items, orders};
 use super::DbError;
 use crate::domain::{DeliveryStatus, OrderStatus};
@@ -13,18 +13,18 @@ use crate::domain::{DeliveryStatus, OrderStatus};
 /// Inserts the order and its lines in one prepared statement.
 pub fn insert(
     conn: &mut PgConnection,
-    order: &NewOrder<'_>,
+    order: &OrderRow,
     items: &[OrderItemRow],
 ) -> Result<(), DbError> {
     super::prepared::InsertOrder {
         id: order.id,
-        status: order.status,
-        customer_email: order.customer_email,
-        customer_name: order.customer_name,
-        currency: order.currency,
+        status: &order.status,
+        customer_email: &order.customer_email,
+        customer_name: &order.customer_name,
+        currency: &order.currency,
         total_cents: order.total_cents,
-        shipping_address: order.shipping_address,
-        payment_method: order.payment_method,
+        shipping_address: &order.shipping_address,
+        payment_method: &order.payment_method,
         at: order.created_at,
         line_nos: items.iter().map(|i| i.line_no).collect(),
         skus: items.iter().map(|i| i.sku.as_str()).collect(),

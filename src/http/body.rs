@@ -59,20 +59,7 @@ pub async fn json_object(
 /// order or whitespace get the same fingerprint.
 fn canonical(v: &Value, out: &mut String) {
     match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                canonical(&m[k], out);
-            }
-            out.push('}');
-        }
+        Value::Object(m) => canonical_object(m, out),
         Value::Array(a) => {
             out.push('[');
             for (i, x) in a.iter().enumerate() {
@@ -88,10 +75,26 @@ fn canonical(v: &Value, out: &mut String) {
 }
 
 /// SHA-256 of the canonical JSON, hex.
+fn canonical_object(m: &Map<String, Value>, out: &mut String) {
+    let mut keys: Vec<&String> = m.keys().collect();
+    keys.sort();
+    out.push('{');
+    for (i, k) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // A JSON string literal: serde_json escapes it for us.
+        out.push_str(&serde_json::to_string(k).unwrap_or_default());
+        out.push(':');
+        canonical(&m[k], out);
+    }
+    out.push('}');
+}
+
 pub fn fingerprint(body: &Map<String, Value>) -> String {
     use sha2::Digest;
     let mut s = String::new();
-    canonical(&Value::Object(body.clone()), &mut s);
+    canonical_object(body, &mut s);
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }
 

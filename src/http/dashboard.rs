@@ -14,7 +14,7 @@ use super::AppState;
 use crate::board::{self, BoardEntry};
 use crate::db;
 use crate::domain::OrderStatus;
-use crate::error::{ApiError, FieldError};
+use crate::error::ApiError;
 use crate::jobs::{JobKind, RefreshPlan};
 
 pub const DEFAULT_LIMIT: usize = 100;
@@ -73,35 +73,11 @@ fn entry_json(e: &BoardEntry, interval: Duration, now: DateTime<Utc>) -> Value {
 }
 
 fn parse_query(query: &str) -> Result<(Option<OrderStatus>, usize), ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(|e| {
-        ApiError::Validation(vec![FieldError::new(
-            "query",
-            format!("malformed query string: {e}"),
-        )])
-    })?;
-    let mut errors = Vec::new();
-    let (mut status, mut limit) = (None, DEFAULT_LIMIT);
-    for (k, v) in pairs {
-        match k.as_str() {
-            "status" if v.is_empty() => {}
-            "status" => match v.parse::<OrderStatus>() {
-                Ok(s) => status = Some(s),
-                Err(_) => errors.push(FieldError::new("status", "not an order status")),
-            },
-            "limit" => match v.parse::<usize>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => limit = n,
-                _ => errors.push(FieldError::new(
-                    "limit",
-                    format!("must be an integer from 1 to {MAX_LIMIT}"),
-                )),
-            },
-            _ => {}
-        }
-    }
-    if errors.is_empty() {
-        Ok((status, limit))
+    let listing = super::query::Listing::parse(query, DEFAULT_LIMIT, MAX_LIMIT)?;
+    if listing.errors.is_empty() {
+        Ok((listing.status, listing.limit))
     } else {
-        Err(ApiError::Validation(errors))
+        Err(ApiError::Validation(listing.errors))
     }
 }
 

@@ -10,6 +10,7 @@ pub mod openapi;
 pub mod orders;
 pub mod products;
 pub mod purchase;
+pub mod query;
 pub mod views;
 
 use std::net::TcpListener;

@@ -59,48 +59,28 @@ struct ListQuery {
 }
 
 fn parse_list_query(query: &str) -> Result<ListQuery, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(|e| {
-        ApiError::Validation(vec![FieldError::new(
-            "query",
-            format!("malformed query string: {e}"),
-        )])
-    })?;
-    let mut errors = Vec::new();
-    let mut q = ListQuery {
-        status: None,
-        limit: DEFAULT_LIMIT,
-        cursor: None,
-    };
-    for (k, v) in pairs {
-        match k.as_str() {
-            "status" if v.is_empty() => {}
-            "status" => match v.parse::<OrderStatus>() {
-                Ok(s) => q.status = Some(s),
-                Err(_) => errors.push(FieldError::new("status", "not an order status")),
-            },
-            "limit" => match v.parse::<i64>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => q.limit = n,
-                _ => errors.push(FieldError::new(
-                    "limit",
-                    format!("must be an integer from 1 to {MAX_LIMIT}"),
-                )),
-            },
-            "cursor" if v.is_empty() => {}
-            "cursor" => match decode_cursor(&v) {
-                Some(c) => q.cursor = Some(c),
-                None => errors.push(FieldError::new(
+    let mut listing =
+        super::query::Listing::parse(query, DEFAULT_LIMIT as usize, MAX_LIMIT as usize)?;
+    let mut cursor = None;
+    for (k, v) in &listing.rest {
+        if k == "cursor" && !v.is_empty() {
+            match decode_cursor(v) {
+                Some(c) => cursor = Some(c),
+                None => listing.errors.push(FieldError::new(
                     "cursor",
                     "not a cursor from a previous page",
                 )),
-            },
-            _ => {}
+            }
         }
     }
-    if errors.is_empty() {
-        Ok(q)
-    } else {
-        Err(ApiError::Validation(errors))
+    if !listing.errors.is_empty() {
+        return Err(ApiError::Validation(listing.errors));
     }
+    Ok(ListQuery {
+        status: listing.status,
+        limit: listing.limit as i64,
+        cursor,
+    })
 }
 
 #[utoipa::path(

@@ -32,7 +32,7 @@ use super::body::{fingerprint, json_object, BODY_LIMIT};
 use super::views::OrderView;
 use super::AppState;
 use crate::db::idempotency::{self, Claim};
-use crate::db::models::{NewOrder, OrderItemRow, OrderRow, OrderWithItems};
+use crate::db::models::{OrderItemRow, OrderRow, OrderWithItems};
 use crate::db::orders::{self, PaymentResult};
 use crate::db::{self, products, DbError};
 use crate::domain::{DeliveryStatus, OrderStatus, PurchaseRequest};
@@ -198,42 +198,28 @@ fn record(
     }
     let address =
         serde_json::to_value(&request.shipping_address).map_err(|e| DbError::Other(e.into()))?;
-    let new = NewOrder {
+    let order = OrderRow {
         id,
-        status: OrderStatus::PaymentPending.as_str(),
-        customer_email: &request.customer.email,
-        customer_name: &request.customer.name,
-        currency: &request.currency,
+        status: OrderStatus::PaymentPending.as_str().to_owned(),
+        customer_email: request.customer.email,
+        customer_name: request.customer.name,
+        currency: request.currency,
         total_cents: total,
-        shipping_address: &address,
-        payment_method: &request.payment_method,
+        shipping_address: address,
+        payment_method: request.payment_method,
+        payment_intent_id: None,
+        payment_status: None,
+        decline_code: None,
+        delivery_status: DeliveryStatus::NotRequested.as_str().to_owned(),
+        shipment_id: None,
+        tracking_number: None,
+        delivery_attempts: 0,
+        delivery_last_error: None,
         created_at: now,
         updated_at: now,
     };
-    orders::insert(conn, &new, &items)?;
-    Ok(Started::New(OrderWithItems {
-        order: OrderRow {
-            id,
-            status: new.status.to_owned(),
-            customer_email: request.customer.email,
-            customer_name: request.customer.name,
-            currency: request.currency,
-            total_cents: total,
-            shipping_address: address,
-            payment_method: request.payment_method,
-            payment_intent_id: None,
-            payment_status: None,
-            decline_code: None,
-            delivery_status: DeliveryStatus::NotRequested.as_str().to_owned(),
-            shipment_id: None,
-            tracking_number: None,
-            delivery_attempts: 0,
-            delivery_last_error: None,
-            created_at: now,
-            updated_at: now,
-        },
-        items,
-    }))
+    orders::insert(conn, &order, &items)?;
+    Ok(Started::New(OrderWithItems { order, items }))
 }
 
 /// The status and body the contract gives an order in this state.

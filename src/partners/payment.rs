@@ -271,8 +271,8 @@ impl PaymentGateway {
         }
     }
 
-    /// Reads a PaymentIntent.
-    pub async fn retrieve(&self, intent_id: &str) -> Result<ChargeOutcome, GatewayError> {
+    /// GETs a PaymentIntent: (HTTP status, body) of a 2xx answer.
+    async fn get_intent(&self, intent_id: &str) -> Result<(u16, Value), GatewayError> {
         let path = format!("/v1/payment_intents/{}", urlencode(intent_id));
         let (status, body) = self
             .call("retrieve_intent", awc::http::Method::GET, &path, None, None)
@@ -280,18 +280,18 @@ impl PaymentGateway {
         if status >= 300 {
             return Err(status_error(status, body));
         }
+        Ok((status, body))
+    }
+
+    /// Reads a PaymentIntent as a charge outcome.
+    pub async fn retrieve(&self, intent_id: &str) -> Result<ChargeOutcome, GatewayError> {
+        let (status, body) = self.get_intent(intent_id).await?;
         Ok(classify_charge(status, &body))
     }
 
     /// The gateway status of an intent, as the gateway spells it.
     pub async fn intent_status(&self, intent_id: &str) -> Result<String, GatewayError> {
-        let path = format!("/v1/payment_intents/{}", urlencode(intent_id));
-        let (status, body) = self
-            .call("retrieve_intent", awc::http::Method::GET, &path, None, None)
-            .await?;
-        if status >= 300 {
-            return Err(status_error(status, body));
-        }
+        let (status, body) = self.get_intent(intent_id).await?;
         str_field(&body, "status").ok_or_else(|| GatewayError::Status {
             status,
             message: "intent without status".into(),

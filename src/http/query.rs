@@ -1,0 +1,53 @@
+//! The `status` and `limit` parameters shared by the listing endpoints.
+
+use crate::domain::OrderStatus;
+use crate::error::{ApiError, FieldError};
+
+/// A parsed listing query: its `status` filter and `limit`, the other
+/// parameters for the caller, and every problem found so far.
+pub struct Listing {
+    pub status: Option<OrderStatus>,
+    pub limit: usize,
+    pub rest: Vec<(String, String)>,
+    pub errors: Vec<FieldError>,
+}
+
+impl Listing {
+    /// Parses `status` (an order status, empty = none) and `limit`
+    /// (1..=`max`, default `default`). Only a malformed query string fails
+    /// here; field problems are collected in `errors`.
+    pub fn parse(query: &str, default: usize, max: usize) -> Result<Listing, ApiError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(|e| {
+            ApiError::Validation(vec![FieldError::new(
+                "query",
+                format!("malformed query string: {e}"),
+            )])
+        })?;
+        let mut q = Listing {
+            status: None,
+            limit: default,
+            rest: Vec::new(),
+            errors: Vec::new(),
+        };
+        for (k, v) in pairs {
+            match k.as_str() {
+                "status" if v.is_empty() => {}
+                "status" => match v.parse::<OrderStatus>() {
+                    Ok(s) => q.status = Some(s),
+                    Err(_) => q
+                        .errors
+                        .push(FieldError::new("status", "not an order status")),
+                },
+                "limit" => match v.parse::<usize>() {
+                    Ok(n) if (1..=max).contains(&n) => q.limit = n,
+                    _ => q.errors.push(FieldError::new(
+                        "limit",
+                        format!("must be an integer from 1 to {max}"),
+                    )),
+                },
+                _ => q.rest.push((k, v)),
+            }
+        }
+        Ok(q)
+    }
+}
