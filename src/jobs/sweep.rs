@@ -1,7 +1,8 @@
 //! Sweep owed work: push the job for every owed item whose wake-up was lost
 //! (Redis down at purchase time, a job that died for good while PostgreSQL
 //! was down, a cancel whose inline refund failed) and owe a reconciliation
-//! for every order left `payment_pending`.
+//! for every order left `payment_pending`. It also deletes Idempotency-Key
+//! records past their retention, so that table stays bounded.
 //!
 //! Every worker process sweeps on its own timer; each item is taken by one
 //! sweeper per window (`FOR UPDATE SKIP LOCKED` plus `last_pushed_at`), so
@@ -48,6 +49,7 @@ impl Default for SweepPolicy {
 pub struct SweepReport {
     pub pushed: usize,
     pub stale_payments: usize,
+    pub purged_keys: usize,
     pub skipped_backlog: bool,
 }
 
@@ -68,6 +70,11 @@ pub async fn sweep_once(
     let stale = policy.stale_payment;
     report.stale_payments =
         db::unit(&ctx.pool, move |c| owed::owe_stale_payments(c, stale, 1000)).await?;
+    // Idempotency-Key records past their 24 h retention.
+    report.purged_keys = db::unit(&ctx.pool, |c| {
+        crate::db::idempotency::purge_expired(c, 1000)
+    })
+    .await?;
 
     for queue in [
         ctx.queue.queue_name::<Deliver>(),

@@ -537,3 +537,42 @@ async fn finished_jobs_are_vacuumed_so_redis_memory_stays_bounded() {
         .unwrap();
     assert_eq!(totals.get("deliver.done"), Some(&10));
 }
+
+#[actix_rt::test]
+async fn the_sweeper_deletes_expired_idempotency_records_and_keeps_live_ones() {
+    let app = spawn_app().await;
+    app.purchase(&visa(), Some("live-key")).await;
+    app.db(|c| {
+        use diesel::connection::SimpleConnection;
+        c.batch_execute(
+            "INSERT INTO idempotency_keys (key, request_hash, state, response_status, response_body, expires_at) \
+             SELECT 'old-' || g, 'h', 'completed', 201, '{}', now() - interval '1 hour' FROM generate_series(1, 50) g",
+        )
+        .unwrap();
+    })
+    .await;
+    async fn count(app: &TestApp) -> i64 {
+        app.db(|c| {
+            use diesel::prelude::*;
+            use orderflow::db::schema::idempotency_keys::dsl as k;
+            k::idempotency_keys.count().get_result::<i64>(c).unwrap()
+        })
+        .await
+    }
+    assert_eq!(count(&app).await, 51);
+    let worker = app.start_worker(fast_worker());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count(&app).await != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expired records were not purged"
+        );
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    worker.stop().unwrap();
+    let replay = app.purchase(&visa(), Some("live-key")).await;
+    assert_eq!(
+        replay.header("idempotent-replayed").as_deref(),
+        Some("true")
+    );
+}
