@@ -106,6 +106,37 @@ fn watch_dependencies(pool: db::DbPool, queue: Arc<JobQueue>) {
     });
 }
 
+/// Adds this process' partner calls to the shared totals every second (so
+/// any `serve` reports them), until the returned sender says stop.
+fn share_partner_calls(
+    metrics: &Metrics,
+    queue: &Arc<JobQueue>,
+) -> tokio::sync::watch::Sender<bool> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let partner = metrics.partner.clone();
+    let queue = queue.clone();
+    actix_rt::spawn(async move {
+        let prefix = queue.prefix().to_owned();
+        let connect = || {
+            let queue = queue.clone();
+            async move { queue.connection().await.ok() }
+        };
+        partner
+            .flush_every(prefix, Duration::from_secs(1), connect, stopped)
+            .await
+    });
+    stop
+}
+
+/// The last flush of this process' partner calls, after its server stopped.
+async fn final_flush(metrics: &Metrics, queue: &JobQueue) {
+    if let Ok(mut conn) = queue.connection().await {
+        if let Err(e) = metrics.partner.flush(&mut conn, queue.prefix()).await {
+            tracing::warn!(error = %e, "partner call metrics not flushed at exit");
+        }
+    }
+}
+
 fn run_serve(settings: Settings) -> anyhow::Result<()> {
     if settings.ops_token.is_none() {
         return Err(ConfigError {
@@ -127,8 +158,11 @@ fn run_serve(settings: Settings) -> anyhow::Result<()> {
         let metrics = Metrics::new()?;
         let app = Application::build(&settings, pool.clone(), queue.clone(), &metrics)?;
         tracing::info!(http.addr = %settings.bind_addr, "serving");
-        watch_dependencies(pool, queue);
+        let stop_flusher = share_partner_calls(&metrics, &queue);
+        watch_dependencies(pool, queue.clone());
         app.server().await?;
+        let _ = stop_flusher.send(true);
+        final_flush(&metrics, &queue).await;
         tracing::info!("stopped");
         Ok(())
     })
@@ -312,8 +346,11 @@ fn run_dev(mut settings: Settings) -> anyhow::Result<()> {
             );
         }
         println!();
-        watch_dependencies(pool, queue);
+        let stop_flusher = share_partner_calls(&metrics, &queue);
+        watch_dependencies(pool, queue.clone());
         app.server().await?;
+        let _ = stop_flusher.send(true);
+        final_flush(&metrics, &queue).await;
         let _ = stop_workers.send(true);
         let workers = tokio::task::spawn_blocking(move || workers.join()).await;
         if let Ok(Ok(Err(e))) = workers {

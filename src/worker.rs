@@ -169,7 +169,7 @@ pub async fn run(
     opts: WorkerOptions,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let metrics = Metrics::new()?;
+    let metrics = Metrics::for_worker()?;
     let partners = PartnerExecutor::start(partner_config(&settings)?, metrics.partner.clone())?;
     let pool = db::build_pool(&settings, "orderflow-worker");
     let queue = Arc::new(JobQueue::new(&settings)?);
@@ -260,6 +260,18 @@ pub async fn run(
         opts.clone(),
         halt.clone(),
     );
+    let share_calls = {
+        let conn = conn.clone();
+        metrics.partner.flush_every(
+            prefix.clone(),
+            Duration::from_secs(1),
+            move || {
+                let conn = conn.clone();
+                async move { Some(conn) }
+            },
+            halt.clone(),
+        )
+    };
     let schedule = schedule_refresh(
         ctx.clone(),
         conn.clone(),
@@ -268,15 +280,20 @@ pub async fn run(
         halt.clone(),
     );
 
-    let (d, r, f, p, b, (), ()) = tokio::join!(
+    let (d, r, f, p, b, (), (), ()) = tokio::join!(
         supervised("deliver", Box::pin(deliver)),
         supervised("reconcile_payment", Box::pin(reconcile)),
         supervised("refund", Box::pin(refund)),
         supervised("refresh", Box::pin(plan)),
         supervised("refresh_batch", Box::pin(batch)),
         housekeeping,
-        schedule
+        schedule,
+        share_calls
     );
+    let mut last = conn.clone();
+    if let Err(e) = metrics.partner.flush(&mut last, &prefix).await {
+        tracing::warn!(error = %e, "partner call metrics not flushed at exit");
+    }
     for (name, result) in [d, r, f, p, b] {
         if let Err(e) = result {
             anyhow::bail!("the {name} worker stopped: {e}");

@@ -47,31 +47,39 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// Prometheus text: this process' HTTP and partner metrics, plus queue depth,
-/// job totals (counted in Redis by whichever worker ran them) and outbox
-/// lag, read at scrape time. A source that does not answer within a second
-/// keeps its last values.
+/// Prometheus text: this process' HTTP metrics; every process' partner
+/// calls, queue depth and job totals (counted in Redis by whichever process
+/// made or ran them) and the outbox lag, read at scrape time. A source that
+/// does not answer within a second keeps its last values.
 pub async fn metrics(
     state: web::Data<AppState>,
     metrics: web::Data<crate::metrics::Metrics>,
 ) -> HttpResponse {
     let queue = state.queue.clone();
-    let stats = async move {
-        let mut conn = queue.connection().await.ok()?;
-        tokio::time::timeout(
-            std::time::Duration::from_secs(1),
-            crate::jobs::stats::read(&mut conn, queue.prefix()),
-        )
-        .await
-        .ok()?
-        .ok()
+    let shared = async {
+        let conn = tokio::time::timeout(std::time::Duration::from_secs(1), queue.connection())
+            .await
+            .ok()
+            .and_then(Result::ok);
+        let stats = match conn.clone() {
+            Some(mut c) => tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                crate::jobs::stats::read(&mut c, queue.prefix()),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok),
+            None => None,
+        };
+        metrics.load_shared_calls(conn, queue.prefix()).await;
+        stats
     };
     let lag = db::unit(&state.pool, crate::db::owed::oldest_age_secs);
-    let (stats, lag) = futures_util::join!(stats, lag);
+    let (stats, lag) = futures_util::join!(shared, lag);
     metrics
         .queues
         .set(stats.as_deref().unwrap_or(&[]), lag.ok());
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(crate::metrics::encode(&metrics.registry))
+        .body(metrics.encode())
 }

@@ -251,3 +251,73 @@ async fn dashboard_endpoints_require_the_token_and_check_their_query() {
     assert_eq!(empty.status, 200);
     assert_eq!(empty.body["orders"], json!([]));
 }
+
+fn metric(text: &str, name_and_labels: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[actix_rt::test]
+async fn serve_metrics_count_the_partner_calls_of_every_process_with_latency_histograms() {
+    let app = spawn_app().await;
+    let scrape = || async {
+        let body = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .body()
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&body).into_owned()
+    };
+    // serve charges; a worker delivers and then refreshes the board, which
+    // asks all three partners. Only workers call the warehouse.
+    let worker = app.start_worker(fast_worker());
+    let id = order_id(&app.purchase(&visa(), None).await);
+    app.wait_order(id, 15, |o| o["status"] == "fulfilling")
+        .await;
+    refresh_and_wait(&app).await;
+    worker.stop().unwrap();
+
+    let text = scrape().await;
+    let calls = |p: &str| {
+        metric(
+            &text,
+            &format!(r#"orderflow_partner_calls_total{{outcome="ok",partner="{p}"}}"#),
+        )
+    };
+    let histogram = |p: &str, what: &str| {
+        metric(
+            &text,
+            &format!(
+                r#"orderflow_partner_call_duration_seconds_{what}{{outcome="ok",partner="{p}"{}}}"#,
+                if what == "bucket" {
+                    r#",le="+Inf""#
+                } else {
+                    ""
+                }
+            ),
+        )
+    };
+    assert_eq!(calls("warehouse"), Some(1), "one batch call: {text}");
+    // The charge (serve) and the refresh's intent check (worker).
+    assert_eq!(calls("payment"), Some(2), "{text}");
+    // The shipment (deliver job) and the refresh's shipment check.
+    assert_eq!(calls("shipping"), Some(2), "{text}");
+    for p in ["payment", "shipping", "warehouse"] {
+        assert_eq!(histogram(p, "count"), calls(p), "{p}: {text}");
+        assert_eq!(histogram(p, "bucket"), calls(p), "{p}: {text}");
+    }
+    // Scraping again counts nothing twice.
+    assert_eq!(
+        metric(
+            &scrape().await,
+            r#"orderflow_partner_calls_total{outcome="ok",partner="payment"}"#
+        ),
+        Some(2)
+    );
+}

@@ -445,6 +445,10 @@ async fn serve_reports_queue_depth_job_totals_and_outbox_lag_whichever_worker_ra
     );
     assert!(
         own.contains(r#"orderflow_partner_calls_total{outcome="ok",partner="shipping"} 1"#),
+        "the worker's own endpoint shows its own calls: {own}"
+    );
+    assert!(
+        own.contains(r#"orderflow_partner_calls_total{outcome="ok",partner="shipping"} 1"#),
         "{own}"
     );
     worker.stop().unwrap();
