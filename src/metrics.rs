@@ -35,6 +35,9 @@ pub struct Metrics {
     pub registry: Registry,
     pub partner: PartnerMetrics,
     pub queues: QueueGauges,
+    /// Boards rendered from Redis by this `serve` (reads not served from
+    /// its micro-cache).
+    pub board_renders: prometheus::IntCounter,
     /// The partner calls of every process, as last read from Redis.
     shared_calls: Arc<Mutex<Vec<CallTally>>>,
 }
@@ -296,8 +299,14 @@ impl Metrics {
             &["partner", "outcome"],
         )?;
         let queues = QueueGauges::new(&registry)?;
+        let board_renders = prometheus::IntCounter::with_opts(Opts::new(
+            "orderflow_board_renders_total",
+            "Dashboard boards rendered from Redis by this process (the other reads come from its micro-cache)",
+        ))?;
+        registry.register(Box::new(board_renders.clone()))?;
         Ok(Metrics {
             registry,
+            board_renders,
             partner: PartnerMetrics {
                 calls,
                 latency,

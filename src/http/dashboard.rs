@@ -18,13 +18,121 @@ use crate::error::ApiError;
 use crate::jobs::{JobKind, RefreshPlan};
 
 pub const DEFAULT_LIMIT: usize = 100;
-/// How long a rendered board is served again (see `orders`).
+/// How long a rendered board is served as is (see `orders`).
 pub const BOARD_TTL: Duration = Duration::from_millis(250);
+/// How long an older rendered board is still served while a fresh one is
+/// rendered in the background; past this, reads wait for the render (and
+/// answer 503 if Redis is down).
+pub const BOARD_MAX_STALE: Duration = Duration::from_secs(2);
+/// How often each `serve` process checks whether a refresh finished.
+pub const BOARD_WATCH_EVERY: Duration = Duration::from_millis(500);
 
-/// Rendered boards by (status filter, limit).
-pub type BoardCache = std::sync::Mutex<
-    std::collections::HashMap<(Option<OrderStatus>, usize), (std::time::Instant, web::Bytes)>,
+type BoardKey = (Option<OrderStatus>, usize);
+type Render = futures_util::future::Shared<
+    futures_util::future::BoxFuture<'static, Result<web::Bytes, String>>,
 >;
+
+/// One rendered board (by status filter and limit): its bytes and when they
+/// were rendered, and the render under way, which every read that must wait
+/// joins (one Redis read per board at a time, however many reads).
+#[derive(Default)]
+struct BoardSlot {
+    rendered: Option<(std::time::Instant, web::Bytes)>,
+    rendering: Option<Render>,
+}
+
+#[derive(Default)]
+struct Boards {
+    slots: std::collections::HashMap<BoardKey, BoardSlot>,
+    /// Bumped when a refresh finishes: renders started before it are not
+    /// kept.
+    epoch: u64,
+}
+
+/// The micro-cache of rendered boards of one `serve` process, and the
+/// board's generation (`{prefix}.board.events`, bumped by each finished
+/// refresh) as last seen by the process' watcher.
+pub struct BoardCache {
+    boards: std::sync::Mutex<Boards>,
+    generation: tokio::sync::watch::Sender<Option<i64>>,
+    renders: prometheus::IntCounter,
+}
+
+impl BoardCache {
+    pub fn new(renders: prometheus::IntCounter) -> Self {
+        BoardCache {
+            boards: Default::default(),
+            generation: tokio::sync::watch::Sender::new(None),
+            renders,
+        }
+    }
+
+    fn boards(&self) -> std::sync::MutexGuard<'_, Boards> {
+        self.boards
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A refresh finished: forget every rendered board.
+    fn invalidate(&self) {
+        let mut boards = self.boards();
+        boards.epoch += 1;
+        boards.slots.clear();
+    }
+}
+
+/// Watches `{prefix}.board.events` for the whole process: when a refresh
+/// finishes, the rendered boards are dropped, then the event streams are
+/// told (so a page that reloads on the event gets the new board).
+pub async fn watch_board(state: web::Data<AppState>) {
+    let key = board::events_key(state.queue.prefix());
+    let mut tick = actix_rt::time::interval(BOARD_WATCH_EVERY);
+    let mut seen: Option<Option<i64>> = None;
+    loop {
+        tick.tick().await;
+        let Ok(mut conn) = state.queue.connection().await else {
+            continue;
+        };
+        let Ok(now) = redis::AsyncCommands::get::<_, Option<i64>>(&mut conn, &key).await else {
+            continue;
+        };
+        if seen != Some(now) {
+            if seen.is_some() {
+                state.board_cache.invalidate();
+            }
+            seen = Some(now);
+            state.board_cache.generation.send_replace(now);
+        }
+    }
+}
+
+/// Starts rendering a board unless a render is under way; returns the
+/// render to join, and whether it is new (nobody drives it yet).
+fn render(state: &web::Data<AppState>, boards: &mut Boards, key: BoardKey) -> (Render, bool) {
+    let epoch = boards.epoch;
+    let slot = boards.slots.entry(key).or_default();
+    if let Some(r) = &slot.rendering {
+        return (r.clone(), false);
+    }
+    let state = state.clone();
+    let r: Render = futures_util::FutureExt::shared(Box::pin(async move {
+        state.board_cache.renders.inc();
+        let rendered = render_board(&state, key).await;
+        let mut boards = state.board_cache.boards();
+        if boards.epoch == epoch {
+            let slot = boards.slots.entry(key).or_default();
+            slot.rendering = None;
+            if let Ok(body) = &rendered {
+                slot.rendered = Some((std::time::Instant::now(), body.clone()));
+            }
+        }
+        rendered.map_err(|e| e.to_string())
+    })
+        as futures_util::future::BoxFuture<'static, _>);
+    slot.rendering = Some(r.clone());
+    (r, true)
+}
+
 pub const MAX_LIMIT: usize = 500;
 
 fn redis_down(e: impl std::fmt::Display) -> ApiError {
@@ -96,20 +204,52 @@ pub async fn orders(
 ) -> Result<HttpResponse, ApiError> {
     let (status, limit) = parse_query(req.query_string())?;
     // A micro-cache of the rendered board: every read within BOARD_TTL of
-    // the last one gets the same bytes, so heavy polling costs Redis and the
-    // JSON work once per TTL, not once per request. The board itself changes
-    // once per refresh interval; `stale` flags computed up to 250 ms early
+    // the last render gets the same bytes, so heavy polling costs Redis and
+    // the JSON work once per TTL, not once per request. Past the TTL, one
+    // read starts a re-render in the background and every read meanwhile
+    // still gets the previous bytes: no read waits on Redis (when dozens of
+    // reads re-rendered at once they all queued on Redis behind the
+    // refresh's writes, the read tail). The board itself changes once per
+    // refresh interval; `stale` flags computed up to BOARD_MAX_STALE early
     // are immaterial against a 3-interval threshold.
     let key = (status, limit);
-    if let Ok(cache) = state.board_cache.lock() {
-        if let Some((at, body)) = cache.get(&key) {
-            if at.elapsed() < BOARD_TTL {
-                return Ok(HttpResponse::Ok()
-                    .content_type("application/json")
-                    .body(body.clone()));
-            }
-        }
+    enum Plan {
+        Serve(web::Bytes),
+        ServeAndRender(web::Bytes, Render),
+        Wait(Render),
     }
+    let plan = {
+        let mut boards = state.board_cache.boards();
+        let rendered = boards
+            .slots
+            .get(&key)
+            .and_then(|s| s.rendered.clone())
+            .map(|(at, body)| (at.elapsed(), body));
+        match rendered {
+            Some((age, body)) if age < BOARD_TTL => Plan::Serve(body),
+            Some((age, body)) if age < BOARD_MAX_STALE => match render(&state, &mut boards, key) {
+                (r, true) => Plan::ServeAndRender(body, r),
+                (_, false) => Plan::Serve(body),
+            },
+            _ => Plan::Wait(render(&state, &mut boards, key).0),
+        }
+    };
+    let body = match plan {
+        Plan::Serve(body) => body,
+        // Serve the previous board; the new render runs on its own.
+        Plan::ServeAndRender(body, r) => {
+            actix_rt::spawn(r);
+            body
+        }
+        Plan::Wait(r) => r.await.map_err(ApiError::Unavailable)?,
+    };
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body))
+}
+
+/// Reads a board page from Redis and renders it as the response body.
+async fn render_board(state: &AppState, (status, limit): BoardKey) -> Result<web::Bytes, ApiError> {
     let now = Utc::now();
     let entries = match status {
         // Only active orders are on the board.
@@ -130,16 +270,10 @@ pub async fn orders(
         .iter()
         .map(|e| entry_json(e, state.refresh_interval, now))
         .collect();
-    let body = web::Bytes::from(
+    Ok(web::Bytes::from(
         serde_json::to_vec(&json!({"generated_at": now, "orders": orders}))
             .map_err(|e| ApiError::Unexpected(e.into()))?,
-    );
-    if let Ok(mut cache) = state.board_cache.lock() {
-        cache.insert(key, (std::time::Instant::now(), body.clone()));
-    }
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body(body))
+    ))
 }
 
 #[utoipa::path(
@@ -219,33 +353,38 @@ pub async fn refresh(_: OpsAuth, state: web::Data<AppState>) -> Result<HttpRespo
 /// token travels in the Authorization header, never in a URL.
 pub async fn events(_: OpsAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.queue.connection().await.map_err(redis_down)?;
-    let key = board::events_key(state.queue.prefix());
-    let start: Option<i64> = redis::AsyncCommands::get(&mut conn, &key)
-        .await
-        .map_err(redis_down)?;
+    let start: Option<i64> =
+        redis::AsyncCommands::get(&mut conn, board::events_key(state.queue.prefix()))
+            .await
+            .map_err(redis_down)?;
+    // The process' board watcher (`watch_board`) sees each finished refresh
+    // and drops the rendered boards before telling the streams.
+    let generation = state.board_cache.generation.subscribe();
     let prefix = state.queue.prefix().to_owned();
     let stream = futures_util::stream::unfold(
-        (conn, start, 0u32),
-        move |(mut conn, mut seen, mut idle)| {
-            let key = key.clone();
+        (conn, generation, start),
+        move |(mut conn, mut generation, mut seen)| {
             let prefix = prefix.clone();
             async move {
                 loop {
-                    actix_rt::time::sleep(Duration::from_secs(1)).await;
-                    let now: Option<i64> = redis::AsyncCommands::get(&mut conn, &key)
-                        .await
-                        .ok()
-                        .flatten();
-                    if now != seen {
+                    let now = *generation.borrow_and_update();
+                    if now.is_some() && now != seen {
                         seen = now;
                         let last = board::last_refresh(&mut conn, &prefix).await.ok().flatten();
                         let data = serde_json::to_string(&last).unwrap_or_else(|_| "null".into());
                         let chunk = web::Bytes::from(format!("event: refresh\ndata: {data}\n\n"));
-                        return Some((Ok::<_, actix_web::Error>(chunk), (conn, seen, 0)));
+                        return Some((Ok::<_, actix_web::Error>(chunk), (conn, generation, seen)));
                     }
-                    idle += 1;
-                    if idle >= 15 {
-                        return Some((Ok(web::Bytes::from_static(b": ping\n\n")), (conn, seen, 0)));
+                    match actix_rt::time::timeout(Duration::from_secs(15), generation.changed())
+                        .await
+                    {
+                        Ok(Ok(())) => continue,
+                        // The process is stopping.
+                        Ok(Err(_)) => return None,
+                        Err(_) => {
+                            let ping = web::Bytes::from_static(b": ping\n\n");
+                            return Some((Ok(ping), (conn, generation, seen)));
+                        }
                     }
                 }
             }

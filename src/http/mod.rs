@@ -45,7 +45,8 @@ pub struct AppState {
     /// `STATUS_REFRESH_INTERVAL_SECS`: board sources older than 3 of these
     /// are stale.
     pub refresh_interval: Duration,
-    /// The dashboard's micro-cache of rendered boards.
+    /// The dashboard's micro-cache of rendered boards, and the board
+    /// generation its event streams follow.
     pub board_cache: dashboard::BoardCache,
 }
 
@@ -82,8 +83,9 @@ impl Application {
             ops_token_digest: auth::token_digest(token.expose_secret()),
             idempotency_lease: settings.partner_timeout * 2 + Duration::from_secs(30),
             refresh_interval: settings.status_refresh_interval,
-            board_cache: Default::default(),
+            board_cache: dashboard::BoardCache::new(metrics.board_renders.clone()),
         });
+        actix_rt::spawn(dashboard::watch_board(state.clone()));
         let payment = PaymentConfig {
             base_url: payment_url,
             api_key: settings.payment_api_key.clone(),

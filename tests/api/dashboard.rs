@@ -321,3 +321,102 @@ async fn serve_metrics_count_the_partner_calls_of_every_process_with_latency_his
         Some(2)
     );
 }
+
+async fn board_renders(app: &TestApp) -> u64 {
+    let body = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .body()
+        .await
+        .unwrap();
+    metric(
+        &String::from_utf8_lossy(&body),
+        "orderflow_board_renders_total",
+    )
+    .unwrap()
+}
+
+async fn board_burst(app: &TestApp, n: usize) {
+    let reads = (0..n).map(|_| app.ops("GET", "/api/v1/dashboard/orders", None));
+    for r in futures_util::future::join_all(reads).await {
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+}
+
+#[actix_rt::test]
+async fn a_burst_of_board_reads_costs_one_render_and_no_read_waits_on_an_old_board() {
+    let app = spawn_app().await;
+    // Nothing rendered yet: 50 reads at once wait for one render.
+    board_burst(&app, 50).await;
+    assert_eq!(board_renders(&app).await, 1);
+    // Within the TTL: served as is.
+    board_burst(&app, 50).await;
+    assert_eq!(board_renders(&app).await, 1);
+    // Past the TTL: the previous board is served and one re-render starts.
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    board_burst(&app, 50).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while board_renders(&app).await < 2 {
+        assert!(std::time::Instant::now() < deadline, "no re-render");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(board_renders(&app).await, 2);
+}
+
+#[actix_rt::test]
+async fn a_board_read_after_the_refresh_event_shows_that_refresh() {
+    use futures_util::StreamExt;
+    let app = spawn_app().await;
+    let worker = app.start_worker(fast_worker());
+    let id = order_id(&app.purchase(&visa(), None).await);
+    app.wait_order(id, 15, |o| o["status"] == "fulfilling")
+        .await;
+    let mut stream = app
+        .client
+        .get(app.url("/api/v1/dashboard/events"))
+        .insert_header(("Authorization", format!("Bearer {TOKEN}")))
+        .send()
+        .await
+        .unwrap();
+    let r = app.ops("POST", "/api/v1/dashboard/refresh", None).await;
+    assert_eq!(r.status, 202);
+    // Keep the micro-cache warm with the board as it was, up to the event.
+    let mut next = stream.next();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "no refresh event");
+        let board = app.ops("GET", "/api/v1/dashboard/orders", None).await;
+        assert_eq!(board.status, 200);
+        match actix_rt::time::timeout(Duration::from_millis(20), &mut next).await {
+            Ok(Some(Ok(chunk))) if String::from_utf8_lossy(&chunk).contains("event: refresh") => {
+                break
+            }
+            Ok(_) => next = stream.next(),
+            Err(_) => {}
+        }
+    }
+    let board = app.ops("GET", "/api/v1/dashboard/orders", None).await.body;
+    assert!(
+        find(&board, id).is_some(),
+        "the board read right after the event is the new one: {board}"
+    );
+    worker.stop().unwrap();
+}
+
+#[actix_rt::test]
+async fn board_reads_answer_503_in_the_envelope_when_redis_is_down() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let app = spawn_app_with(Opts {
+        redis_url: Some(format!("redis://127.0.0.1:{port}")),
+        ..Opts::default()
+    })
+    .await;
+    let r = app.ops("GET", "/api/v1/dashboard/orders", None).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.code(), "unavailable");
+}
