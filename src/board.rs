@@ -106,6 +106,67 @@ pub fn events_key(prefix: &str) -> String {
     format!("{prefix}.board.events")
 }
 
+/// The run in progress (its id), with a lease each finished batch extends.
+fn running_key(prefix: &str) -> String {
+    format!("{prefix}.board.running")
+}
+
+/// Set when a refresh was asked for during a run: one more run follows it.
+fn again_key(prefix: &str) -> String {
+    format!("{prefix}.board.again")
+}
+
+/// How long a run may go without finishing a batch before another run may
+/// start (a run whose batch died would otherwise block refreshes forever).
+pub const RUN_LEASE_MS: u64 = 120_000;
+
+/// What a planned run should do, given the run in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// No other run is in progress: this one runs.
+    Run,
+    /// Another run is in progress; a follow-up run was asked for.
+    Queued,
+    /// Another run is in progress; nothing to do (a scheduled refresh).
+    Skipped,
+}
+
+/// Claims the single run slot for `run`, atomically: the run takes it if it
+/// is free (or already its own: a retried plan); otherwise an on-demand
+/// request asks for one follow-up run (however many arrive meanwhile) and a
+/// scheduled one is skipped. So refreshes never overlap and pile up when a
+/// run takes longer than the interval or ops click refresh repeatedly.
+pub async fn claim_run(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    run: i64,
+    on_demand: bool,
+) -> redis::RedisResult<Claim> {
+    let script = redis::Script::new(
+        r"
+        if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+        if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end
+        if ARGV[3] == '1' then
+          redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+          return 1
+        end
+        return 2",
+    );
+    let r: i64 = script
+        .key(running_key(prefix))
+        .key(again_key(prefix))
+        .arg(run)
+        .arg(RUN_LEASE_MS)
+        .arg(if on_demand { "1" } else { "0" })
+        .invoke_async(conn)
+        .await?;
+    Ok(match r {
+        0 => Claim::Run,
+        1 => Claim::Queued,
+        _ => Claim::Skipped,
+    })
+}
+
 /// The statuses the board indexes (the active ones).
 pub const ACTIVE: [&str; 4] = ["payment_pending", "paid", "fulfilling", "shipped"];
 
@@ -173,15 +234,24 @@ pub async fn write_batch(
     pipe.query_async::<()>(conn).await
 }
 
-/// Counts a finished batch; the batch that completes the run swaps the
-/// built indexes in and records the run. Returns the run's summary then.
+/// Counts a finished batch (extending the run's lease); the batch that
+/// completes the run swaps the built indexes in and records the run.
+/// Returns the run's end then.
 pub async fn finish_batch(
     conn: &mut ConnectionManager,
     prefix: &str,
     run: i64,
-) -> redis::RedisResult<Option<LastRefresh>> {
+) -> redis::RedisResult<Option<RunEnd>> {
     let key = run_key(prefix, run);
     let done: i64 = conn.hincr(&key, "done", 1).await?;
+    redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0",
+    )
+    .key(running_key(prefix))
+    .arg(run)
+    .arg(RUN_LEASE_MS)
+    .invoke_async::<()>(conn)
+    .await?;
     let (total, orders, started): (Option<i64>, Option<i64>, Option<i64>) = redis::cmd("HMGET")
         .arg(&key)
         .arg("total")
@@ -197,15 +267,24 @@ pub async fn finish_batch(
         .map(Some)
 }
 
+/// A finished run: its summary, and whether a refresh was asked for while
+/// it ran (then the caller starts the follow-up run).
+#[derive(Debug, Clone)]
+pub struct RunEnd {
+    pub summary: LastRefresh,
+    pub again: bool,
+}
+
 /// Makes run `run` the board: its indexes replace the old ones (an empty
-/// run empties the board), and `last_refresh` and the event counter move.
+/// run empties the board), `last_refresh` and the event counter move, and
+/// the run slot is released, all atomically.
 pub async fn finalize(
     conn: &mut ConnectionManager,
     prefix: &str,
     run: i64,
     orders: i64,
     started_ms: i64,
-) -> redis::RedisResult<LastRefresh> {
+) -> redis::RedisResult<RunEnd> {
     let mut pipe = redis::pipe();
     pipe.atomic();
     for status in std::iter::once(None).chain(ACTIVE.iter().map(|s| Some(*s))) {
@@ -232,8 +311,20 @@ pub async fn finalize(
     )
     .ignore();
     pipe.incr(events_key(prefix), 1).ignore();
-    pipe.query_async::<()>(conn).await?;
-    Ok(summary)
+    pipe.cmd("EVAL")
+        .arg(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 0",
+        )
+        .arg(1)
+        .arg(running_key(prefix))
+        .arg(run)
+        .ignore();
+    pipe.cmd("GETDEL").arg(again_key(prefix));
+    let (again,): (Option<String>,) = pipe.query_async(conn).await?;
+    Ok(RunEnd {
+        summary,
+        again: again.is_some(),
+    })
 }
 
 /// The newest `limit` orders on the board, optionally of one status.

@@ -341,6 +341,7 @@ async fn schedule_refresh(
         if let Ok(Some(_)) = claimed {
             let plan = RefreshPlan {
                 run: now.as_millis() as i64,
+                on_demand: false,
             };
             let id = plan.task_id();
             if let Err(e) = ctx.queue.push_with(plan, id, Duration::ZERO).await {

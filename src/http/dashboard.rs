@@ -336,6 +336,7 @@ pub async fn summary(_: OpsAuth, state: web::Data<AppState>) -> Result<HttpRespo
 pub async fn refresh(_: OpsAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let plan = RefreshPlan {
         run: Utc::now().timestamp_millis(),
+        on_demand: true,
     };
     let run = plan.run;
     let id = plan.task_id();

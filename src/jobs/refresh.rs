@@ -37,6 +37,11 @@ pub const BATCH: usize = 1000;
 pub struct RefreshPlan {
     /// The run's id: its start time in milliseconds.
     pub run: i64,
+    /// Asked for by ops (`POST /api/v1/dashboard/refresh`) rather than the
+    /// schedule: if a run is in progress, one follow-up run is queued
+    /// instead of skipping.
+    #[serde(default)]
+    pub on_demand: bool,
 }
 
 impl JobKind for RefreshPlan {
@@ -75,14 +80,25 @@ pub async fn plan(job: RefreshPlan, ctx: Data<Arc<JobContext>>) -> Result<(), Bo
 
 #[tracing::instrument(name = "job.refresh_plan", skip_all, fields(refresh.run = job.run))]
 async fn execute_plan(job: RefreshPlan, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynError> {
-    let ids = db::unit(&ctx.pool, orders::active_ids).await?;
     let mut conn = ctx.queue.connection().await?;
     let prefix = ctx.queue.prefix().to_owned();
+    match board::claim_run(&mut conn, &prefix, job.run, job.on_demand).await? {
+        board::Claim::Run => {}
+        board::Claim::Queued => {
+            tracing::info!("a refresh is running; one more run will follow it");
+            return Ok(());
+        }
+        board::Claim::Skipped => {
+            tracing::info!("a refresh is still running; this scheduled one is skipped");
+            return Ok(());
+        }
+    }
+    let ids = db::unit(&ctx.pool, orders::active_ids).await?;
     let batches: Vec<&[Uuid]> = ids.chunks(BATCH).collect();
     board::start_run(&mut conn, &prefix, job.run, batches.len(), ids.len()).await?;
     if batches.is_empty() {
-        board::finalize(&mut conn, &prefix, job.run, 0, job.run).await?;
-        return Ok(());
+        let end = board::finalize(&mut conn, &prefix, job.run, 0, job.run).await?;
+        return follow_up(&ctx, end).await;
     }
     for chunk in batches {
         let batch = RefreshBatch {
@@ -334,12 +350,28 @@ async fn execute_batch(job: RefreshBatch, ctx: Data<Arc<JobContext>>) -> Result<
         }
     }
     board::write_batch(&mut conn, &prefix, job.run, &entries).await?;
-    if let Some(done) = board::finish_batch(&mut conn, &prefix, job.run).await? {
+    if let Some(end) = board::finish_batch(&mut conn, &prefix, job.run).await? {
         tracing::info!(
-            refresh.orders = done.orders,
-            refresh.duration_ms = done.duration_ms,
+            refresh.orders = end.summary.orders,
+            refresh.duration_ms = end.summary.duration_ms,
             "refresh finished"
         );
+        return follow_up(&ctx, end).await;
+    }
+    Ok(())
+}
+
+/// Starts the run asked for while `end`'s run was in progress, if any.
+async fn follow_up(ctx: &JobContext, end: board::RunEnd) -> Result<(), BoxDynError> {
+    if end.again {
+        let plan = RefreshPlan {
+            run: Utc::now().timestamp_millis(),
+            on_demand: true,
+        };
+        let id = plan.task_id();
+        ctx.queue
+            .push_with(plan, id, std::time::Duration::ZERO)
+            .await?;
     }
     Ok(())
 }

@@ -420,3 +420,73 @@ async fn board_reads_answer_503_in_the_envelope_when_redis_is_down() {
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.code(), "unavailable");
 }
+
+async fn set_latency(app: &TestApp, ms: u64) {
+    for base in [
+        app.sims.payment_url(),
+        app.sims.shipping_url(),
+        app.sims.warehouse_url(),
+    ] {
+        let r = app
+            .client
+            .post(format!("{base}/_sim/config"))
+            .send_json(&json!({ "latency_ms": ms }))
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+}
+
+#[actix_rt::test]
+async fn refresh_requests_during_a_run_make_one_follow_up_run_not_overlapping_runs() {
+    let app = spawn_app().await;
+    let worker = app.start_worker(fast_worker());
+    let id = order_id(&app.purchase(&visa(), None).await);
+    app.wait_order(id, 15, |o| o["status"] == "fulfilling")
+        .await;
+    // Each run now waits about a second on the partners.
+    set_latency(&app, 1000).await;
+    for _ in 0..5 {
+        let r = app.ops("POST", "/api/v1/dashboard/refresh", None).await;
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    // A scheduled refresh meanwhile is skipped, not queued.
+    let queue = orderflow::jobs::JobQueue::new(&app.settings).unwrap();
+    let scheduled = orderflow::jobs::RefreshPlan {
+        run: 1,
+        on_demand: false,
+    };
+    let task = orderflow::jobs::JobKind::task_id(&scheduled);
+    queue
+        .push_with(scheduled, task, Duration::ZERO)
+        .await
+        .unwrap();
+    let mut redis = app.redis();
+    let mut counts = || {
+        let finished: Option<u64> =
+            redis::Commands::get(&mut redis, format!("{}.board.events", app.redis_prefix)).unwrap();
+        let plans: Option<u64> = redis::Commands::hget(
+            &mut redis,
+            format!("{}.job_totals", app.redis_prefix),
+            "refresh.done",
+        )
+        .unwrap();
+        (finished.unwrap_or(0), plans.unwrap_or(0))
+    };
+    // Five requests, the scheduled plan and the follow-up are seven plans;
+    // the first claims the run, the other four requests queue one follow-up
+    // run.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while counts() != (2, 7) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "runs finished, plans done: {:?}",
+            counts()
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Nothing else follows.
+    actix_rt::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(counts(), (2, 7));
+    worker.stop().unwrap();
+}
