@@ -162,6 +162,33 @@ fn storage<J: JobKind>(
     )
 }
 
+/// Lowers the calling thread's CPU priority to nice value `nice` (on Linux
+/// the nice value is per thread and inherited by the threads it starts, so
+/// call it before starting the runtime). Workers are background work: on a
+/// host shared with `serve`, the API's reads should win the cores (measured
+/// in docs/BENCHMARKS.md). Never raises the priority: a worker already
+/// started at a higher nice value keeps it; 0 changes nothing.
+pub fn lower_priority(nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    // SAFETY: getpriority/setpriority take plain integers and touch no
+    // memory of ours.
+    let current = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    if current >= nice {
+        return;
+    }
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if r == 0 {
+        tracing::info!(worker.nice = nice, "worker priority lowered");
+    } else {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "could not lower the worker's priority; running at the inherited one"
+        );
+    }
+}
+
 /// Runs the workers until `stop` turns true. Errors when a worker ends on
 /// its own (a fatal backend error): the process should then exit non-zero.
 pub async fn run(

@@ -23,6 +23,8 @@ fn a_malformed_setting_exits_2_with_one_line_naming_it() {
         ("PARTNER_TIMEOUT_MS", "soon"),
         ("BIND_ADDR", "nowhere"),
         ("DATABASE_URL", "mysql://x/y"),
+        ("WORKER_NICE", "25"),
+        ("WORKER_NICE", "-5"),
     ] {
         let (code, stderr) = run(&["migrate"], &[(var, value)]);
         assert_eq!(code, 2, "{var}: {stderr}");
@@ -179,4 +181,69 @@ fn sigterm_lets_an_in_flight_purchase_finish_then_exits_0() {
     }
     assert_eq!(status, 201, "the in-flight purchase completes");
     assert_eq!(exit.code(), Some(0), "serve exits 0 after SIGTERM");
+}
+
+/// The nice value of every thread of process `pid`.
+fn thread_nice_values(pid: u32) -> Vec<i64> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap_or_default();
+        // Fields after the command name (which may hold spaces); the nice
+        // value is field 19 of stat(5), the 17th after the name.
+        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+            if let Some(n) = rest.split_whitespace().nth(16) {
+                out.push(n.parse().unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn own_nice() -> i64 {
+    thread_nice_values(std::process::id())[0]
+}
+
+#[test]
+fn a_worker_lowers_its_own_priority_by_worker_nice_on_every_thread() {
+    for (setting, expected) in [
+        // An absolute nice value, never below the one it inherited.
+        (None, own_nice().max(10)),
+        (Some("3"), own_nice().max(3)),
+        (Some("0"), own_nice()),
+    ] {
+        // Dependencies down: the worker keeps running and retrying.
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_orderflow"));
+        cmd.arg("worker")
+            .env_clear()
+            .env(
+                "DATABASE_URL",
+                format!("postgres://postgres@127.0.0.1:{}/x", closed_port()),
+            )
+            .env("REDIS_URL", format!("redis://127.0.0.1:{}", closed_port()))
+            .env("PAYMENT_GATEWAY_URL", "http://127.0.0.1:9")
+            .env("SHIPPING_API_URL", "http://127.0.0.1:9")
+            .env("WAREHOUSE_API_URL", "http://127.0.0.1:9")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(v) = setting {
+            cmd.env("WORKER_NICE", v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the worker keeps running while its dependencies are down"
+        );
+        let values = thread_nice_values(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            values.len() > 1,
+            "the worker runs several threads: {values:?}"
+        );
+        assert!(
+            values.iter().all(|v| *v == expected),
+            "WORKER_NICE={setting:?}: {values:?}, expected {expected}"
+        );
+    }
 }
