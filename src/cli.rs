@@ -169,7 +169,6 @@ fn run_serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 fn run_worker(settings: Settings) -> anyhow::Result<()> {
-    crate::worker::lower_priority(settings.worker_nice);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -184,6 +183,7 @@ fn run_worker(settings: Settings) -> anyhow::Result<()> {
         let opts = crate::worker::WorkerOptions {
             refresh_every: Some(settings.status_refresh_interval),
             partner_concurrency: settings.refresh_partner_concurrency,
+            refresh_nice: settings.refresh_nice,
             ..crate::worker::WorkerOptions::default()
         };
         crate::worker::run(settings, opts, stop_rx).await
@@ -315,9 +315,6 @@ fn run_dev(mut settings: Settings) -> anyhow::Result<()> {
         let workers = std::thread::Builder::new()
             .name("workers".into())
             .spawn(move || {
-                // Only this thread and the ones it starts: the API keeps
-                // its priority.
-                crate::worker::lower_priority(worker_settings.worker_nice);
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
                     .enable_all()

@@ -66,10 +66,10 @@ pub struct Settings {
     pub worker_metrics_addr: Option<SocketAddr>,
     /// Concurrent calls per partner during a status refresh, per worker.
     pub refresh_partner_concurrency: usize,
-    /// `WORKER_NICE`: the CPU priority (nice value, 0–19) `worker` lowers
-    /// itself to, so that on a shared host `serve` wins the cores; never
-    /// raised; 0 keeps the priority it was started with.
-    pub worker_nice: i32,
+    /// `REFRESH_NICE`: the CPU priority (nice value, 0–19) of the threads
+    /// that run status refreshes in `worker`, so that on a shared host
+    /// `serve` and the deliveries win the cores; never raised; 0 keeps it.
+    pub refresh_nice: i32,
 }
 
 impl Settings {
@@ -166,7 +166,7 @@ impl Settings {
                 1,
                 100_000,
             )? as usize,
-            worker_nice: env.bounded("WORKER_NICE", 10, 0, 19)? as i32,
+            refresh_nice: env.bounded("REFRESH_NICE", 10, 0, 19)? as i32,
             worker_metrics_addr: match env.get("WORKER_METRICS_ADDR") {
                 None => None,
                 Some(_) => Some(env.parsed("WORKER_METRICS_ADDR", "")?),

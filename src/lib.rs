@@ -15,6 +15,7 @@ pub mod http;
 pub mod jobs;
 pub mod metrics;
 pub mod partners;
+pub mod priority;
 pub mod sim;
 pub mod telemetry;
 pub mod worker;

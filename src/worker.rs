@@ -61,6 +61,9 @@ pub struct WorkerOptions {
     pub refresh_every: Option<Duration>,
     /// Concurrent calls per partner during a status refresh, per process.
     pub partner_concurrency: usize,
+    /// Nice value of the threads that run status refreshes
+    /// (`REFRESH_NICE`, see [`crate::priority`]).
+    pub refresh_nice: i32,
 }
 
 impl Default for WorkerOptions {
@@ -78,6 +81,7 @@ impl Default for WorkerOptions {
             vacuum_every: Duration::from_secs(15),
             refresh_every: Some(Duration::from_secs(15)),
             partner_concurrency: 1024,
+            refresh_nice: 10,
         }
     }
 }
@@ -162,30 +166,24 @@ fn storage<J: JobKind>(
     )
 }
 
-/// Lowers the calling thread's CPU priority to nice value `nice` (on Linux
-/// the nice value is per thread and inherited by the threads it starts, so
-/// call it before starting the runtime). Workers are background work: on a
-/// host shared with `serve`, the API's reads should win the cores (measured
-/// in docs/BENCHMARKS.md). Never raises the priority: a worker already
-/// started at a higher nice value keeps it; 0 changes nothing.
-pub fn lower_priority(nice: i32) {
-    if nice <= 0 {
-        return;
+/// A runtime owned by async code: shut down without blocking when dropped
+/// (dropping a tokio runtime inside another one's task would panic).
+struct BackgroundRuntime(Option<tokio::runtime::Runtime>);
+
+impl BackgroundRuntime {
+    fn handle(&self) -> tokio::runtime::Handle {
+        match &self.0 {
+            Some(rt) => rt.handle().clone(),
+            None => tokio::runtime::Handle::current(),
+        }
     }
-    // SAFETY: getpriority/setpriority take plain integers and touch no
-    // memory of ours.
-    let current = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
-    if current >= nice {
-        return;
-    }
-    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
-    if r == 0 {
-        tracing::info!(worker.nice = nice, "worker priority lowered");
-    } else {
-        tracing::warn!(
-            error = %std::io::Error::last_os_error(),
-            "could not lower the worker's priority; running at the inherited one"
-        );
+}
+
+impl Drop for BackgroundRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
     }
 }
 
@@ -197,7 +195,8 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let metrics = Metrics::for_worker()?;
-    let partners = PartnerExecutor::start(partner_config(&settings)?, metrics.partner.clone())?;
+    let partner_config = partner_config(&settings)?;
+    let partners = PartnerExecutor::start(partner_config.clone(), metrics.partner.clone())?;
     let pool = db::build_pool(&settings, "orderflow-worker");
     let queue = Arc::new(JobQueue::new(&settings)?);
     let ctx = Arc::new(JobContext {
@@ -208,6 +207,32 @@ pub async fn run(
         metrics: crate::metrics::JobMetrics::new(&metrics.registry)?,
         breakers: Arc::new(jobs::Breakers::new(5, Duration::from_secs(10))),
         limits: Arc::new(jobs::Limits::new(opts.partner_concurrency)),
+    });
+    // The status refresh runs on threads of its own at a lower priority
+    // (`REFRESH_NICE`): its runtime (and blocking pool) and its partner
+    // executor. Deliveries, reconciliation and refunds keep theirs.
+    let nice = opts.refresh_nice;
+    let refresh_rt = BackgroundRuntime(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("refresh")
+            .on_thread_start(move || crate::priority::lower_current_thread(nice))
+            .enable_all()
+            .build()?,
+    ));
+    let refresh_ctx = Arc::new(JobContext {
+        partners: PartnerExecutor::start_named(
+            partner_config,
+            metrics.partner.clone(),
+            "refresh-partner",
+            nice,
+        )?,
+        pool: ctx.pool.clone(),
+        queue: ctx.queue.clone(),
+        policy: ctx.policy,
+        metrics: ctx.metrics.clone(),
+        breakers: ctx.breakers.clone(),
+        limits: ctx.limits.clone(),
     });
     if let Some(addr) = settings.worker_metrics_addr {
         serve_metrics(addr, metrics.registry.clone()).await?;
@@ -270,16 +295,36 @@ pub async fn run(
         .run_until(signal(halt.clone()));
     let plan = WorkerBuilder::new(unique_name("refresh"))
         .backend(storage::<RefreshPlan>(&conn, &prefix, &opts, 4).poll_with_interval(opts.poll))
-        .data(ctx.clone())
+        .data(refresh_ctx.clone())
         .concurrency(4)
         .build(jobs::refresh::plan)
         .run_until(signal(halt.clone()));
     let batch = WorkerBuilder::new(unique_name("refresh-batch"))
         .backend(storage::<RefreshBatch>(&conn, &prefix, &opts, 8).poll_with_interval(opts.poll))
-        .data(ctx.clone())
+        .data(refresh_ctx.clone())
         .concurrency(16)
         .build(jobs::refresh::batch)
         .run_until(signal(halt.clone()));
+    // On the refresh runtime; a panic there ends the process like a worker
+    // error would.
+    let on_refresh_rt = |name: &'static str,
+                         worker: futures_util::future::BoxFuture<
+        'static,
+        Result<(), apalis::prelude::WorkerError>,
+    >| {
+        let handle = refresh_rt.handle().spawn(supervised(name, worker));
+        let halt_tx = halt_tx.clone();
+        async move {
+            match handle.await {
+                Ok((name, result)) => (name, result.map_err(|e| e.to_string())),
+                Err(e) => {
+                    tracing::error!(worker = name, error = %e, "worker panicked; stopping the process");
+                    let _ = halt_tx.send(true);
+                    (name, Err(format!("panicked: {e}")))
+                }
+            }
+        }
+    };
     let housekeeping = housekeeping(
         ctx.clone(),
         conn.clone(),
@@ -307,12 +352,23 @@ pub async fn run(
         halt.clone(),
     );
 
+    let here = |name: &'static str,
+                worker: futures_util::future::BoxFuture<
+        'static,
+        Result<(), apalis::prelude::WorkerError>,
+    >| {
+        let run = supervised(name, worker);
+        async move {
+            let (name, result) = run.await;
+            (name, result.map_err(|e| e.to_string()))
+        }
+    };
     let (d, r, f, p, b, (), (), ()) = tokio::join!(
-        supervised("deliver", Box::pin(deliver)),
-        supervised("reconcile_payment", Box::pin(reconcile)),
-        supervised("refund", Box::pin(refund)),
-        supervised("refresh", Box::pin(plan)),
-        supervised("refresh_batch", Box::pin(batch)),
+        here("deliver", Box::pin(deliver)),
+        here("reconcile_payment", Box::pin(reconcile)),
+        here("refund", Box::pin(refund)),
+        on_refresh_rt("refresh", Box::pin(plan)),
+        on_refresh_rt("refresh_batch", Box::pin(batch)),
         housekeeping,
         schedule,
         share_calls

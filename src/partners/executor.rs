@@ -49,10 +49,22 @@ pub struct PartnerConfig {
 impl PartnerExecutor {
     /// Starts the executor thread. It stops when every handle is dropped.
     pub fn start(config: PartnerConfig, metrics: PartnerMetrics) -> std::io::Result<Self> {
+        Self::start_named(config, metrics, "partners", 0)
+    }
+
+    /// Starts an executor thread named `name` running at nice value `nice`
+    /// (see [`crate::priority`]).
+    pub fn start_named(
+        config: PartnerConfig,
+        metrics: PartnerMetrics,
+        name: &str,
+        nice: i32,
+    ) -> std::io::Result<Self> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Call>();
         std::thread::Builder::new()
-            .name("partners".into())
+            .name(name.into())
             .spawn(move || {
+                crate::priority::lower_current_thread(nice);
                 actix_rt::System::new().block_on(async move {
                     let clients = Rc::new(Clients {
                         payment: PaymentGateway::new(

@@ -23,8 +23,8 @@ fn a_malformed_setting_exits_2_with_one_line_naming_it() {
         ("PARTNER_TIMEOUT_MS", "soon"),
         ("BIND_ADDR", "nowhere"),
         ("DATABASE_URL", "mysql://x/y"),
-        ("WORKER_NICE", "25"),
-        ("WORKER_NICE", "-5"),
+        ("REFRESH_NICE", "25"),
+        ("REFRESH_NICE", "-5"),
     ] {
         let (code, stderr) = run(&["migrate"], &[(var, value)]);
         assert_eq!(code, 2, "{var}: {stderr}");
@@ -183,33 +183,38 @@ fn sigterm_lets_an_in_flight_purchase_finish_then_exits_0() {
     assert_eq!(exit.code(), Some(0), "serve exits 0 after SIGTERM");
 }
 
-/// The nice value of every thread of process `pid`.
-fn thread_nice_values(pid: u32) -> Vec<i64> {
+/// The name and nice value of every thread of process `pid`.
+fn threads(pid: u32) -> Vec<(String, i64)> {
     let mut out = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap_or_default();
+        let path = task.unwrap().path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
         // Fields after the command name (which may hold spaces); the nice
         // value is field 19 of stat(5), the 17th after the name.
-        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
-            if let Some(n) = rest.split_whitespace().nth(16) {
-                out.push(n.parse().unwrap());
-            }
+        if let Some(nice) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(16))
+            .and_then(|n| n.parse().ok())
+        {
+            out.push((name.trim().to_owned(), nice));
         }
     }
     out
 }
 
 fn own_nice() -> i64 {
-    thread_nice_values(std::process::id())[0]
+    threads(std::process::id())[0].1
 }
 
 #[test]
-fn a_worker_lowers_its_own_priority_by_worker_nice_on_every_thread() {
-    for (setting, expected) in [
-        // An absolute nice value, never below the one it inherited.
-        (None, own_nice().max(10)),
-        (Some("3"), own_nice().max(3)),
-        (Some("0"), own_nice()),
+fn a_worker_runs_the_status_refresh_on_threads_of_lower_priority() {
+    let own = own_nice();
+    for (setting, refresh) in [
+        // An absolute nice value, never below the one inherited.
+        (None, own.max(10)),
+        (Some("3"), own.max(3)),
+        (Some("0"), own),
     ] {
         // Dependencies down: the worker keeps running and retrying.
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_orderflow"));
@@ -226,7 +231,7 @@ fn a_worker_lowers_its_own_priority_by_worker_nice_on_every_thread() {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         if let Some(v) = setting {
-            cmd.env("WORKER_NICE", v);
+            cmd.env("REFRESH_NICE", v);
         }
         let mut child = cmd.spawn().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(500));
@@ -234,16 +239,23 @@ fn a_worker_lowers_its_own_priority_by_worker_nice_on_every_thread() {
             child.try_wait().unwrap().is_none(),
             "the worker keeps running while its dependencies are down"
         );
-        let values = thread_nice_values(child.id());
+        let threads = threads(child.id());
         let _ = child.kill();
         let _ = child.wait();
+        let (background, rest): (Vec<_>, Vec<_>) = threads
+            .iter()
+            .partition(|(name, _)| name.starts_with("refresh"));
+        // Its runtime's threads and its partner executor.
+        assert!(background.len() >= 2, "{threads:?}");
         assert!(
-            values.len() > 1,
-            "the worker runs several threads: {values:?}"
+            background.iter().all(|(_, n)| *n == refresh),
+            "REFRESH_NICE={setting:?}: {threads:?}, expected {refresh}"
         );
+        // Deliveries and the rest keep the inherited priority.
         assert!(
-            values.iter().all(|v| *v == expected),
-            "WORKER_NICE={setting:?}: {values:?}, expected {expected}"
+            rest.iter().any(|(name, _)| name == "partners"),
+            "{threads:?}"
         );
+        assert!(rest.iter().all(|(_, n)| *n == own), "{threads:?}");
     }
 }
