@@ -7,6 +7,8 @@ const $ = (id) => document.getElementById(id);
 let token = sessionStorage.getItem(TOKEN_KEY);
 let stream = null;       // AbortController of the live event stream
 let retryMs = 1000;
+let rendered = new Map(); // order id → { key, node } of the rows on the page
+let loads = 0;            // the newest load() is the one shown
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -110,13 +112,48 @@ function renderSummary(s) {
     : "not refreshed yet";
 }
 
+// What a row shows, but its check times: every refresh moves those, and
+// they are updated in place.
+function rowKey(o) {
+  return JSON.stringify(o, (k, v) => (k === "checked_at" ? undefined : v));
+}
+
+// Rows whose content did not change stay the same DOM nodes (only their
+// "checked … ago" moves), so a refresh never swaps a button away from under
+// the pointer of someone about to click it.
+function renderRows(orders) {
+  const next = new Map();
+  const nodes = orders.map((o) => {
+    const key = rowKey(o);
+    const old = rendered.get(o.id);
+    if (!old || old.key !== key) {
+      const node = row(o);
+      next.set(o.id, { key, node });
+      return node;
+    }
+    const ages = old.node.querySelectorAll(".age");
+    [o.payment, o.shipping, o.warehouse].forEach((state, i) => {
+      ages[i].setAttribute("data-ts", state.checked_at || "");
+      ages[i].textContent = ago(state.checked_at);
+    });
+    next.set(o.id, old);
+    return old.node;
+  });
+  rendered = next;
+  const body = $("rows");
+  const unchanged = nodes.length === body.children.length && nodes.every((n, i) => body.children[i] === n);
+  if (!unchanged) body.replaceChildren(...nodes);
+  $("empty").hidden = orders.length > 0;
+}
+
 async function load() {
+  const seq = ++loads;
   const filter = $("filter").value;
   const q = "?limit=200" + (filter ? "&status=" + encodeURIComponent(filter) : "");
   const [summary, board] = await Promise.all([api("/api/v1/dashboard/summary"), api("/api/v1/dashboard/orders" + q)]);
+  if (seq !== loads) return; // a newer load (another filter, a later refresh) wins
   renderSummary(summary);
-  $("rows").replaceChildren(...board.orders.map(row));
-  $("empty").hidden = board.orders.length > 0;
+  renderRows(board.orders);
 }
 
 function setLive(on) {
