@@ -86,6 +86,11 @@ impl Default for WorkerOptions {
     }
 }
 
+/// Database connections of a worker's status refresh, apart from the ones
+/// of its deliveries: a batch holds one only to read its orders and to
+/// record shipping progress, and waits on partners without one.
+const REFRESH_DB_CONNECTIONS: u32 = 4;
+
 /// The partner URLs a worker needs.
 fn partner_config(settings: &Settings) -> Result<PartnerConfig, ConfigError> {
     let payment = settings.payment_gateway_url.clone().ok_or(ConfigError {
@@ -210,7 +215,12 @@ pub async fn run(
     });
     // The status refresh runs on threads of its own at a lower priority
     // (`REFRESH_NICE`): its runtime (and blocking pool) and its partner
-    // executor. Deliveries, reconciliation and refunds keep theirs.
+    // executor. Deliveries, reconciliation and refunds keep theirs. It also
+    // has its own database connections and its own Redis connection for
+    // pushes: a niced thread starved of CPU must never hold something a
+    // delivery waits for (with one shared pool, 16 refresh batches could
+    // hold all 16 connections; the queue's connection driver runs on the
+    // runtime of whoever connected first).
     let nice = opts.refresh_nice;
     let refresh_rt = BackgroundRuntime(Some(
         tokio::runtime::Builder::new_multi_thread()
@@ -227,8 +237,12 @@ pub async fn run(
             "refresh-partner",
             nice,
         )?,
-        pool: ctx.pool.clone(),
-        queue: ctx.queue.clone(),
+        pool: db::build_pool_sized(
+            &settings,
+            "orderflow-refresh",
+            settings.db_pool_size.min(REFRESH_DB_CONNECTIONS),
+        ),
+        queue: Arc::new(JobQueue::new(&settings)?),
         policy: ctx.policy,
         metrics: ctx.metrics.clone(),
         breakers: ctx.breakers.clone(),

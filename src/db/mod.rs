@@ -93,9 +93,18 @@ impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSettings 
 /// Builds the pool without connecting: a database that is down at start
 /// makes requests answer 503 until it is back, instead of failing the process.
 pub fn build_pool(settings: &Settings, application_name: &'static str) -> DbPool {
+    build_pool_sized(settings, application_name, settings.db_pool_size)
+}
+
+/// [`build_pool`] with at most `max_size` connections (at least 1).
+pub fn build_pool_sized(
+    settings: &Settings,
+    application_name: &'static str,
+    max_size: u32,
+) -> DbPool {
     let manager = ConnectionManager::<PgConnection>::new(settings.database_url.expose_secret());
     Pool::builder()
-        .max_size(settings.db_pool_size)
+        .max_size(max_size.max(1))
         .min_idle(Some(0))
         .connection_timeout(settings.db_checkout_timeout)
         .idle_timeout(Some(Duration::from_secs(300)))

@@ -77,6 +77,10 @@ async fn a_refresh_puts_every_active_order_on_the_board_with_each_partner_state(
     assert_eq!(items.len(), 2);
     assert!(items.iter().all(|i| i["available"].is_i64()));
     assert_eq!(o["warehouse"]["stale"], false);
+    // The refresh used its own few connections (never the deliveries' pool).
+    let refresh_conns = app.connections_named("orderflow-refresh").await;
+    assert!((1..=4).contains(&refresh_conns), "{refresh_conns}");
+    assert!(app.connections_named("orderflow-worker").await >= 1);
     worker.stop().unwrap();
 }
 

@@ -321,6 +321,18 @@ impl TestApp {
         .await
     }
 
+    /// Open connections to the test database whose application_name is `name`.
+    pub async fn connections_named(&self, name: &'static str) -> i64 {
+        self.db(move |c| {
+            diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+                "(SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = ",
+            ).bind::<diesel::sql_types::Text, _>(name).sql(")"))
+            .get_result::<i64>(c)
+            .expect("pg_stat_activity")
+        })
+        .await
+    }
+
     pub async fn owed(&self, kind: &'static str, order: Uuid) -> bool {
         self.db(move |c| {
             use orderflow::db::schema::owed_work::dsl as w;
