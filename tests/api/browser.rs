@@ -3,6 +3,7 @@
 //! and PostgreSQL. `.ci/run` installs chromium and chromium-driver; without
 //! them this test fails unless `ORDERFLOW_SKIP_BROWSER=1` skips it on purpose.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -40,7 +41,10 @@ impl Browser {
             .local_addr()
             .unwrap()
             .port();
+        // Its own process group, so that the Drop below also ends the
+        // chromium it starts (a failed test otherwise leaves browsers running).
         let driver = Command::new(chromedriver)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -198,6 +202,10 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.driver.id()) {
+            // SAFETY: sends a signal to the process group we created; no memory involved.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
         let _ = std::fs::remove_dir_all(&self._profile);
