@@ -2,7 +2,8 @@
 //! `reference`: a second POST with the same reference answers 200 with the
 //! same shipment, never a second one. Status advances with time:
 //! label_created → in_transit → out_for_delivery → delivered, one stage per
-//! `stage` interval.
+//! `stage` interval, unless a test or a demo pins it with
+//! `POST /_sim/shipments/{id}/status` `{"status": "in_transit"}`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,7 +22,16 @@ struct Shipment {
     tracking_number: String,
     created: Instant,
     created_at: DateTime<Utc>,
+    /// A stage set through `/_sim/shipments/{id}/status`; time no longer moves it.
+    pinned: Option<&'static str>,
 }
+
+const STAGES: [&str; 4] = [
+    "label_created",
+    "in_transit",
+    "out_for_delivery",
+    "delivered",
+];
 
 #[derive(Default)]
 struct State {
@@ -67,12 +77,7 @@ impl ShippingSim {
 
     fn view(&self, s: &Shipment) -> Value {
         let stage = (s.created.elapsed().as_millis() / self.stage.as_millis().max(1)) as usize;
-        let status = [
-            "label_created",
-            "in_transit",
-            "out_for_delivery",
-            "delivered",
-        ][stage.min(3)];
+        let status = s.pinned.unwrap_or(STAGES[stage.min(3)]);
         let eta = s.created_at + chrono::Duration::days(3);
         json!({
             "id": s.id, "reference": s.reference, "status": status,
@@ -125,6 +130,7 @@ async fn create(
         tracking_number: format!("TRK{n:010}"),
         created: Instant::now(),
         created_at: Utc::now(),
+        pinned: None,
     };
     let body = sim.view(&shipment);
     state
@@ -152,6 +158,33 @@ async fn get(
     }
 }
 
+/// `POST /_sim/shipments/{id}/status` `{"status": "<stage>"}`: pins the
+/// shipment at that stage, so a test sees each stage for as long as it needs.
+async fn pin(
+    path: web::Path<String>,
+    body: web::Bytes,
+    sim: web::Data<ShippingSim>,
+) -> HttpResponse {
+    let wanted = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("status").and_then(Value::as_str).map(str::to_owned));
+    let Some(stage) = wanted.and_then(|w| STAGES.iter().find(|s| **s == w).copied()) else {
+        return HttpResponse::BadRequest().json(json!({"error": {"code": "invalid_request",
+            "message": format!("status must be one of {}", STAGES.join(", "))}}));
+    };
+    let Ok(mut state) = sim.state.lock() else {
+        return HttpResponse::InternalServerError().finish();
+    };
+    match state.by_id.get_mut(path.as_str()) {
+        Some(s) => {
+            s.pinned = Some(stage);
+            HttpResponse::Ok().json(sim.view(s))
+        }
+        None => HttpResponse::NotFound()
+            .json(json!({"error": {"code": "not_found", "message": "no such shipment"}})),
+    }
+}
+
 async fn stats(sim: web::Data<ShippingSim>) -> HttpResponse {
     HttpResponse::Ok().json(sim.stats())
 }
@@ -159,5 +192,6 @@ async fn stats(sim: web::Data<ShippingSim>) -> HttpResponse {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/shipments", web::post().to(create))
         .route("/v1/shipments/{id}", web::get().to(get))
+        .route("/_sim/shipments/{id}/status", web::post().to(pin))
         .route("/_sim/stats", web::get().to(stats));
 }

@@ -117,52 +117,67 @@ async fn a_failing_partner_keeps_the_last_value_marked_stale_and_shows_unhealthy
 
 #[actix_rt::test]
 async fn shipping_progress_moves_orders_to_shipped_then_delivered_and_off_the_board() {
-    // The simulated shipment is in transit from 2 s after its creation, out
-    // for delivery from 4 s (both `shipped`) and delivered from 6 s: a 4 s
-    // window in which the refreshes below, run back to back, must see it
-    // shipped.
+    // Stages do not move with time here (an hour each): the test pins the
+    // shipment's stage at the simulator, so no refresh, however slow on a
+    // loaded machine, can miss one.
     let app = spawn_app_with(Opts {
-        ship_stage_secs: 2,
+        ship_stage_secs: 3600,
         ..Opts::default()
     })
     .await;
     let worker = app.start_worker(fast_worker());
     let id = order_id(&app.purchase(&visa(), None).await);
-    app.wait_order(id, 15, |o| o["status"] == "fulfilling")
+    let o = app
+        .wait_order(id, 15, |o| o["status"] == "fulfilling")
         .await;
-    let refresh_until = |want: &'static str| {
+    let shipment = o["delivery"]["shipment_id"].as_str().unwrap().to_owned();
+    let pin = |stage: &'static str| {
         let app = &app;
+        let url = format!(
+            "{}/_sim/shipments/{shipment}/status",
+            app.sims.shipping_url()
+        );
         async move {
-            let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            loop {
-                refresh_and_wait(app).await;
-                let o = app.get(&format!("/api/v1/orders/{id}")).await.body;
-                if o["status"] == want {
-                    return o;
-                }
-                assert!(
-                    o["status"] == "fulfilling" || o["status"] == "shipped",
-                    "{o}"
-                );
-                assert!(std::time::Instant::now() < deadline, "never {want}: {o}");
-            }
+            let res = app
+                .client
+                .post(url)
+                .send_json(&json!({ "status": stage }))
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200, "pinning {stage}");
         }
     };
-    let o = refresh_until("shipped").await;
+
+    // Still label_created: a refresh leaves the order fulfilling.
+    refresh_and_wait(&app).await;
+    let o = app.get(&format!("/api/v1/orders/{id}")).await.body;
+    assert_eq!(o["status"], "fulfilling", "{o}");
+
+    pin("in_transit").await;
+    refresh_and_wait(&app).await;
+    let o = app.get(&format!("/api/v1/orders/{id}")).await.body;
+    assert_eq!(o["status"], "shipped", "{o}");
     assert_eq!(o["delivery"]["status"], "in_transit");
     let board = app
         .ops("GET", "/api/v1/dashboard/orders?status=shipped", None)
         .await
         .body;
     // The board shows the partner's own stage.
-    let stage = &find(&board, id).unwrap()["shipping"]["status"];
-    assert!(
-        stage == "in_transit" || stage == "out_for_delivery",
+    assert_eq!(
+        find(&board, id).unwrap()["shipping"]["status"],
+        "in_transit",
         "{board}"
     );
 
-    refresh_until("delivered").await;
+    pin("out_for_delivery").await;
     refresh_and_wait(&app).await;
+    let o = app.get(&format!("/api/v1/orders/{id}")).await.body;
+    assert_eq!(o["status"], "shipped", "{o}");
+
+    pin("delivered").await;
+    refresh_and_wait(&app).await;
+    let o = app.get(&format!("/api/v1/orders/{id}")).await.body;
+    assert_eq!(o["status"], "delivered", "{o}");
     let board = app.ops("GET", "/api/v1/dashboard/orders", None).await.body;
     assert!(
         find(&board, id).is_none(),

@@ -117,6 +117,34 @@ async fn shipments_are_unique_per_reference_and_advance_with_time() {
     )
     .await;
     assert_eq!(s404, 404);
+
+    // A pinned stage holds, whatever time does; bad pins are refused.
+    let pin = |id: String, status: &'static str| {
+        let c = c.clone();
+        let url = format!("{}/_sim/shipments/{id}/status", sims.shipping_url());
+        async move {
+            json_of(
+                c.post(url)
+                    .send_json(&json!({ "status": status }))
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let (s, pinned, _) = pin(id.to_owned(), "label_created").await;
+    assert_eq!((s, pinned["status"].as_str()), (200, Some("label_created")));
+    actix_rt::time::sleep(Duration::from_millis(1100)).await;
+    let (_, held, _) = json_of(
+        c.get(format!("{}/v1/shipments/{id}", sims.shipping_url()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(held["status"], "label_created");
+    assert_eq!(pin(id.to_owned(), "lost").await.0, 400);
+    assert_eq!(pin("shp_nope".to_owned(), "delivered").await.0, 404);
 }
 
 #[actix_rt::test]
