@@ -20,7 +20,6 @@ use std::sync::Arc;
 
 use apalis::prelude::{BoxDynError, Data};
 use chrono::Utc;
-use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -144,45 +143,29 @@ async fn execute_batch(job: RefreshBatch, ctx: Data<Arc<JobContext>>) -> Result<
     let now = Utc::now();
 
     // Payment: one intent per order that has one.
-    let payment_calls = orders
+    let (payment_ids, payment_calls): (Vec<Uuid>, Vec<_>) = orders
         .iter()
-        .filter_map(|o| o.order.payment_intent_id.clone().map(|pi| (o.order.id, pi)));
-    let payment = join_all(payment_calls.map(|(id, pi)| {
-        let ctx = Arc::clone(&ctx);
-        async move {
-            let r = ctx
-                .limited("payment", move |p| {
-                    Box::pin(async move {
-                        p.payment
-                            .intent_status(&pi)
-                            .await
-                            .map_err(|e| e.to_string())
-                    })
-                })
-                .await;
-            (id, r)
-        }
-    }));
+        .filter_map(|o| o.order.payment_intent_id.clone().map(|pi| (o.order.id, pi)))
+        .map(|(id, pi)| {
+            let call = move |p: std::rc::Rc<crate::partners::executor::Clients>| -> futures_util::future::LocalBoxFuture<'static, Result<String, String>> {
+                Box::pin(async move { p.payment.intent_status(&pi).await.map_err(|e| e.to_string()) })
+            };
+            (id, call)
+        })
+        .unzip();
+    let payment = ctx.limited_many("payment", payment_calls);
     // Shipping: one shipment per order that has one.
-    let shipping_calls = orders
+    let (shipping_ids, shipping_calls): (Vec<Uuid>, Vec<_>) = orders
         .iter()
-        .filter_map(|o| o.order.shipment_id.clone().map(|s| (o.order.id, s)));
-    let shipping = join_all(shipping_calls.map(|(id, shp)| {
-        let ctx = Arc::clone(&ctx);
-        async move {
-            let r = ctx
-                .limited("shipping", move |p| {
-                    Box::pin(async move {
-                        p.shipping
-                            .get_shipment(&shp)
-                            .await
-                            .map_err(|e| e.to_string())
-                    })
-                })
-                .await;
-            (id, r)
-        }
-    }));
+        .filter_map(|o| o.order.shipment_id.clone().map(|s| (o.order.id, s)))
+        .map(|(id, shp)| {
+            let call = move |p: std::rc::Rc<crate::partners::executor::Clients>| -> futures_util::future::LocalBoxFuture<'static, Result<crate::partners::shipping::Shipment, String>> {
+                Box::pin(async move { p.shipping.get_shipment(&shp).await.map_err(|e| e.to_string()) })
+            };
+            (id, call)
+        })
+        .unzip();
+    let shipping = ctx.limited_many("shipping", shipping_calls);
     // Warehouse: the batch's skus, de-duplicated, 100 per call.
     let skus: Vec<String> = orders
         .iter()
@@ -190,24 +173,21 @@ async fn execute_batch(job: RefreshBatch, ctx: Data<Arc<JobContext>>) -> Result<
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let warehouse = join_all(
-        skus.chunks(crate::partners::warehouse::MAX_SKUS)
-            .map(|chunk| {
-                let ctx = Arc::clone(&ctx);
-                let chunk = chunk.to_vec();
-                async move {
-                    ctx.limited("warehouse", move |p| {
-                        Box::pin(async move {
-                            match &p.warehouse {
-                                Some(w) => w.stock(&chunk).await.map_err(|e| e.to_string()),
-                                None => Err("WAREHOUSE_API_URL is not set".to_owned()),
-                            }
-                        })
-                    })
-                    .await
-                }
-            }),
-    );
+    let warehouse_calls: Vec<_> = skus
+        .chunks(crate::partners::warehouse::MAX_SKUS)
+        .map(|chunk| {
+            let chunk = chunk.to_vec();
+            move |p: std::rc::Rc<crate::partners::executor::Clients>| -> futures_util::future::LocalBoxFuture<'static, Result<Vec<crate::partners::warehouse::Stock>, String>> {
+                Box::pin(async move {
+                    match &p.warehouse {
+                        Some(w) => w.stock(&chunk).await.map_err(|e| e.to_string()),
+                        None => Err("WAREHOUSE_API_URL is not set".to_owned()),
+                    }
+                })
+            }
+        })
+        .collect();
+    let warehouse = ctx.limited_many("warehouse", warehouse_calls);
     let (payment, shipping, warehouse) = futures_util::join!(payment, shipping, warehouse);
     tracing::debug!("refresh batch: partners answered");
 
@@ -220,9 +200,10 @@ async fn execute_batch(job: RefreshBatch, ctx: Data<Arc<JobContext>>) -> Result<
             t.failed += 1
         }
     };
-    let payment: HashMap<Uuid, Result<String, String>> = payment.into_iter().collect();
+    let payment: HashMap<Uuid, Result<String, String>> =
+        payment_ids.into_iter().zip(payment).collect();
     let shipping: HashMap<Uuid, Result<crate::partners::shipping::Shipment, String>> =
-        shipping.into_iter().collect();
+        shipping_ids.into_iter().zip(shipping).collect();
     let mut stock: HashMap<String, Option<i64>> = HashMap::new();
     let mut warehouse_ok = true;
     for r in warehouse {
