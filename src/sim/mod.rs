@@ -8,13 +8,15 @@
 //! `Retry-After`), and a hang rate (the call never answers, so the caller's
 //! timeout fires). A seed makes the random choices reproducible.
 //! `GET /_sim/stats` returns counters a test can read (charges per order,
-//! shipments per reference).
+//! shipments per reference); `GET /_sim/load` the calls answered at once
+//! (now, and the most so far).
 
 pub mod payment;
 pub mod shipping;
 pub mod warehouse;
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -63,6 +65,19 @@ pub struct KnobsPatch {
 pub struct Chaos {
     knobs: RwLock<Knobs>,
     rng: Mutex<StdRng>,
+    /// Calls being answered now (inside their latency), and the most seen
+    /// at once since the last `GET /_sim/load?reset=true`.
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+/// Counts one call in flight until dropped.
+struct InFlight<'a>(&'a Chaos);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// What the chaos layer decided for one call.
@@ -77,7 +92,20 @@ impl Chaos {
         Chaos {
             knobs: RwLock::new(knobs),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
         }
+    }
+
+    /// The most calls this simulator answered at once since the last reset.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Starts a new measurement of [`Chaos::max_in_flight`].
+    pub fn reset_max_in_flight(&self) {
+        self.max_in_flight
+            .store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
     pub fn knobs(&self) -> Knobs {
@@ -137,6 +165,9 @@ impl Chaos {
     /// Waits the configured latency; returns a failure response if this call
     /// is to fail, and never returns if it is to hang.
     pub async fn apply(&self) -> Option<HttpResponse> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let _counted = InFlight(self);
         let (delay, fate) = self.decide();
         if !delay.is_zero() {
             actix_rt::time::sleep(delay).await;
@@ -162,6 +193,22 @@ impl Chaos {
     }
 }
 
+#[derive(Deserialize)]
+struct LoadQuery {
+    #[serde(default)]
+    reset: bool,
+}
+
+/// `GET /_sim/load`: calls in flight now and the most at once so far
+/// (`?reset=true` starts a new maximum after reading it).
+async fn get_load(chaos: web::Data<Chaos>, q: web::Query<LoadQuery>) -> HttpResponse {
+    let body = json!({"in_flight": chaos.in_flight.load(Ordering::SeqCst), "max_in_flight": chaos.max_in_flight()});
+    if q.reset {
+        chaos.reset_max_in_flight();
+    }
+    HttpResponse::Ok().json(body)
+}
+
 async fn get_config(chaos: web::Data<Chaos>) -> HttpResponse {
     HttpResponse::Ok().json(chaos.knobs())
 }
@@ -176,7 +223,8 @@ async fn set_config(chaos: web::Data<Chaos>, body: web::Json<KnobsPatch>) -> Htt
 
 /// Mounts `GET/POST /_sim/config`.
 pub fn control_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/_sim/config", web::get().to(get_config))
+    cfg.route("/_sim/load", web::get().to(get_load))
+        .route("/_sim/config", web::get().to(get_config))
         .route("/_sim/config", web::post().to(set_config));
 }
 

@@ -527,3 +527,31 @@ async fn refresh_requests_during_a_run_make_one_follow_up_run_not_overlapping_ru
     assert_eq!(counts(), (2, 7));
     worker.stop().unwrap();
 }
+
+#[actix_rt::test]
+async fn refresh_calls_run_concurrently_within_the_per_partner_bound() {
+    let app = spawn_app().await;
+    let worker = app.start_worker(orderflow::worker::WorkerOptions {
+        partner_concurrency: 3,
+        refresh_every: None,
+        ..fast_worker()
+    });
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(order_id(&app.purchase(&visa(), None).await));
+    }
+    for id in &ids {
+        app.wait_order(*id, 15, |o| o["status"] == "fulfilling")
+            .await;
+    }
+    // Each of the 12 intent and 12 shipment lookups waits 150 ms at its
+    // partner: serially the most at once would be 1, unbounded 12.
+    set_latency(&app, 150).await;
+    app.sims.payment_chaos.reset_max_in_flight();
+    app.sims.shipping_chaos.reset_max_in_flight();
+    let summary = refresh_and_wait(&app).await;
+    assert_eq!(summary["last_refresh"]["orders"], 12);
+    assert_eq!(app.sims.payment_chaos.max_in_flight(), 3);
+    assert_eq!(app.sims.shipping_chaos.max_in_flight(), 3);
+    worker.stop().unwrap();
+}
