@@ -299,18 +299,6 @@ fn metric(text: &str, name_and_labels: &str) -> Option<u64> {
 #[actix_rt::test]
 async fn serve_metrics_count_the_partner_calls_of_every_process_with_latency_histograms() {
     let app = spawn_app().await;
-    let scrape = || async {
-        let body = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .body()
-            .await
-            .unwrap();
-        String::from_utf8_lossy(&body).into_owned()
-    };
     // serve charges; a worker delivers and then refreshes the board, which
     // asks all three partners. Only workers call the warehouse.
     let worker = app.start_worker(fast_worker());
@@ -320,7 +308,7 @@ async fn serve_metrics_count_the_partner_calls_of_every_process_with_latency_his
     refresh_and_wait(&app).await;
     worker.stop().unwrap();
 
-    let text = scrape().await;
+    let text = app.metrics_text().await;
     let calls = |p: &str| {
         metric(
             &text,
@@ -352,7 +340,7 @@ async fn serve_metrics_count_the_partner_calls_of_every_process_with_latency_his
     // Scraping again counts nothing twice.
     assert_eq!(
         metric(
-            &scrape().await,
+            &app.metrics_text().await,
             r#"orderflow_partner_calls_total{outcome="ok",partner="payment"}"#
         ),
         Some(2)

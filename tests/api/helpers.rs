@@ -321,6 +321,20 @@ impl TestApp {
         .await
     }
 
+    /// The text of `GET /metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let body = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .body()
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
     /// Open connections to the test database whose application_name is `name`.
     pub async fn connections_named(&self, name: &'static str) -> i64 {
         self.db(move |c| {

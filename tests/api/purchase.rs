@@ -232,16 +232,7 @@ async fn openapi_and_metrics_describe_the_service() {
             "{path} missing from OpenAPI"
         );
     }
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .body()
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&text);
+    let text = app.metrics_text().await;
     assert!(text.contains(r#"orderflow_http_requests_total{endpoint="/api/v1/purchase",method="POST",status="201"} 1"#), "{text}");
     assert!(text.contains("orderflow_http_requests_duration_seconds_bucket"));
     assert!(

@@ -389,20 +389,8 @@ async fn a_cancelled_pending_order_whose_charge_went_through_is_refunded() {
 async fn serve_reports_queue_depth_job_totals_and_outbox_lag_whichever_worker_ran_the_jobs() {
     let app = spawn_app().await;
     let id = paid_order(&app).await;
-    let scrape = || async {
-        let body = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .body()
-            .await
-            .unwrap();
-        String::from_utf8_lossy(&body).into_owned()
-    };
     // Before any worker: the delivery is pending and owed.
-    let before = scrape().await;
+    let before = app.metrics_text().await;
     assert!(
         before.contains(r#"orderflow_queue_jobs{kind="deliver",state="pending"} 1"#),
         "{before}"
@@ -419,7 +407,7 @@ async fn serve_reports_queue_depth_job_totals_and_outbox_lag_whichever_worker_ra
     let worker = app.start_worker_with(settings, fast_worker());
     app.wait_order(id, 15, fulfilling).await;
 
-    let after = scrape().await;
+    let after = app.metrics_text().await;
     assert!(
         after.contains(r#"orderflow_jobs_total{kind="deliver",state="done"} 1"#),
         "{after}"
