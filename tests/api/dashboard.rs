@@ -348,20 +348,7 @@ async fn serve_metrics_count_the_partner_calls_of_every_process_with_latency_his
 }
 
 async fn board_renders(app: &TestApp) -> u64 {
-    let body = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .body()
-        .await
-        .unwrap();
-    metric(
-        &String::from_utf8_lossy(&body),
-        "orderflow_board_renders_total",
-    )
-    .unwrap()
+    metric(&app.metrics_text().await, "orderflow_board_renders_total").unwrap()
 }
 
 async fn board_burst(app: &TestApp, n: usize) {
