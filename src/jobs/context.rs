@@ -1,16 +1,18 @@
 //! What every job handler gets: the pool, the partner executor, the queue
 //! producer and the retry policy.
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::prelude::{AbortError, BoxDynError};
+use futures_util::future::LocalBoxFuture;
 use rand::Rng;
 
 use super::JobQueue;
 use crate::db::DbPool;
 use crate::metrics::JobMetrics;
-use crate::partners::executor::PartnerExecutor;
+use crate::partners::executor::{Clients, PartnerExecutor};
 
 #[derive(Clone)]
 pub struct JobContext {
@@ -167,33 +169,31 @@ impl Limits {
 }
 
 impl JobContext {
-    /// Runs calls to one partner, each within that partner's concurrency
-    /// bound and unless its circuit is open, handed to the partner executor
-    /// as one message: its thread runs them all and answers once. A refresh batch makes a thousand calls; one hop per
-    /// call between the job's thread and the executor's cost more CPU than
-    /// the calls (two thread wake-ups each).
-    pub async fn limited_many<T, F>(
+    /// Calls one partner once per argument with `call`, each call within
+    /// that partner's concurrency bound and unless its circuit is open.
+    /// All of them go to the partner executor as one message and come back
+    /// as one answer, in the arguments' order: a refresh batch makes a
+    /// thousand calls, and a hop per call between the job's thread and the
+    /// executor's (two thread wake-ups) cost more CPU than the calls.
+    pub async fn limited_many<A, T>(
         &self,
         partner: &'static str,
-        calls: Vec<F>,
+        args: Vec<A>,
+        call: PartnerCall<A, T>,
     ) -> Vec<Result<T, String>>
     where
+        A: Send + 'static,
         T: Send + 'static,
-        F: FnOnce(
-                std::rc::Rc<crate::partners::executor::Clients>,
-            ) -> futures_util::future::LocalBoxFuture<'static, Result<T, String>>
-            + Send
-            + 'static,
     {
-        let n = calls.len();
+        let n = args.len();
         let limits = Arc::clone(&self.limits);
         let breakers = Arc::clone(&self.breakers);
         let run = self
             .partners
             .run(move |clients| {
                 Box::pin(async move {
-                    futures_util::future::join_all(calls.into_iter().map(|f| {
-                        let clients = std::rc::Rc::clone(&clients);
+                    futures_util::future::join_all(args.into_iter().map(|arg| {
+                        let clients = Rc::clone(&clients);
                         let limits = Arc::clone(&limits);
                         let breakers = Arc::clone(&breakers);
                         async move {
@@ -205,7 +205,7 @@ impl JobContext {
                                 .acquire()
                                 .await
                                 .map_err(|e| e.to_string())?;
-                            f(clients).await
+                            call(clients, arg).await
                         }
                     }))
                     .await
@@ -218,6 +218,10 @@ impl JobContext {
         }
     }
 }
+
+/// One partner call of [`JobContext::limited_many`]: the clients and one
+/// argument in, the answer or the error's text out.
+pub type PartnerCall<A, T> = fn(Rc<Clients>, A) -> LocalBoxFuture<'static, Result<T, String>>;
 
 #[cfg(test)]
 mod tests {

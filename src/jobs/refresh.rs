@@ -143,29 +143,31 @@ async fn execute_batch(job: RefreshBatch, ctx: Data<Arc<JobContext>>) -> Result<
     let now = Utc::now();
 
     // Payment: one intent per order that has one.
-    let (payment_ids, payment_calls): (Vec<Uuid>, Vec<_>) = orders
+    let (payment_ids, intents): (Vec<Uuid>, Vec<String>) = orders
         .iter()
         .filter_map(|o| o.order.payment_intent_id.clone().map(|pi| (o.order.id, pi)))
-        .map(|(id, pi)| {
-            let call = move |p: std::rc::Rc<crate::partners::executor::Clients>| -> futures_util::future::LocalBoxFuture<'static, Result<String, String>> {
-                Box::pin(async move { p.payment.intent_status(&pi).await.map_err(|e| e.to_string()) })
-            };
-            (id, call)
-        })
         .unzip();
-    let payment = ctx.limited_many("payment", payment_calls);
+    let payment = ctx.limited_many("payment", intents, |p, pi| {
+        Box::pin(async move {
+            p.payment
+                .intent_status(&pi)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    });
     // Shipping: one shipment per order that has one.
-    let (shipping_ids, shipping_calls): (Vec<Uuid>, Vec<_>) = orders
+    let (shipping_ids, shipments): (Vec<Uuid>, Vec<String>) = orders
         .iter()
         .filter_map(|o| o.order.shipment_id.clone().map(|s| (o.order.id, s)))
-        .map(|(id, shp)| {
-            let call = move |p: std::rc::Rc<crate::partners::executor::Clients>| -> futures_util::future::LocalBoxFuture<'static, Result<crate::partners::shipping::Shipment, String>> {
-                Box::pin(async move { p.shipping.get_shipment(&shp).await.map_err(|e| e.to_string()) })
-            };
-            (id, call)
-        })
         .unzip();
-    let shipping = ctx.limited_many("shipping", shipping_calls);
+    let shipping = ctx.limited_many("shipping", shipments, |p, shp| {
+        Box::pin(async move {
+            p.shipping
+                .get_shipment(&shp)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    });
     // Warehouse: the batch's skus, de-duplicated, 100 per call.
     let skus: Vec<String> = orders
         .iter()
@@ -173,21 +175,18 @@ async fn execute_batch(job: RefreshBatch, ctx: Data<Arc<JobContext>>) -> Result<
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let warehouse_calls: Vec<_> = skus
+    let sku_chunks: Vec<Vec<String>> = skus
         .chunks(crate::partners::warehouse::MAX_SKUS)
-        .map(|chunk| {
-            let chunk = chunk.to_vec();
-            move |p: std::rc::Rc<crate::partners::executor::Clients>| -> futures_util::future::LocalBoxFuture<'static, Result<Vec<crate::partners::warehouse::Stock>, String>> {
-                Box::pin(async move {
-                    match &p.warehouse {
-                        Some(w) => w.stock(&chunk).await.map_err(|e| e.to_string()),
-                        None => Err("WAREHOUSE_API_URL is not set".to_owned()),
-                    }
-                })
+        .map(<[String]>::to_vec)
+        .collect();
+    let warehouse = ctx.limited_many("warehouse", sku_chunks, |p, chunk| {
+        Box::pin(async move {
+            match &p.warehouse {
+                Some(w) => w.stock(&chunk).await.map_err(|e| e.to_string()),
+                None => Err("WAREHOUSE_API_URL is not set".to_owned()),
             }
         })
-        .collect();
-    let warehouse = ctx.limited_many("warehouse", warehouse_calls);
+    });
     let (payment, shipping, warehouse) = futures_util::join!(payment, shipping, warehouse);
     tracing::debug!("refresh batch: partners answered");
 

@@ -98,12 +98,12 @@ impl Chaos {
     }
 
     /// The most calls this simulator answered at once since the last reset.
-    pub fn max_in_flight(&self) -> usize {
+    fn max_in_flight(&self) -> usize {
         self.max_in_flight.load(Ordering::SeqCst)
     }
 
     /// Starts a new measurement of [`Chaos::max_in_flight`].
-    pub fn reset_max_in_flight(&self) {
+    fn reset_max_in_flight(&self) {
         self.max_in_flight
             .store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
     }

@@ -148,14 +148,21 @@ async fn shipping_progress_moves_orders_to_shipped_then_delivered_and_off_the_bo
         }
     };
 
+    // Refreshes, then reads the order back.
+    let refreshed = || {
+        let app = &app;
+        async move {
+            refresh_and_wait(app).await;
+            app.get(&format!("/api/v1/orders/{id}")).await.body
+        }
+    };
+
     // Still label_created: a refresh leaves the order fulfilling.
-    refresh_and_wait(&app).await;
-    let o = app.get(&format!("/api/v1/orders/{id}")).await.body;
+    let o = refreshed().await;
     assert_eq!(o["status"], "fulfilling", "{o}");
 
     pin("in_transit").await;
-    refresh_and_wait(&app).await;
-    let o = app.get(&format!("/api/v1/orders/{id}")).await.body;
+    let o = refreshed().await;
     assert_eq!(o["status"], "shipped", "{o}");
     assert_eq!(o["delivery"]["status"], "in_transit");
     let board = app
@@ -170,13 +177,11 @@ async fn shipping_progress_moves_orders_to_shipped_then_delivered_and_off_the_bo
     );
 
     pin("out_for_delivery").await;
-    refresh_and_wait(&app).await;
-    let o = app.get(&format!("/api/v1/orders/{id}")).await.body;
+    let o = refreshed().await;
     assert_eq!(o["status"], "shipped", "{o}");
 
     pin("delivered").await;
-    refresh_and_wait(&app).await;
-    let o = app.get(&format!("/api/v1/orders/{id}")).await.body;
+    let o = refreshed().await;
     assert_eq!(o["status"], "delivered", "{o}");
     let board = app.ops("GET", "/api/v1/dashboard/orders", None).await.body;
     assert!(
@@ -522,11 +527,20 @@ async fn refresh_calls_run_concurrently_within_the_per_partner_bound() {
     // Each of the 12 intent and 12 shipment lookups waits 150 ms at its
     // partner: serially the most at once would be 1, unbounded 12.
     set_latency(&app, 150).await;
-    app.sims.payment_chaos.reset_max_in_flight();
-    app.sims.shipping_chaos.reset_max_in_flight();
+    let load = |base: String, reset: bool| {
+        let app = &app;
+        async move {
+            let text = app
+                .get_text(&format!("{base}/_sim/load?reset={reset}"))
+                .await;
+            serde_json::from_str::<Value>(&text).unwrap()["max_in_flight"].clone()
+        }
+    };
+    load(app.sims.payment_url(), true).await;
+    load(app.sims.shipping_url(), true).await;
     let summary = refresh_and_wait(&app).await;
     assert_eq!(summary["last_refresh"]["orders"], 12);
-    assert_eq!(app.sims.payment_chaos.max_in_flight(), 3);
-    assert_eq!(app.sims.shipping_chaos.max_in_flight(), 3);
+    assert_eq!(load(app.sims.payment_url(), false).await, 3);
+    assert_eq!(load(app.sims.shipping_url(), false).await, 3);
     worker.stop().unwrap();
 }

@@ -323,9 +323,14 @@ impl TestApp {
 
     /// The text of `GET /metrics`.
     pub async fn metrics_text(&self) -> String {
+        self.get_text(&self.url("/metrics")).await
+    }
+
+    /// The body of `GET url` as text.
+    pub async fn get_text(&self, url: &str) -> String {
         let body = self
             .client
-            .get(self.url("/metrics"))
+            .get(url)
             .send()
             .await
             .unwrap()

@@ -418,15 +418,8 @@ async fn serve_reports_queue_depth_job_totals_and_outbox_lag_whichever_worker_ra
     );
     assert!(after.contains("orderflow_outbox_lag_seconds 0"), "{after}");
     let own = app
-        .client
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .body()
-        .await
-        .unwrap();
-    let own = String::from_utf8_lossy(&own);
+        .get_text(&format!("http://127.0.0.1:{port}/metrics"))
+        .await;
     assert!(
         own.contains(r#"orderflow_worker_jobs_total{kind="deliver",outcome="done"} 1"#),
         "{own}"
