@@ -180,12 +180,7 @@ fn run_worker(settings: Settings) -> anyhow::Result<()> {
             tracing::info!("shutdown signal: finishing in-flight jobs");
             let _ = stop_tx.send(true);
         });
-        let opts = crate::worker::WorkerOptions {
-            refresh_every: Some(settings.status_refresh_interval),
-            partner_concurrency: settings.refresh_partner_concurrency,
-            refresh_nice: settings.refresh_nice,
-            ..crate::worker::WorkerOptions::default()
-        };
+        let opts = crate::worker::WorkerOptions::from_settings(&settings);
         crate::worker::run(settings, opts, stop_rx).await
     })
 }
@@ -319,11 +314,8 @@ fn run_dev(mut settings: Settings) -> anyhow::Result<()> {
                     .worker_threads(2)
                     .enable_all()
                     .build()?;
-                rt.block_on(crate::worker::run(
-                    worker_settings,
-                    crate::worker::WorkerOptions::default(),
-                    stop_rx,
-                ))
+                let opts = crate::worker::WorkerOptions::from_settings(&worker_settings);
+                rt.block_on(crate::worker::run(worker_settings, opts, stop_rx))
             })?;
         let base = format!("http://{}:{}", settings.bind_addr.ip(), app.port());
         println!();

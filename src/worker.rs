@@ -86,6 +86,18 @@ impl Default for WorkerOptions {
     }
 }
 
+impl WorkerOptions {
+    /// The defaults with what the environment sets (`worker` and `dev`).
+    pub fn from_settings(settings: &Settings) -> Self {
+        WorkerOptions {
+            refresh_every: Some(settings.status_refresh_interval),
+            partner_concurrency: settings.refresh_partner_concurrency,
+            refresh_nice: settings.refresh_nice,
+            ..WorkerOptions::default()
+        }
+    }
+}
+
 /// Database connections of a worker's status refresh, apart from the ones
 /// of its deliveries: a batch holds one only to read its orders and to
 /// record shipping progress, and waits on partners without one.
@@ -101,6 +113,10 @@ fn partner_config(settings: &Settings) -> Result<PartnerConfig, ConfigError> {
         var: "SHIPPING_API_URL",
         message: "required by worker".into(),
     })?;
+    let warehouse = settings.warehouse_api_url.clone().ok_or(ConfigError {
+        var: "WAREHOUSE_API_URL",
+        message: "required by worker".into(),
+    })?;
     Ok(PartnerConfig {
         payment: PaymentConfig {
             base_url: payment,
@@ -108,7 +124,7 @@ fn partner_config(settings: &Settings) -> Result<PartnerConfig, ConfigError> {
             timeout: settings.partner_timeout,
         },
         shipping_url: shipping,
-        warehouse_url: settings.warehouse_api_url.clone(),
+        warehouse_url: Some(warehouse),
         timeout: settings.partner_timeout,
     })
 }
@@ -550,6 +566,25 @@ async fn serve_metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_environment_sets_the_refresh_of_worker_and_dev() {
+        let env = [
+            ("STATUS_REFRESH_INTERVAL_SECS", "7"),
+            ("REFRESH_PARTNER_CONCURRENCY", "33"),
+            ("REFRESH_NICE", "4"),
+        ];
+        let settings = Settings::from_lookup(|k| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+        .expect("settings");
+        let opts = WorkerOptions::from_settings(&settings);
+        assert_eq!(opts.refresh_every, Some(Duration::from_secs(7)));
+        assert_eq!(opts.partner_concurrency, 33);
+        assert_eq!(opts.refresh_nice, 4);
+    }
 
     #[test]
     fn worker_names_differ_even_within_one_millisecond() {

@@ -56,9 +56,31 @@ impl From<DieselError> for DbError {
             DieselError::BrokenTransactionManager => {
                 DbError::Unavailable("connection broken".into())
             }
+            // Retryable by the client: the statement ran out of
+            // `DB_STATEMENT_TIMEOUT_MS`, or the server is shutting down.
+            DieselError::DatabaseError(kind, info) if is_transient(&kind, info.message()) => {
+                DbError::Unavailable(info.message().to_owned())
+            }
             other => DbError::Other(anyhow::Error::new(other)),
         }
     }
+}
+
+/// Errors a retry may not get: a statement or lock timeout, a
+/// serialization failure, a server going away. (Diesel exposes no SQLSTATE,
+/// so the server's messages are matched; PostgreSQL's are in English unless
+/// `lc_messages` says otherwise.)
+fn is_transient(kind: &DatabaseErrorKind, message: &str) -> bool {
+    matches!(kind, DatabaseErrorKind::SerializationFailure)
+        || [
+            "canceling statement due to statement timeout",
+            "canceling statement due to lock timeout",
+            "terminating connection",
+            "the database system is",
+            "server closed the connection",
+        ]
+        .iter()
+        .any(|m| message.contains(m))
 }
 
 impl From<diesel::r2d2::PoolError> for DbError {

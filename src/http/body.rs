@@ -45,13 +45,59 @@ pub async fn json_object(
         body.extend_from_slice(&chunk);
     }
     match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(map)) => Ok(map),
+        Ok(value @ Value::Object(_)) => {
+            let mut fields = Vec::new();
+            nul_strings(&value, "", &mut fields);
+            match value {
+                Value::Object(map) if fields.is_empty() => Ok(map),
+                _ => Err(ApiError::Validation(fields)),
+            }
+        }
         Ok(_) => Err(ApiError::Malformed(
             "the top level of the body must be a JSON object".into(),
         )),
         Err(e) => Err(ApiError::Malformed(format!(
             "the body is not valid JSON: {e}"
         ))),
+    }
+}
+
+/// Message for a string PostgreSQL cannot store.
+pub const NUL_MESSAGE: &str = "must not contain the NUL character (U+0000)";
+
+/// Every string (value or key) holding a NUL, which no text column can
+/// store: reported as a field error instead of failing in the database.
+fn nul_strings(v: &Value, path: &str, out: &mut Vec<crate::error::FieldError>) {
+    let field = |p: &str| {
+        if p.is_empty() {
+            "body".to_owned()
+        } else {
+            p.to_owned()
+        }
+    };
+    match v {
+        Value::String(s) if s.contains('\0') => {
+            out.push(crate::error::FieldError::new(field(path), NUL_MESSAGE))
+        }
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                nul_strings(x, &format!("{path}[{i}]"), out);
+            }
+        }
+        Value::Object(m) => {
+            for (k, x) in m {
+                let here = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                if k.contains('\0') {
+                    out.push(crate::error::FieldError::new(field(path), NUL_MESSAGE));
+                }
+                nul_strings(x, &here, out);
+            }
+        }
+        _ => {}
     }
 }
 

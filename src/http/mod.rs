@@ -108,7 +108,9 @@ impl Application {
                 .wrap(prometheus.clone())
                 .wrap(RequestIdentifier::with_uuid().use_incoming_id(IdReuse::UseIncoming))
                 // Outermost, so it sees the request id header set above.
-                .wrap(Logger::new("request_id=%{x-request-id}o \"%r\" %s %b %Dms"))
+                .wrap(Logger::new(
+                    "request_id=%{x-request-id}o \"%m %U\" %s %b %Dms",
+                ))
                 .app_data(state.clone())
                 .app_data(metrics_data.clone())
                 .app_data(gateway)

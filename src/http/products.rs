@@ -20,6 +20,16 @@ pub async fn list_products(state: web::Data<AppState>) -> Result<HttpResponse, A
     }))
 }
 
+/// A sku from a path: one that no product can have (a NUL, which
+/// PostgreSQL cannot store) is not found without asking the database.
+fn known_sku(sku: String) -> Result<String, ApiError> {
+    if sku.contains('\0') {
+        Err(ApiError::NotFound)
+    } else {
+        Ok(sku)
+    }
+}
+
 /// Field checks shared by create and patch; `required` for create.
 struct ProductFields {
     sku: Option<String>,
@@ -80,11 +90,13 @@ fn parse_product(body: &Map<String, Value>, required: bool) -> Result<ProductFie
             None
         }
         Some(v) => match v.as_i64() {
-            Some(n) if (0..=10_000_000_000).contains(&n) => Some(n),
+            // The gateway cannot charge less than a cent, so a 0 price
+            // would make every purchase of it fail.
+            Some(n) if (1..=10_000_000_000).contains(&n) => Some(n),
             _ => {
                 errors.push(FieldError::new(
                     "price_cents",
-                    "must be a whole number of cents from 0 to 10000000000",
+                    "must be a whole number of cents from 1 to 10000000000",
                 ));
                 None
             }
@@ -165,7 +177,7 @@ pub async fn patch_product(
         currency: f.currency,
         active: f.active,
     };
-    let sku = path.into_inner();
+    let sku = known_sku(path.into_inner())?;
     let row = db::unit(&state.pool, move |conn| {
         products::update(conn, &sku, &changes)
     })
@@ -184,7 +196,7 @@ pub async fn delete_product(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let sku = path.into_inner();
+    let sku = known_sku(path.into_inner())?;
     let changes = ProductChanges {
         active: Some(false),
         ..ProductChanges::default()

@@ -301,13 +301,14 @@ impl PaymentGateway {
 
     pub async fn cancel_intent(&self, intent_id: &str) -> Result<(), GatewayError> {
         let path = format!("/v1/payment_intents/{}/cancel", urlencode(intent_id));
+        let key = format!("orderflow-cancel-{intent_id}");
         let (status, body) = self
             .call(
                 "cancel_intent",
                 awc::http::Method::POST,
                 &path,
                 Some(&[]),
-                None,
+                Some(&key),
             )
             .await?;
         if status >= 300 {
@@ -389,20 +390,21 @@ pub fn classify_charge(status: u16, body: &Value) -> ChargeOutcome {
                 reason: format!("intent in state {}", s.unwrap_or("(none)")),
             },
         },
-        // 402 is always a decline, with or without a decline_code.
-        // A 400/404 card_error or an unknown payment method is the customer's
-        // problem too; other 4xx (auth, idempotency conflicts) are ours.
+        // 402 is always a decline, with or without a decline_code. A 400 or
+        // 404 with a Stripe error object is a definite refusal too: a
+        // request the gateway will never accept (a card error, an unknown
+        // payment method, an amount or currency it cannot charge), so the
+        // payment fails instead of staying pending forever. Auth, rate
+        // limits and idempotency conflicts are ours, and unknown.
         400..=499 => {
             let err = body.get("error").unwrap_or(&Value::Null);
             let err_type = str_field(err, "type").unwrap_or_default();
             let err_code = str_field(err, "code").unwrap_or_default();
             let is_decline = status == 402
                 || err_type == "card_error"
-                || (matches!(status, 400 | 404)
-                    && matches!(err_code.as_str(), "resource_missing" | "payment_method_invalid"))
                 // localstripe: an unknown payment method is a JSON 404
                 // without a code (an unknown route is a plain-text 404).
-                || (status == 404 && err.is_object());
+                || (matches!(status, 400 | 404) && err.is_object());
             let is_ours =
                 matches!(status, 401 | 403 | 409 | 429) || err_type == "idempotency_error";
             if is_decline && !is_ours {
@@ -417,6 +419,9 @@ pub fn classify_charge(status: u16, body: &Value) -> ChargeOutcome {
                         .map(str::to_owned),
                     decline_code: str_field(err, "decline_code")
                         .or_else(|| (!err_code.is_empty()).then(|| err_code.clone()))
+                        .or_else(|| {
+                            (status != 402 && !err_type.is_empty()).then(|| err_type.clone())
+                        })
                         .unwrap_or_else(|| "generic_decline".into()),
                     message: str_field(err, "message")
                         .unwrap_or_else(|| "The payment was declined.".into()),
@@ -507,6 +512,20 @@ mod tests {
             classify_charge(404, &Value::Null),
             ChargeOutcome::Unknown { .. }
         ));
+    }
+
+    #[test]
+    fn a_request_the_gateway_will_never_accept_is_a_decline_with_its_code() {
+        let amount = json!({"error": {"type": "invalid_request_error", "code": "amount_too_small",
+                                      "message": "Amount must be at least 50 cents"}});
+        let no_code =
+            json!({"error": {"type": "invalid_request_error", "message": "Invalid integer: 0"}});
+        assert!(
+            matches!(classify_charge(400, &amount), ChargeOutcome::Declined { decline_code, .. } if decline_code == "amount_too_small")
+        );
+        assert!(
+            matches!(classify_charge(400, &no_code), ChargeOutcome::Declined { decline_code, .. } if decline_code == "invalid_request_error")
+        );
     }
 
     #[test]

@@ -37,6 +37,11 @@ pub struct Knobs {
     pub failure_status: u16,
     /// Share of calls (0–1) that never answer.
     pub hang_rate: f64,
+    /// Whether a POST that fails or hangs first does what it was asked (a
+    /// partner that commits, then crashes or stalls before it answers).
+    pub after_effect: bool,
+    /// `Retry-After` seconds of a 429.
+    pub retry_after_secs: u64,
 }
 
 impl Default for Knobs {
@@ -47,6 +52,8 @@ impl Default for Knobs {
             failure_rate: 0.0,
             failure_status: 503,
             hang_rate: 0.0,
+            after_effect: false,
+            retry_after_secs: 1,
         }
     }
 }
@@ -59,6 +66,8 @@ pub struct KnobsPatch {
     pub failure_rate: Option<f64>,
     pub failure_status: Option<u16>,
     pub hang_rate: Option<f64>,
+    pub after_effect: Option<bool>,
+    pub retry_after_secs: Option<u64>,
 }
 
 /// Knobs plus the seeded random source, shared by one simulator's workers.
@@ -130,6 +139,12 @@ impl Chaos {
         if let Some(v) = patch.hang_rate {
             next.hang_rate = v;
         }
+        if let Some(v) = patch.after_effect {
+            next.after_effect = v;
+        }
+        if let Some(v) = patch.retry_after_secs {
+            next.retry_after_secs = v;
+        }
         if !(0.0..=1.0).contains(&next.failure_rate) || !(0.0..=1.0).contains(&next.hang_rate) {
             return Err("rates must be between 0 and 1".into());
         }
@@ -140,10 +155,10 @@ impl Chaos {
         Ok(next)
     }
 
-    fn decide(&self) -> (Duration, Fate) {
+    fn decide(&self) -> (Duration, Fate, Knobs) {
         let k = self.knobs();
         let Ok(mut rng) = self.rng.lock() else {
-            return (Duration::ZERO, Fate::Proceed);
+            return (Duration::ZERO, Fate::Proceed, k);
         };
         let jitter = if k.jitter_ms > 0 {
             rng.random_range(0..=2 * k.jitter_ms)
@@ -159,21 +174,40 @@ impl Chaos {
         } else {
             Fate::Proceed
         };
-        (Duration::from_millis(delay), fate)
+        (Duration::from_millis(delay), fate, k)
     }
 
     /// Waits the configured latency; returns a failure response if this call
     /// is to fail, and never returns if it is to hang.
     pub async fn apply(&self) -> Option<HttpResponse> {
+        self.answer(None::<fn() -> HttpResponse>).await
+    }
+
+    /// As [`Chaos::apply`] for a call with an effect (a POST): `effect`
+    /// runs when the call proceeds, and also before its failure or hang when
+    /// `after_effect` is set.
+    pub async fn around(&self, effect: impl FnOnce() -> HttpResponse) -> HttpResponse {
+        match self.answer(Some(effect)).await {
+            Some(resp) => resp,
+            None => HttpResponse::InternalServerError().finish(),
+        }
+    }
+
+    async fn answer(&self, effect: Option<impl FnOnce() -> HttpResponse>) -> Option<HttpResponse> {
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         let _counted = InFlight(self);
-        let (delay, fate) = self.decide();
+        let (delay, fate, knobs) = self.decide();
         if !delay.is_zero() {
             actix_rt::time::sleep(delay).await;
         }
+        let proceeds = matches!(fate, Fate::Proceed);
+        let done = match effect {
+            Some(effect) if proceeds || knobs.after_effect => Some(effect()),
+            _ => None,
+        };
         match fate {
-            Fate::Proceed => None,
+            Fate::Proceed => done,
             Fate::Hang => {
                 std::future::pending::<()>().await;
                 None
@@ -183,7 +217,7 @@ impl Chaos {
                     .unwrap_or(actix_web::http::StatusCode::SERVICE_UNAVAILABLE);
                 let mut b = HttpResponse::build(code);
                 if status == 429 {
-                    b.insert_header(("Retry-After", "1"));
+                    b.insert_header(("Retry-After", knobs.retry_after_secs.to_string()));
                 }
                 Some(
                     b.json(json!({"error": {"type": "api_error", "message": "simulated failure"}})),
@@ -292,6 +326,7 @@ impl SimArgs {
             failure_rate: self.failure_rate,
             failure_status: self.failure_status,
             hang_rate: self.hang_rate,
+            ..Knobs::default()
         }
     }
 }
@@ -409,12 +444,13 @@ mod tests {
             failure_rate: 0.3,
             failure_status: 500,
             hang_rate: 0.1,
+            ..Knobs::default()
         };
         let a = Chaos::new(knobs.clone(), 7);
         let b = Chaos::new(knobs, 7);
         for _ in 0..100 {
-            let (da, fa) = a.decide();
-            let (db, fb) = b.decide();
+            let (da, fa, _) = a.decide();
+            let (db, fb, _) = b.decide();
             assert_eq!(da, db);
             assert!(da >= Duration::from_millis(50) && da <= Duration::from_millis(150));
             assert_eq!(std::mem::discriminant(&fa), std::mem::discriminant(&fb));

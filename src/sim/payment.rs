@@ -51,6 +51,7 @@ struct State {
     succeeded_by_order: HashMap<String, u32>,
     refunds_by_intent: HashMap<String, u32>,
     requests: u64,
+    posts_without_key: u64,
 }
 
 /// The simulator's state; tests read its counters directly or over HTTP.
@@ -68,9 +69,21 @@ pub struct PaymentStats {
     pub refunds_by_intent: HashMap<String, u32>,
     /// Every API request, replays and failures included.
     pub requests: u64,
+    /// POSTs that came without an `Idempotency-Key`.
+    pub posts_without_key: u64,
 }
 
 impl PaymentSim {
+    /// Counts a POST (and whether it had no `Idempotency-Key`).
+    fn count_post(&self, req: &HttpRequest) {
+        if let Ok(mut s) = self.state.lock() {
+            s.requests += 1;
+            if !req.headers().contains_key("idempotency-key") {
+                s.posts_without_key += 1;
+            }
+        }
+    }
+
     pub fn stats(&self) -> PaymentStats {
         match self.state.lock() {
             Ok(s) => PaymentStats {
@@ -78,6 +91,7 @@ impl PaymentSim {
                 succeeded_by_order: s.succeeded_by_order.clone(),
                 refunds_by_intent: s.refunds_by_intent.clone(),
                 requests: s.requests,
+                posts_without_key: s.posts_without_key,
             },
             Err(_) => PaymentStats::default(),
         }
@@ -257,16 +271,29 @@ async fn post_intents(
     sim: web::Data<PaymentSim>,
     chaos: web::Data<Chaos>,
 ) -> HttpResponse {
-    if let Ok(mut s) = sim.state.lock() {
-        s.requests += 1;
-    }
-    if let Some(fail) = chaos.apply().await {
-        return fail;
-    }
-    if !authorized(&req) {
+    sim.count_post(&req);
+    chaos
+        .around(|| {
+            with_form(&req, &body, &sim, |state, key, params| {
+                idempotent(state, key, "/v1/payment_intents", params, |s| {
+                    create_intent(s, params)
+                })
+            })
+        })
+        .await
+}
+
+/// Runs `op` on an authorized request's form and `Idempotency-Key`.
+fn with_form(
+    req: &HttpRequest,
+    body: &[u8],
+    sim: &PaymentSim,
+    op: impl FnOnce(&mut State, Option<&str>, &[(String, String)]) -> HttpResponse,
+) -> HttpResponse {
+    if !authorized(req) {
         return unauthorized();
     }
-    let params = match form(&body) {
+    let params = match form(body) {
         Ok(p) => p,
         Err(r) => return *r,
     };
@@ -277,9 +304,7 @@ async fn post_intents(
     let Ok(mut state) = sim.state.lock() else {
         return HttpResponse::InternalServerError().finish();
     };
-    idempotent(&mut state, key, "/v1/payment_intents", &params, |s| {
-        create_intent(s, &params)
-    })
+    op(&mut state, key, &params)
 }
 
 async fn get_intent(
@@ -309,24 +334,26 @@ async fn cancel_intent(
     sim: web::Data<PaymentSim>,
     chaos: web::Data<Chaos>,
 ) -> HttpResponse {
-    if let Some(fail) = chaos.apply().await {
-        return fail;
-    }
-    if !authorized(&req) {
-        return unauthorized();
-    }
-    let Ok(mut state) = sim.state.lock() else {
-        return HttpResponse::InternalServerError().finish();
-    };
-    match state.intents.get_mut(path.as_str()) {
-        None => HttpResponse::NotFound().json(json!({"error": {"type": "invalid_request_error", "code": "resource_missing"}})),
-        Some(i) if i.status == "succeeded" || i.status == "canceled" => HttpResponse::BadRequest()
-            .json(json!({"error": {"type": "invalid_request_error", "code": "payment_intent_unexpected_state"}})),
-        Some(i) => {
-            i.status = "canceled".into();
-            HttpResponse::Ok().json(i.json())
-        }
-    }
+    sim.count_post(&req);
+    chaos
+        .around(|| {
+            if !authorized(&req) {
+                return unauthorized();
+            }
+            let Ok(mut state) = sim.state.lock() else {
+                return HttpResponse::InternalServerError().finish();
+            };
+            match state.intents.get_mut(path.as_str()) {
+                None => HttpResponse::NotFound().json(json!({"error": {"type": "invalid_request_error", "code": "resource_missing"}})),
+                Some(i) if i.status == "succeeded" || i.status == "canceled" => HttpResponse::BadRequest()
+                    .json(json!({"error": {"type": "invalid_request_error", "code": "payment_intent_unexpected_state"}})),
+                Some(i) => {
+                    i.status = "canceled".into();
+                    HttpResponse::Ok().json(i.json())
+                }
+            }
+        })
+        .await
 }
 
 async fn post_refund(
@@ -335,58 +362,51 @@ async fn post_refund(
     sim: web::Data<PaymentSim>,
     chaos: web::Data<Chaos>,
 ) -> HttpResponse {
-    if let Some(fail) = chaos.apply().await {
-        return fail;
-    }
-    if !authorized(&req) {
-        return unauthorized();
-    }
-    let params = match form(&body) {
-        Ok(p) => p,
-        Err(r) => return *r,
+    sim.count_post(&req);
+    chaos
+        .around(|| {
+            with_form(&req, &body, &sim, |state, key, params| {
+                let pi = params
+                    .iter()
+                    .find(|(k, _)| k == "payment_intent")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
+                idempotent(state, key, "/v1/refunds", params, |s| refund(s, &pi))
+            })
+        })
+        .await
+}
+
+/// Refunds intent `pi` in full, once.
+fn refund(s: &mut State, pi: &str) -> (u16, Value) {
+    let Some(intent) = s.intents.get_mut(pi) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            json!({"error": {"type": "invalid_request_error", "code": "resource_missing"}}),
+        );
     };
-    let key = req
-        .headers()
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok());
-    let Ok(mut state) = sim.state.lock() else {
-        return HttpResponse::InternalServerError().finish();
-    };
-    let pi = params
-        .iter()
-        .find(|(k, _)| k == "payment_intent")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
-    idempotent(&mut state, key, "/v1/refunds", &params, |s| {
-        let Some(intent) = s.intents.get_mut(&pi) else {
-            return error(
-                StatusCode::NOT_FOUND,
-                json!({"error": {"type": "invalid_request_error", "code": "resource_missing"}}),
-            );
-        };
-        if intent.status != "succeeded" {
-            return error(
-                StatusCode::BAD_REQUEST,
-                json!({"error": {"type": "invalid_request_error", "message": "Cannot refund a failed payment."}}),
-            );
-        }
-        if intent.refunded {
-            return error(
-                StatusCode::BAD_REQUEST,
-                json!({"error": {"type": "invalid_request_error", "code": "charge_already_refunded", "message": "Charge has already been refunded."}}),
-            );
-        }
-        intent.refunded = true;
-        let amount = intent.amount;
-        let currency = intent.currency.clone();
-        *s.refunds_by_intent.entry(pi.clone()).or_default() += 1;
-        s.next_id += 1;
-        (
-            200,
-            json!({"id": format!("re_sim{:012}", s.next_id), "object": "refund", "amount": amount,
-                     "currency": currency, "payment_intent": pi, "status": "succeeded"}),
-        )
-    })
+    if intent.status != "succeeded" {
+        return error(
+            StatusCode::BAD_REQUEST,
+            json!({"error": {"type": "invalid_request_error", "message": "Cannot refund a failed payment."}}),
+        );
+    }
+    if intent.refunded {
+        return error(
+            StatusCode::BAD_REQUEST,
+            json!({"error": {"type": "invalid_request_error", "code": "charge_already_refunded", "message": "Charge has already been refunded."}}),
+        );
+    }
+    intent.refunded = true;
+    let amount = intent.amount;
+    let currency = intent.currency.clone();
+    *s.refunds_by_intent.entry(pi.to_owned()).or_default() += 1;
+    s.next_id += 1;
+    (
+        200,
+        json!({"id": format!("re_sim{:012}", s.next_id), "object": "refund", "amount": amount,
+                 "currency": currency, "payment_intent": pi, "status": "succeeded"}),
+    )
 }
 
 async fn stats(sim: web::Data<PaymentSim>) -> HttpResponse {

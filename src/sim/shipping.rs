@@ -39,9 +39,11 @@ struct State {
     by_id: HashMap<String, Shipment>,
     id_by_reference: HashMap<String, String>,
     posts_by_reference: HashMap<String, u32>,
+    arrivals_ms_by_reference: HashMap<String, Vec<u64>>,
 }
 
 pub struct ShippingSim {
+    started: Instant,
     stage: Duration,
     state: Mutex<State>,
 }
@@ -52,11 +54,15 @@ pub struct ShippingStats {
     pub shipments_by_reference: HashMap<String, u32>,
     /// POSTs received per reference, retries included.
     pub posts_by_reference: HashMap<String, u32>,
+    /// When each POST for a reference arrived (ms since the simulator
+    /// started), failed and hung ones included.
+    pub arrivals_ms_by_reference: HashMap<String, Vec<u64>>,
 }
 
 impl ShippingSim {
     pub fn new(stage: Duration) -> Self {
         ShippingSim {
+            started: Instant::now(),
             stage: stage.max(Duration::from_millis(1)),
             state: Mutex::new(State::default()),
         }
@@ -70,6 +76,7 @@ impl ShippingSim {
                     m
                 }),
                 posts_by_reference: s.posts_by_reference.clone(),
+                arrivals_ms_by_reference: s.arrivals_ms_by_reference.clone(),
             },
             Err(_) => ShippingStats::default(),
         }
@@ -92,10 +99,24 @@ async fn create(
     sim: web::Data<ShippingSim>,
     chaos: web::Data<Chaos>,
 ) -> HttpResponse {
-    if let Some(fail) = chaos.apply().await {
-        return fail;
+    let reference = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
+        v.get("reference")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
+    if let (Some(r), Ok(mut state)) = (reference, sim.state.lock()) {
+        let at = sim.started.elapsed().as_millis() as u64;
+        state
+            .arrivals_ms_by_reference
+            .entry(r)
+            .or_default()
+            .push(at);
     }
-    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    chaos.around(|| create_now(&body, &sim)).await
+}
+
+fn create_now(body: &[u8], sim: &ShippingSim) -> HttpResponse {
+    let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let Some(reference) = parsed
         .get("reference")
         .and_then(Value::as_str)

@@ -259,3 +259,24 @@ fn a_worker_runs_the_status_refresh_on_threads_of_lower_priority() {
         assert!(rest.iter().all(|(_, n)| *n == own), "{threads:?}");
     }
 }
+
+#[test]
+fn worker_refuses_to_start_without_every_partner_url() {
+    let all = [
+        ("PAYMENT_GATEWAY_URL", "http://127.0.0.1:9"),
+        ("SHIPPING_API_URL", "http://127.0.0.1:9"),
+        ("WAREHOUSE_API_URL", "http://127.0.0.1:9"),
+    ];
+    for missing in 0..all.len() {
+        let env: Vec<(&str, &str)> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != missing)
+            .map(|(_, kv)| *kv)
+            .collect();
+        let (code, stderr) = run(&["worker"], &env);
+        assert_eq!(code, 2, "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(all[missing].0), "{stderr}");
+    }
+}

@@ -43,6 +43,7 @@ pub struct Opts {
     pub partner_timeout_ms: u64,
     pub payment_url: Option<String>,
     pub ship_stage_secs: u64,
+    pub statement_timeout_ms: u64,
 }
 
 impl Default for Opts {
@@ -53,6 +54,7 @@ impl Default for Opts {
             partner_timeout_ms: 2000,
             payment_url: None,
             ship_stage_secs: 30,
+            statement_timeout_ms: 5000,
         }
     }
 }
@@ -134,6 +136,10 @@ pub async fn spawn_app_with(opts: Opts) -> TestApp {
         ("HTTP_WORKERS", "2".into()),
         ("DB_POOL_SIZE", "8".into()),
         ("DB_CHECKOUT_TIMEOUT_MS", "1000".into()),
+        (
+            "DB_STATEMENT_TIMEOUT_MS",
+            opts.statement_timeout_ms.to_string(),
+        ),
     ]);
     let settings = Settings::from_lookup(|k| vars.get(k).cloned()).expect("settings");
     if std::env::var_os("TEST_LOG").is_some() {

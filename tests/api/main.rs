@@ -7,6 +7,7 @@ mod helpers;
 mod browser;
 mod config;
 mod dashboard;
+mod hardening;
 mod idempotency;
 mod localstripe;
 mod ops;
