@@ -370,6 +370,10 @@ impl Metrics {
 pub struct JobMetrics {
     jobs: IntCounterVec,
     duration: HistogramVec,
+    /// apalis workers restarted in process after losing their backend.
+    pub restarts: IntCounterVec,
+    /// 1 while a kind's apalis worker is down and being restarted.
+    pub restarting: prometheus::IntGaugeVec,
 }
 
 impl JobMetrics {
@@ -390,9 +394,32 @@ impl JobMetrics {
             ]),
             &["kind", "outcome"],
         )?;
+        let restarts = IntCounterVec::new(
+            Opts::new(
+                "worker_restarts_total",
+                "apalis workers of this process restarted after losing their backend",
+            )
+            .namespace("orderflow"),
+            &["kind"],
+        )?;
+        let restarting = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "worker_restarting",
+                "1 while this process' worker of a job kind is down and being restarted",
+            )
+            .namespace("orderflow"),
+            &["kind"],
+        )?;
         registry.register(Box::new(jobs.clone()))?;
         registry.register(Box::new(duration.clone()))?;
-        Ok(JobMetrics { jobs, duration })
+        registry.register(Box::new(restarts.clone()))?;
+        registry.register(Box::new(restarting.clone()))?;
+        Ok(JobMetrics {
+            jobs,
+            duration,
+            restarts,
+            restarting,
+        })
     }
 
     pub fn observe(&self, kind: &str, outcome: &str, elapsed: Duration) {

@@ -1,7 +1,7 @@
 //! `orderflow worker`: the apalis workers of one process.
 //!
 //! Built around how apalis 1.0 on Redis really behaves (see
-//! `shared/notes/apalis-1.0.md`):
+//! the project's notes on apalis 1.0, summarised in `docs/ARCHITECTURE.md`):
 //! - a unique worker name per process start (a restart under the same name
 //!   is refused for a heartbeat interval), heartbeats every 5 s, orphaned
 //!   after 2 missed: a job interrupted by SIGKILL runs again on a live worker
@@ -10,8 +10,11 @@
 //! - Diesel runs on tokio's blocking pool (`db::unit`), never in the job's
 //!   task, so heartbeats are never starved;
 //! - the Redis connection tolerates a slow command (10 s response timeout
-//!   instead of redis-rs' 500 ms); a backend error that still ends a worker
-//!   ends the process non-zero, for the supervisor to restart it;
+//!   instead of redis-rs' 500 ms); apalis still ends a worker on any backend
+//!   error (a dropped connection, a Redis restart), so each worker is
+//!   restarted in process under a new name with capped, jittered backoff
+//!   (`Restart::keep_running`): a blip never stops the process, and the
+//!   supervisor is only for crashes;
 //! - no `RetryPolicy` layer: jobs own their attempt budget (see `jobs`);
 //! - the sweeper paces its pushes (apalis dies at 8,000 due entries) and
 //!   finished jobs are vacuumed so Redis memory stays bounded.
@@ -273,86 +276,97 @@ pub async fn run(
     let prefix = settings.redis_prefix.clone();
     tracing::info!(redis.prefix = %prefix, "worker started");
 
-    // `halt` stops every worker of the process: set by the shutdown signal,
-    // or when one worker ends on its own (apalis ends a worker on a fatal
-    // backend error), so the process exits and its supervisor restarts it.
+    // Each apalis worker runs under `keep_running`: when it ends on its own
+    // (apalis ends a worker on any backend error, a Redis blip included),
+    // it is built again under a new name after a capped, jittered backoff.
+    // `halt` stops every worker of the process: the shutdown signal, or a
+    // panic on the refresh runtime.
     let (halt_tx, halt) = watch::channel(false);
-    let mut external = stop.clone();
-    let forward = halt_tx.clone();
-    tokio::spawn(async move {
-        if external.wait_for(|s| *s).await.is_ok() {
-            let _ = forward.send(true);
-        }
-    });
-    let signal = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-        Ok::<(), std::io::Error>(())
+    {
+        let (mut external, halt_tx) = (stop.clone(), halt_tx.clone());
+        tokio::spawn(async move {
+            if external.wait_for(|s| *s).await.is_ok() {
+                let _ = halt_tx.send(true);
+            }
+        });
+    }
+    let restart = Restart {
+        metrics: ctx.metrics.clone(),
+        stop: halt.clone(),
     };
-    let supervised = |name: &'static str,
-                      worker: futures_util::future::BoxFuture<
-        'static,
-        Result<(), apalis::prelude::WorkerError>,
-    >| {
+    macro_rules! apalis_worker {
+        ($job:ty, $kind:literal, $handler:path, $ctx:expr, $batch:expr, $concurrency:expr) => {{
+            let (conn, prefix, opts, ctx, stop) = (
+                conn.clone(),
+                prefix.clone(),
+                opts.clone(),
+                $ctx.clone(),
+                halt.clone(),
+            );
+            restart.clone().keep_running($kind, move || {
+                WorkerBuilder::new(unique_name($kind))
+                    .backend(
+                        storage::<$job>(&conn, &prefix, &opts, $batch)
+                            .poll_with_interval(opts.poll),
+                    )
+                    .data(ctx.clone())
+                    .concurrency($concurrency)
+                    .build($handler)
+                    .run_until(stopped(stop.clone()))
+            })
+        }};
+    }
+    let deliver = apalis_worker!(
+        Deliver,
+        "deliver",
+        jobs::deliver::run,
+        ctx,
+        64,
+        opts.deliver_concurrency
+    );
+    let reconcile = apalis_worker!(
+        ReconcilePayment,
+        "reconcile_payment",
+        jobs::reconcile::run,
+        ctx,
+        16,
+        opts.payment_concurrency
+    );
+    let refund = apalis_worker!(
+        Refund,
+        "refund",
+        jobs::refund::run,
+        ctx,
+        16,
+        opts.payment_concurrency
+    );
+    // The status refresh's workers run on the refresh runtime; a panic
+    // there ends the process (for its supervisor), as one here would.
+    let plan = refresh_rt.handle().spawn(apalis_worker!(
+        RefreshPlan,
+        "refresh",
+        jobs::refresh::plan,
+        refresh_ctx,
+        4,
+        4
+    ));
+    let batch = refresh_rt.handle().spawn(apalis_worker!(
+        RefreshBatch,
+        "refresh_batch",
+        jobs::refresh::batch,
+        refresh_ctx,
+        8,
+        16
+    ));
+    let on_refresh_rt = |task: tokio::task::JoinHandle<()>| {
         let halt_tx = halt_tx.clone();
         async move {
-            let result = worker.await;
-            if let Err(e) = &result {
-                tracing::error!(worker = name, error = %e, "worker ended; stopping the process");
+            let joined = task.await;
+            if let Err(e) = &joined {
+                tracing::error!(error = %e, "a refresh worker panicked; stopping the process");
+                let _ = halt_tx.send(true);
             }
-            let _ = halt_tx.send(true);
-            (name, result)
-        }
-    };
-    let deliver = WorkerBuilder::new(unique_name("deliver"))
-        .backend(storage::<Deliver>(&conn, &prefix, &opts, 64).poll_with_interval(opts.poll))
-        .data(ctx.clone())
-        .concurrency(opts.deliver_concurrency)
-        .build(jobs::deliver::run)
-        .run_until(signal(halt.clone()));
-    let reconcile = WorkerBuilder::new(unique_name("reconcile"))
-        .backend(
-            storage::<ReconcilePayment>(&conn, &prefix, &opts, 16).poll_with_interval(opts.poll),
-        )
-        .data(ctx.clone())
-        .concurrency(opts.payment_concurrency)
-        .build(jobs::reconcile::run)
-        .run_until(signal(halt.clone()));
-    let refund = WorkerBuilder::new(unique_name("refund"))
-        .backend(storage::<Refund>(&conn, &prefix, &opts, 16).poll_with_interval(opts.poll))
-        .data(ctx.clone())
-        .concurrency(opts.payment_concurrency)
-        .build(jobs::refund::run)
-        .run_until(signal(halt.clone()));
-    let plan = WorkerBuilder::new(unique_name("refresh"))
-        .backend(storage::<RefreshPlan>(&conn, &prefix, &opts, 4).poll_with_interval(opts.poll))
-        .data(refresh_ctx.clone())
-        .concurrency(4)
-        .build(jobs::refresh::plan)
-        .run_until(signal(halt.clone()));
-    let batch = WorkerBuilder::new(unique_name("refresh-batch"))
-        .backend(storage::<RefreshBatch>(&conn, &prefix, &opts, 8).poll_with_interval(opts.poll))
-        .data(refresh_ctx.clone())
-        .concurrency(16)
-        .build(jobs::refresh::batch)
-        .run_until(signal(halt.clone()));
-    // On the refresh runtime; a panic there ends the process like a worker
-    // error would.
-    let on_refresh_rt = |name: &'static str,
-                         worker: futures_util::future::BoxFuture<
-        'static,
-        Result<(), apalis::prelude::WorkerError>,
-    >| {
-        let handle = refresh_rt.handle().spawn(supervised(name, worker));
-        let halt_tx = halt_tx.clone();
-        async move {
-            match handle.await {
-                Ok((name, result)) => (name, result.map_err(|e| e.to_string())),
-                Err(e) => {
-                    tracing::error!(worker = name, error = %e, "worker panicked; stopping the process");
-                    let _ = halt_tx.send(true);
-                    (name, Err(format!("panicked: {e}")))
-                }
-            }
+            joined.map_err(|e| anyhow::anyhow!("a refresh worker panicked: {e}"))
         }
     };
     let housekeeping = housekeeping(
@@ -382,40 +396,102 @@ pub async fn run(
         halt.clone(),
     );
 
-    let here = |name: &'static str,
-                worker: futures_util::future::BoxFuture<
-        'static,
-        Result<(), apalis::prelude::WorkerError>,
-    >| {
-        let run = supervised(name, worker);
-        async move {
-            let (name, result) = run.await;
-            (name, result.map_err(|e| e.to_string()))
-        }
-    };
     let (d, r, f, p, b, (), (), ()) = tokio::join!(
-        here("deliver", Box::pin(deliver)),
-        here("reconcile_payment", Box::pin(reconcile)),
-        here("refund", Box::pin(refund)),
-        on_refresh_rt("refresh", Box::pin(plan)),
-        on_refresh_rt("refresh_batch", Box::pin(batch)),
+        deliver,
+        reconcile,
+        refund,
+        on_refresh_rt(plan),
+        on_refresh_rt(batch),
         housekeeping,
         schedule,
         share_calls
     );
+    let ((), (), ()) = (d, r, f);
     let mut last = conn.clone();
     if let Err(e) = metrics.partner.flush(&mut last, &prefix).await {
         tracing::warn!(error = %e, "partner call metrics not flushed at exit");
     }
-    for (name, result) in [d, r, f, p, b] {
-        if let Err(e) = result {
-            anyhow::bail!("the {name} worker stopped: {e}");
-        }
-    }
+    p?;
+    b?;
     if !*stop.borrow() {
         anyhow::bail!("workers stopped without a shutdown signal");
     }
     tracing::info!("worker stopped");
+    Ok(())
+}
+
+/// Keeps one kind's apalis worker running until `stop`.
+#[derive(Clone)]
+struct Restart {
+    metrics: crate::metrics::JobMetrics,
+    stop: watch::Receiver<bool>,
+}
+
+/// A restarted worker that has run this long is healthy again: the outage
+/// is over (logged once) and the backoff starts from the bottom.
+const RECOVERED_AFTER: Duration = Duration::from_secs(5);
+const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(250);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+impl Restart {
+    /// Runs the worker `start` builds until `stop`; when it ends on its own
+    /// (apalis 1.0 ends a worker on any backend error: a dropped Redis
+    /// connection, a failed poll), builds it again under a new name after a
+    /// capped, jittered backoff. Its in-flight jobs are re-queued by the
+    /// orphan check of the live workers, as after a crash. One warning when
+    /// an outage starts and one line when it ends, not one per attempt.
+    async fn keep_running<F, W>(self, kind: &'static str, mut start: F)
+    where
+        F: FnMut() -> W,
+        W: std::future::Future<Output = Result<(), apalis::prelude::WorkerError>>,
+    {
+        let mut stop = self.stop.clone();
+        let mut backoff = RESTART_BACKOFF_MIN;
+        let mut outage: Option<Instant> = None;
+        let restarting = self.metrics.restarting.with_label_values(&[kind]);
+        loop {
+            let run = start();
+            tokio::pin!(run);
+            let result = loop {
+                tokio::select! {
+                    r = &mut run => break r,
+                    _ = tokio::time::sleep(RECOVERED_AFTER), if outage.is_some() => {
+                        if let Some(since) = outage.take() {
+                            tracing::info!(worker = kind, outage_ms = since.elapsed().as_millis() as u64, "worker running again");
+                        }
+                        restarting.set(0);
+                        backoff = RESTART_BACKOFF_MIN;
+                    }
+                }
+            };
+            if *stop.borrow() {
+                return;
+            }
+            let error = match result {
+                Ok(()) => "ended without a shutdown signal".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            if outage.is_none() {
+                tracing::warn!(worker = kind, error = %error, "worker lost its backend; restarting it in process with backoff");
+                outage = Some(Instant::now());
+            } else {
+                tracing::debug!(worker = kind, error = %error, "worker restart failed");
+            }
+            self.metrics.restarts.with_label_values(&[kind]).inc();
+            restarting.set(1);
+            let delay = backoff.mul_f64(rand::Rng::random_range(&mut rand::rng(), 0.5..=1.0));
+            backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
+
+/// Resolves when `stop` turns true: a worker's shutdown signal.
+async fn stopped(mut stop: watch::Receiver<bool>) -> Result<(), std::io::Error> {
+    let _ = stop.wait_for(|s| *s).await;
     Ok(())
 }
 

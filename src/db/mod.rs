@@ -27,8 +27,31 @@ use secrecy::ExposeSecret;
 
 use crate::config::Settings;
 
-pub type DbPool = Pool<ConnectionManager<PgConnection>>;
 pub type DbConn = PooledConnection<ConnectionManager<PgConnection>>;
+
+/// The r2d2 pool, and how long a unit of work on it may take before its
+/// caller gives up (answers 503, or retries the job): the checkout timeout
+/// plus the statement timeout plus a second. PostgreSQL bounds a slow
+/// statement itself; this bounds a silent one (a partition, a stalled
+/// server), where no server-side timeout can answer.
+#[derive(Clone)]
+pub struct DbPool {
+    pool: Pool<ConnectionManager<PgConnection>>,
+    deadline: Duration,
+}
+
+impl std::ops::Deref for DbPool {
+    type Target = Pool<ConnectionManager<PgConnection>>;
+    fn deref(&self) -> &Self::Target {
+        &self.pool
+    }
+}
+
+impl DbPool {
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+}
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -124,8 +147,9 @@ pub fn build_pool_sized(
     application_name: &'static str,
     max_size: u32,
 ) -> DbPool {
-    let manager = ConnectionManager::<PgConnection>::new(settings.database_url.expose_secret());
-    Pool::builder()
+    let url = with_tcp_timeouts(settings.database_url.expose_secret());
+    let manager = ConnectionManager::<PgConnection>::new(url);
+    let pool = Pool::builder()
         .max_size(max_size.max(1))
         .min_idle(Some(0))
         .connection_timeout(settings.db_checkout_timeout)
@@ -134,26 +158,86 @@ pub fn build_pool_sized(
             statement_timeout_ms: settings.db_statement_timeout.as_millis(),
             application_name,
         }))
-        .build_unchecked(manager)
+        .build_unchecked(manager);
+    DbPool {
+        pool,
+        deadline: settings.db_checkout_timeout
+            + settings.db_statement_timeout
+            + Duration::from_secs(1),
+    }
+}
+
+/// libpq's own client-side limits, unless the URL sets them: connecting
+/// gives up after 3 s (`connect_timeout`); a connection whose sent data is
+/// not acknowledged for 10 s is dropped (`tcp_user_timeout`), and an idle
+/// one is probed by TCP keepalives (after 10 s, every 5 s, dropped after 3
+/// misses), so a connection cut by a partition is found dead instead of
+/// waiting forever.
+fn with_tcp_timeouts(database_url: &str) -> String {
+    let Ok(mut url) = url::Url::parse(database_url) else {
+        return database_url.to_owned();
+    };
+    let set: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+    let defaults = [
+        ("connect_timeout", "3"),
+        ("tcp_user_timeout", "10000"),
+        ("keepalives", "1"),
+        ("keepalives_idle", "10"),
+        ("keepalives_interval", "5"),
+        ("keepalives_count", "3"),
+    ];
+    {
+        let mut q = url.query_pairs_mut();
+        for (k, v) in defaults {
+            if !set.iter().any(|s| s == k) {
+                q.append_pair(k, v);
+            }
+        }
+    }
+    url.to_string()
 }
 
 /// Runs one unit of work on actix's blocking pool: one checkout, the
 /// closure (which opens its own transaction when it needs one), done.
-/// The caller's tracing span is carried into the blocking thread.
+/// The caller's tracing span is carried into the blocking thread. Past the
+/// pool's deadline the caller gets `Unavailable` while the blocking thread
+/// may still be waiting on the network (it holds its connection until
+/// libpq gives up); see [`unit_before_deadline`] for work that must not
+/// commit once its caller has given up.
 pub async fn unit<T, F>(pool: &DbPool, f: F) -> Result<T, DbError>
 where
     F: FnOnce(&mut PgConnection) -> Result<T, DbError> + Send + 'static,
     T: Send + 'static,
 {
+    unit_before_deadline(pool, move |conn, _| f(conn)).await
+}
+
+/// [`unit`], with the instant past which the caller has given up passed to
+/// the closure, so it can roll back instead of committing what nobody will
+/// be told about (checked right before the commit).
+pub async fn unit_before_deadline<T, F>(pool: &DbPool, f: F) -> Result<T, DbError>
+where
+    F: FnOnce(&mut PgConnection, std::time::Instant) -> Result<T, DbError> + Send + 'static,
+    T: Send + 'static,
+{
+    let limit = pool.deadline;
+    let deadline = std::time::Instant::now() + limit;
     let pool = pool.clone();
     let span = tracing::Span::current();
-    actix_web::web::block(move || {
+    let work = actix_web::web::block(move || {
         let _entered = span.enter();
         let mut conn = pool.get()?;
-        f(&mut conn)
-    })
-    .await
-    .map_err(|e| DbError::Other(anyhow::anyhow!("blocking task failed: {e}")))?
+        f(&mut conn, deadline)
+    });
+    match tokio::time::timeout_at(deadline.into(), work).await {
+        Ok(done) => {
+            done.map_err(|e| DbError::Other(anyhow::anyhow!("blocking task failed: {e}")))?
+        }
+        Err(_) => Err(DbError::Unavailable(format!(
+            "no answer from the database within {} ms",
+            limit.as_millis()
+        ))),
+    }
 }
 
 /// Connects to the server's maintenance database and creates the target

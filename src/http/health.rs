@@ -12,14 +12,22 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
+/// How long `/readyz` waits for PostgreSQL before calling it down (a
+/// silent server must not make the probe itself time out).
+const READY_PG_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let (pg, redis) = futures_util::join!(
-        db::unit(&state.pool, |conn| {
-            diesel::sql_query("SELECT 1").execute(conn)?;
-            Ok(())
-        }),
-        state.queue.ping()
-    );
+    let pg_check = db::unit(&state.pool, |conn| {
+        diesel::sql_query("SELECT 1").execute(conn)?;
+        Ok(())
+    });
+    let pg = async {
+        match tokio::time::timeout(READY_PG_WAIT, pg_check).await {
+            Ok(r) => r,
+            Err(_) => Err(db::DbError::Unavailable("no answer within 2 s".into())),
+        }
+    };
+    let (pg, redis) = futures_util::join!(pg, state.queue.ping());
     let mut down = Vec::new();
     if let Err(e) = &pg {
         tracing::warn!(error = %e, "readiness: postgresql down");

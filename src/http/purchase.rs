@@ -261,6 +261,9 @@ fn respond(status: StatusCode, body: Value, replayed: bool) -> HttpResponse {
     b.json(body)
 }
 
+/// How long before its deadline the purchase's first unit still commits.
+const COMMIT_MARGIN: std::time::Duration = std::time::Duration::from_millis(250);
+
 #[utoipa::path(
     post, path = "/api/v1/purchase", tag = "storefront",
     request_body = crate::http::views::PurchaseBody,
@@ -296,11 +299,21 @@ pub async fn purchase(
     let lease = state.idempotency_lease;
 
     let key1 = key.clone();
-    let started = db::unit(&state.pool, move |conn| {
+    let started = db::unit_before_deadline(&state.pool, move |conn, deadline| {
         let k = key1.as_deref().zip(hash.as_deref());
-        match conn
-            .transaction(|conn| record(conn, k, lease, parsed, &skus, raw_currency.as_deref()))
-        {
+        let recorded = conn.transaction(|conn| {
+            let started = record(conn, k, lease, parsed, &skus, raw_currency.as_deref())?;
+            // A partition may have held the statements past the point
+            // where the client was answered 503 ("no payment attempted"):
+            // then the order must not exist, or reconciliation would charge it.
+            if std::time::Instant::now() + COMMIT_MARGIN >= deadline {
+                return Err(Unit1Error::Db(DbError::Unavailable(
+                    "the database answered too late; rolled back".into(),
+                )));
+            }
+            Ok(started)
+        });
+        match recorded {
             Ok(s) => Ok(Ok(s)),
             Err(Unit1Error::Invalid(fields)) => Ok(Err(fields)),
             Err(Unit1Error::Db(e)) => Err(e),

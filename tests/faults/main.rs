@@ -12,6 +12,7 @@
 mod helpers;
 
 mod backlog;
+mod harness;
 mod outages;
 mod processes;
 

@@ -1,39 +1,11 @@
 //! `orderflow worker` as a real process: SIGKILL mid-job, SIGTERM mid-job.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use secrecy::ExposeSecret;
 use serde_json::json;
 
+use crate::harness::{signal, spawn_worker};
 use crate::helpers::*;
-
-fn spawn_worker(app: &TestApp) -> Child {
-    let s = &app.settings;
-    Command::new(env!("CARGO_BIN_EXE_orderflow"))
-        .arg("worker")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", s.database_url.expose_secret())
-        .env("REDIS_URL", s.redis_url.expose_secret())
-        .env("REDIS_PREFIX", &s.redis_prefix)
-        .env("PAYMENT_GATEWAY_URL", app.sims.payment_url())
-        .env("SHIPPING_API_URL", app.sims.shipping_url())
-        .env("WAREHOUSE_API_URL", app.sims.warehouse_url())
-        .env("PARTNER_TIMEOUT_MS", "10000")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn signal(child: &Child, sig: &str) {
-    Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-}
 
 async fn slow_shipping(app: &TestApp, ms: u64) {
     app.client
