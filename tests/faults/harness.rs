@@ -128,13 +128,6 @@ impl Proxy {
         self.faults.paused.store(false, Ordering::SeqCst);
         self.faults.latency_ms.store(0, Ordering::SeqCst);
     }
-
-    /// A cut lasting `d`, then healed.
-    pub async fn cut_for(&self, d: Duration) {
-        self.cut();
-        actix_rt::time::sleep(d).await;
-        self.heal();
-    }
 }
 
 impl Drop for Proxy {

@@ -309,3 +309,27 @@ async fn a_silent_redis_delays_no_purchase_and_readyz_names_it_within_3_s() {
     );
     proxy.heal();
 }
+
+#[actix_rt::test]
+async fn a_slow_redis_above_redis_rs_default_timeout_does_not_end_the_worker() {
+    let _serial = crate::serial();
+    let app = spawn_app().await;
+    let proxy = Proxy::redis();
+    let mut settings = app.settings.clone();
+    settings.redis_url = secrecy::SecretString::from(proxy.redis_url());
+    let worker = app.start_worker_with(settings, fast_worker());
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    // Every Redis answer 600 ms late: over redis-rs' default 500 ms
+    // response timeout, which apalis would turn into a dead worker.
+    proxy.slow(600);
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(order_id(&app.purchase(&visa(), None).await));
+    }
+    actix_rt::time::sleep(Duration::from_secs(3)).await;
+    proxy.heal();
+    wait_all_shipped(&app, &ids, 45, &mut || !worker.is_finished()).await;
+    assert!(!worker.is_finished());
+    worker.stop().unwrap();
+    assert_each_shipped_once(&app, &ids);
+}
