@@ -64,6 +64,13 @@ pub struct BoardEntry {
     /// The order's delivery status (`failed` offers a retry on the page).
     #[serde(default)]
     pub delivery_status: String,
+    /// A delivery attempt got no answer: the shipment may exist, so the
+    /// page offers no Cancel.
+    #[serde(default)]
+    pub delivery_outcome_unknown: bool,
+    /// Why ops must look at the order, if they must.
+    #[serde(default)]
+    pub attention: Option<crate::domain::Attention>,
     pub payment: PaymentState,
     pub shipping: ShippingState,
     pub warehouse: WarehouseState,

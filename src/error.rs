@@ -46,7 +46,7 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
-    #[error("{0}")]
+    #[error("{1}")]
     Conflict(&'static str, String),
     #[error("payment declined")]
     PaymentDeclined {

@@ -60,6 +60,9 @@ pub struct OrderRow {
     pub delivery_last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub delivery_outcome_unknown: bool,
+    pub attention: Option<String>,
+    pub attention_since: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]

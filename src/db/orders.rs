@@ -234,12 +234,37 @@ pub struct DeliveryStart {
     pub items: Vec<(String, i32)>,
 }
 
-/// Starts a delivery attempt on a paid order: marks the delivery
-/// `requested` (so the order cannot be cancelled while the shipment is being
-/// created) and counts the attempt. `None` when the order is not (or no
-/// longer) awaiting a shipment: already fulfilling, cancelled, failed, gone.
-pub fn begin_delivery(conn: &mut PgConnection, id: Uuid) -> Result<Option<DeliveryStart>, DbError> {
+/// How a woken delivery job starts.
+#[derive(Debug, Clone)]
+pub enum DeliveryBegin {
+    /// Make attempt `start.attempt` now.
+    Start(DeliveryStart),
+    /// A duplicate wake-up: another job holds the attempt, or the next one
+    /// is not due yet. Nothing to do.
+    NotYet,
+    /// The order is not (or no longer) awaiting a shipment.
+    Nothing,
+}
+
+/// Starts a delivery attempt on a paid order for the job `task`: claims the
+/// owed delivery's attempt (see [`owed::claim`]), marks the delivery
+/// `requested` (so the order cannot be cancelled while the shipment is
+/// being created) and counts the attempt.
+///
+/// [`owed::claim`]: super::owed::claim
+pub fn begin_delivery(
+    conn: &mut PgConnection,
+    id: Uuid,
+    task: &str,
+    lease: std::time::Duration,
+) -> Result<DeliveryBegin, DbError> {
+    use super::owed::{self, Claim, OwedKind};
     conn.transaction(|conn| {
+        match owed::claim(conn, OwedKind::Deliver, id, task, lease)? {
+            Claim::Run { .. } => {}
+            Claim::NotYet => return Ok(DeliveryBegin::NotYet),
+            Claim::NotOwed => return Ok(DeliveryBegin::Nothing),
+        }
         let started: Option<(i32, serde_json::Value)> = diesel::update(
             orders::table
                 .find(id)
@@ -258,13 +283,14 @@ pub fn begin_delivery(conn: &mut PgConnection, id: Uuid) -> Result<Option<Delive
         .get_result(conn)
         .optional()?;
         let Some((attempt, address)) = started else {
-            return Ok(None);
+            owed::settle(conn, OwedKind::Deliver, id)?;
+            return Ok(DeliveryBegin::Nothing);
         };
         let items = items_of(conn, &[id])?
             .into_iter()
             .map(|i| (i.sku, i.quantity))
             .collect();
-        Ok(Some(DeliveryStart {
+        Ok(DeliveryBegin::Start(DeliveryStart {
             attempt,
             address,
             items,
@@ -292,6 +318,7 @@ pub fn record_shipment(
             orders::shipment_id.eq(shipment_id),
             orders::tracking_number.eq(tracking),
             orders::delivery_last_error.eq(None::<String>),
+            orders::delivery_outcome_unknown.eq(false),
             orders::updated_at.eq(diesel::dsl::now),
         ))
         .execute(conn)?;
@@ -300,18 +327,29 @@ pub fn record_shipment(
     })
 }
 
-/// Records a failed attempt: back to `queued` for another try, or `failed`
-/// for good (the owed delivery is then settled; ops may retry it).
+/// How a failed delivery attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptFailure {
+    /// No answer came (timeout, 5xx, broken connection): the shipment may
+    /// exist at the partner.
+    pub outcome_unknown: bool,
+    /// When the next attempt is due; `None` gives up (`failed`).
+    pub retry_in: Option<std::time::Duration>,
+}
+
+/// Records a failed attempt: back to `queued` with the next attempt due
+/// (the owed row says when), or `failed` for good (the owed delivery is
+/// then settled; ops may retry it).
 pub fn record_delivery_error(
     conn: &mut PgConnection,
     id: Uuid,
     error: &str,
-    give_up: bool,
+    failure: AttemptFailure,
 ) -> Result<(), DbError> {
-    let next = if give_up {
-        DeliveryStatus::Failed
-    } else {
-        DeliveryStatus::Queued
+    use super::owed::{self, OwedKind};
+    let next = match failure.retry_in {
+        Some(_) => DeliveryStatus::Queued,
+        None => DeliveryStatus::Failed,
     };
     conn.transaction(|conn| {
         diesel::update(
@@ -323,11 +361,13 @@ pub fn record_delivery_error(
         .set((
             orders::delivery_status.eq(next.as_str()),
             orders::delivery_last_error.eq(error),
+            orders::delivery_outcome_unknown.eq(failure.outcome_unknown),
             orders::updated_at.eq(diesel::dsl::now),
         ))
         .execute(conn)?;
-        if give_up {
-            super::owed::settle(conn, super::owed::OwedKind::Deliver, id)?;
+        match failure.retry_in {
+            Some(delay) => owed::retry_in(conn, OwedKind::Deliver, id, delay)?,
+            None => owed::settle(conn, OwedKind::Deliver, id)?,
         }
         Ok(())
     })
@@ -356,6 +396,21 @@ pub fn requeue_failed_delivery(conn: &mut PgConnection, id: Uuid) -> Result<bool
     })
 }
 
+/// Flags the order for ops (`attention`), once: the first reason stays.
+pub fn flag_attention(
+    conn: &mut PgConnection,
+    id: Uuid,
+    why: crate::domain::Attention,
+) -> Result<(), DbError> {
+    diesel::update(orders::table.find(id).filter(orders::attention.is_null()))
+        .set((
+            orders::attention.eq(why.as_str()),
+            orders::attention_since.eq(diesel::dsl::now),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
 /// Records the refund of a cancelled order's charge.
 pub fn record_refund(conn: &mut PgConnection, id: Uuid, intent_id: &str) -> Result<(), DbError> {
     diesel::update(
@@ -366,6 +421,8 @@ pub fn record_refund(conn: &mut PgConnection, id: Uuid, intent_id: &str) -> Resu
     .set((
         orders::payment_intent_id.eq(intent_id),
         orders::payment_status.eq("refunded"),
+        orders::attention.eq(None::<String>),
+        orders::attention_since.eq(None::<chrono::DateTime<Utc>>),
         orders::updated_at.eq(diesel::dsl::now),
     ))
     .execute(conn)?;
@@ -377,6 +434,8 @@ pub fn record_refund(conn: &mut PgConnection, id: Uuid, intent_id: &str) -> Resu
 pub enum CancelRefusal {
     NotFound,
     InvalidState,
+    /// A delivery attempt got no answer: the shipment may exist.
+    DeliveryOutcomeUnknown,
 }
 
 /// What a cancel did: the order's intent (for an inline refund) and whether
@@ -396,19 +455,23 @@ pub fn cancel(
     id: Uuid,
 ) -> Result<Result<Cancelled, CancelRefusal>, DbError> {
     conn.transaction(|conn| {
-        let row: Option<(String, String, Option<String>)> = orders::table
+        let row: Option<(String, String, Option<String>, bool)> = orders::table
             .find(id)
             .select((
                 orders::status,
                 orders::delivery_status,
                 orders::payment_intent_id,
+                orders::delivery_outcome_unknown,
             ))
             .for_update()
             .first(conn)
             .optional()?;
-        let Some((status, delivery, intent_id)) = row else {
+        let Some((status, delivery, intent_id, outcome_unknown)) = row else {
             return Ok(Err(CancelRefusal::NotFound));
         };
+        if outcome_unknown && status == OrderStatus::Paid.as_str() {
+            return Ok(Err(CancelRefusal::DeliveryOutcomeUnknown));
+        }
         let cancellable = status == OrderStatus::PaymentPending.as_str()
             || (status == OrderStatus::Paid.as_str()
                 && [

@@ -59,38 +59,119 @@ pub fn settle(conn: &mut PgConnection, kind: OwedKind, order_id: Uuid) -> Result
 
 #[derive(QueryableByName)]
 struct Due {
-    #[diesel(sql_type = Text)]
-    kind: String,
     #[diesel(sql_type = SqlUuid)]
     order_id: Uuid,
 }
 
-/// Takes up to `limit` owed items that are older than `grace` and were not
-/// pushed in the last `repush_after`, and marks them pushed now. Rows locked
-/// by a concurrent sweeper are skipped, so several sweepers never take the
-/// same item in the same window.
+/// Takes up to `limit` owed items of `kind` whose next attempt is more than
+/// `grace` overdue (no job started or re-armed them: a lost wake-up, a job
+/// that died for good) and that were not pushed in the last
+/// `repush_after`, and marks them pushed now. An item whose job is running
+/// (within its attempt lease) or waiting for its own next attempt is never
+/// taken, so the sweeper never starts a second chain. Rows locked by a
+/// concurrent sweeper are skipped.
 pub fn take_due(
     conn: &mut PgConnection,
+    kind: OwedKind,
     grace: Duration,
     repush_after: Duration,
     limit: i64,
-) -> Result<Vec<(OwedKind, Uuid)>, DbError> {
+) -> Result<Vec<Uuid>, DbError> {
     let rows: Vec<Due> = diesel::sql_query(
         "UPDATE owed_work SET last_pushed_at = now() WHERE (kind, order_id) IN ( \
            SELECT kind, order_id FROM owed_work \
-           WHERE owed_since < now() - make_interval(secs => $1) \
-             AND (last_pushed_at IS NULL OR last_pushed_at < now() - make_interval(secs => $2)) \
-           ORDER BY owed_since LIMIT $3 FOR UPDATE SKIP LOCKED) \
-         RETURNING kind, order_id",
+           WHERE kind = $1 AND next_attempt_at < now() - make_interval(secs => $2) \
+             AND (last_pushed_at IS NULL OR last_pushed_at < now() - make_interval(secs => $3)) \
+           ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+         RETURNING order_id",
     )
+    .bind::<Text, _>(kind.as_str())
     .bind::<Double, _>(grace.as_secs_f64())
     .bind::<Double, _>(repush_after.as_secs_f64())
     .bind::<BigInt, _>(limit)
     .load(conn)?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|r| Some((r.kind.parse().ok()?, r.order_id)))
-        .collect())
+    Ok(rows.into_iter().map(|r| r.order_id).collect())
+}
+
+/// What a woken job may do with its owed item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Run attempt number `attempt` (1 for the first) now.
+    Run { attempt: i32 },
+    /// Another job holds the current attempt, or the next one is not due
+    /// yet: this wake-up is a duplicate.
+    NotYet,
+    /// Nothing is owed (done, or moot).
+    NotOwed,
+}
+
+#[derive(QueryableByName)]
+struct Attempts {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    attempts: i32,
+}
+
+/// Claims an attempt of owed `kind` for `order_id` for the job `task` (its
+/// apalis task id): granted when the next attempt is due, or when `task`
+/// already holds the current attempt (apalis re-running the same task after
+/// a crash, which is the same attempt). The attempt is leased for `lease`;
+/// a job that neither finishes nor re-arms within it is the sweeper's again.
+pub fn claim(
+    conn: &mut PgConnection,
+    kind: OwedKind,
+    order_id: Uuid,
+    task: &str,
+    lease: Duration,
+) -> Result<Claim, DbError> {
+    let claimed: Option<Attempts> = diesel::sql_query(
+        "UPDATE owed_work SET \
+           attempts = attempts + CASE WHEN attempt_task = $3 THEN 0 ELSE 1 END, \
+           attempt_task = $3, next_attempt_at = now() + make_interval(secs => $4) \
+         WHERE kind = $1 AND order_id = $2 \
+           AND (next_attempt_at <= clock_timestamp() OR attempt_task = $3) \
+         RETURNING attempts",
+    )
+    .bind::<Text, _>(kind.as_str())
+    .bind::<SqlUuid, _>(order_id)
+    .bind::<Text, _>(task)
+    .bind::<Double, _>(lease.as_secs_f64())
+    .get_result(conn)
+    .optional()?;
+    if let Some(a) = claimed {
+        return Ok(Claim::Run {
+            attempt: a.attempts,
+        });
+    }
+    let owed: i64 = w::owed_work
+        .filter(w::kind.eq(kind.as_str()))
+        .filter(w::order_id.eq(order_id))
+        .count()
+        .get_result(conn)?;
+    Ok(if owed > 0 {
+        Claim::NotYet
+    } else {
+        Claim::NotOwed
+    })
+}
+
+/// The attempt failed and the next one is due in `delay`: the lease is
+/// released and the sweeper leaves the item alone until then.
+pub fn retry_in(
+    conn: &mut PgConnection,
+    kind: OwedKind,
+    order_id: Uuid,
+    delay: Duration,
+) -> Result<(), DbError> {
+    diesel::sql_query(
+        "UPDATE owed_work SET attempt_task = NULL, \
+           next_attempt_at = now() + make_interval(secs => $3) \
+         WHERE kind = $1 AND order_id = $2",
+    )
+    .bind::<Text, _>(kind.as_str())
+    .bind::<SqlUuid, _>(order_id)
+    .bind::<Double, _>(delay.as_secs_f64())
+    .execute(conn)?;
+    Ok(())
 }
 
 /// Owes a reconciliation for every order left `payment_pending` longer than
@@ -103,7 +184,8 @@ pub fn owe_stale_payments(
     Ok(diesel::sql_query(
         "INSERT INTO owed_work (kind, order_id) \
          SELECT 'reconcile_payment', id FROM orders \
-         WHERE status = 'payment_pending' AND updated_at < now() - make_interval(secs => $1) \
+         WHERE status = 'payment_pending' AND attention IS NULL \
+           AND updated_at < now() - make_interval(secs => $1) \
          ORDER BY updated_at LIMIT $2 ON CONFLICT DO NOTHING",
     )
     .bind::<Double, _>(older_than.as_secs_f64())

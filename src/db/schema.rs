@@ -46,6 +46,9 @@ diesel::table! {
         delivery_last_error -> Nullable<Text>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        delivery_outcome_unknown -> Bool,
+        attention -> Nullable<Text>,
+        attention_since -> Nullable<Timestamptz>,
     }
 }
 
@@ -55,6 +58,9 @@ diesel::table! {
         order_id -> Uuid,
         owed_since -> Timestamptz,
         last_pushed_at -> Nullable<Timestamptz>,
+        next_attempt_at -> Timestamptz,
+        attempt_task -> Nullable<Text>,
+        attempts -> Int4,
     }
 }
 

@@ -5,4 +5,4 @@ pub mod purchase;
 pub mod status;
 
 pub use purchase::{Address, Customer, ItemRequest, PurchaseRequest};
-pub use status::{DeliveryStatus, OrderStatus};
+pub use status::{Attention, DeliveryStatus, OrderStatus};

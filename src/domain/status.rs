@@ -82,3 +82,14 @@ mod tests {
         assert!("PAID".parse::<OrderStatus>().is_err());
     }
 }
+
+text_enum! {
+    /// Why ops must look at an order: a job used up its attempt budget
+    /// without settling it (the `attention` column). `payment_unsettled`:
+    /// reconciliation never learned whether the charge happened;
+    /// `refund_unsettled`: a cancelled order's refund never went through.
+    Attention {
+        PaymentUnsettled => "payment_unsettled",
+        RefundUnsettled => "refund_unsettled",
+    }
+}

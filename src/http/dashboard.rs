@@ -159,7 +159,8 @@ fn entry_json(e: &BoardEntry, interval: Duration, now: DateTime<Utc>) -> Value {
         "currency": e.currency,
         "created_at": e.created_at,
         "customer_name": e.customer_name,
-        "delivery": {"status": e.delivery_status},
+        "delivery": {"status": e.delivery_status, "outcome_unknown": e.delivery_outcome_unknown},
+        "attention": e.attention,
         "payment": {
             "status": e.payment.status,
             "checked_at": e.payment.checked_at,
@@ -288,7 +289,12 @@ pub async fn summary(_: OpsAuth, state: web::Data<AppState>) -> Result<HttpRespo
             .select((o::status, diesel::dsl::count_star()))
             .load(c)?;
         let lag = crate::db::owed::oldest_age_secs(c)?;
-        Ok((rows, lag))
+        // Uses the partial index on flagged orders.
+        let attention: i64 = o::orders
+            .filter(o::attention.is_not_null())
+            .count()
+            .get_result(c)?;
+        Ok((rows, lag, attention))
     });
     let redis = async {
         let mut conn = state.queue.connection().await.map_err(redis_down)?;
@@ -305,7 +311,7 @@ pub async fn summary(_: OpsAuth, state: web::Data<AppState>) -> Result<HttpRespo
         Ok::<_, ApiError>((queues, partners, last))
     };
     let (counts, redis) = futures_util::join!(counts, redis);
-    let (rows, lag) = counts?;
+    let (rows, lag, attention) = counts?;
     let (queues, partners, last) = redis?;
     let mut by_status: BTreeMap<String, i64> = OrderStatus::ALL
         .iter()
@@ -326,6 +332,7 @@ pub async fn summary(_: OpsAuth, state: web::Data<AppState>) -> Result<HttpRespo
         "partners": partners,
         "last_refresh": last,
         "outbox_lag_seconds": lag,
+        "needs_attention": attention,
     })))
 }
 

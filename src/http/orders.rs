@@ -168,7 +168,7 @@ mod tests {
         (status = 200, description = "Cancelled; a paid order is refunded", body = OrderView),
         (status = 401, body = crate::http::views::ErrorBody),
         (status = 404, body = crate::http::views::ErrorBody),
-        (status = 409, description = "invalid_state: shipped, being shipped, already cancelled or failed", body = crate::http::views::ErrorBody),
+        (status = 409, description = "invalid_state: shipped, being shipped, already cancelled or failed, or a delivery attempt's outcome is unknown", body = crate::http::views::ErrorBody),
     )
 )]
 #[tracing::instrument(name = "cancel", skip_all, fields(order.id = %path.as_str()))]
@@ -188,6 +188,14 @@ pub async fn cancel_order(
             return Err(ApiError::conflict(
                 "invalid_state",
                 "only payment_pending orders, and paid orders whose shipment is not being created, can be cancelled",
+            ))
+        }
+        Err(CancelRefusal::DeliveryOutcomeUnknown) => {
+            return Err(ApiError::conflict(
+                "invalid_state",
+                "the last delivery attempt got no answer, so the shipment may exist; \
+                 the order can be cancelled once a delivery attempt learns the outcome \
+                 (retry the delivery if it failed)",
             ))
         }
     };

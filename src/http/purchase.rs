@@ -217,6 +217,9 @@ fn record(
         delivery_last_error: None,
         created_at: now,
         updated_at: now,
+        delivery_outcome_unknown: false,
+        attention: None,
+        attention_since: None,
     };
     orders::insert(conn, &order, &items)?;
     Ok(Started::New(OrderWithItems { order, items }))

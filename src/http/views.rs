@@ -68,6 +68,9 @@ pub struct DeliveryView {
     pub tracking_number: Option<String>,
     pub attempts: i32,
     pub last_error: Option<String>,
+    /// The last attempt got no answer (the shipment may exist): the order
+    /// cannot be cancelled until an attempt learns the outcome.
+    pub outcome_unknown: bool,
 }
 
 /// An order (API.md §2.1).
@@ -84,8 +87,17 @@ pub struct OrderView {
     pub shipping_address: Value,
     pub payment: PaymentView,
     pub delivery: DeliveryView,
+    /// Set when a job used up its attempts without settling the order:
+    /// ops must look (`payment_unsettled`, `refund_unsettled`).
+    pub attention: Option<AttentionView>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AttentionView {
+    pub reason: crate::domain::Attention,
+    pub since: Option<DateTime<Utc>>,
 }
 
 impl From<OrderWithItems> for OrderView {
@@ -122,7 +134,16 @@ impl From<OrderWithItems> for OrderView {
                 tracking_number: order.tracking_number,
                 attempts: order.delivery_attempts,
                 last_error: order.delivery_last_error,
+                outcome_unknown: order.delivery_outcome_unknown,
             },
+            attention: order
+                .attention
+                .as_deref()
+                .and_then(|a| a.parse().ok())
+                .map(|reason| AttentionView {
+                    reason,
+                    since: order.attention_since,
+                }),
             created_at: order.created_at,
             updated_at: order.updated_at,
         }

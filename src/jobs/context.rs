@@ -10,6 +10,7 @@ use futures_util::future::LocalBoxFuture;
 use rand::Rng;
 
 use super::JobQueue;
+use crate::db::owed;
 use crate::db::DbPool;
 use crate::metrics::JobMetrics;
 use crate::partners::executor::{Clients, PartnerExecutor};
@@ -55,6 +56,84 @@ impl JobContext {
     }
 }
 
+impl JobContext {
+    /// Claims an attempt of the owed item a job was woken for (see
+    /// [`owed::claim`]): `None` when this wake-up has nothing to do.
+    pub async fn claim(
+        &self,
+        kind: owed::OwedKind,
+        order_id: uuid::Uuid,
+        task: String,
+    ) -> Result<Option<i32>, crate::db::DbError> {
+        let lease = self.policy.lease;
+        let claim = crate::db::unit(&self.pool, move |c| {
+            owed::claim(c, kind, order_id, &task, lease)
+        })
+        .await?;
+        Ok(match claim {
+            owed::Claim::Run { attempt } => Some(attempt),
+            owed::Claim::NotYet | owed::Claim::NotOwed => None,
+        })
+    }
+
+    /// After failed attempt `attempt` of owed `kind` for `job`: the next
+    /// attempt after a jittered backoff (recorded on the owed row, woken by
+    /// a delayed push), or, past the budget, the order is flagged `why` for
+    /// ops and the work is no longer owed. Never an apalis retry, which
+    /// would start a second chain on its own schedule.
+    pub async fn retry_or_flag<J>(
+        &self,
+        job: J,
+        kind: owed::OwedKind,
+        order_id: uuid::Uuid,
+        attempt: i32,
+        why: crate::domain::Attention,
+        reason: &str,
+    ) -> Result<(), BoxDynError>
+    where
+        J: super::JobKind + for<'de> serde::Deserialize<'de>,
+    {
+        if attempt >= self.policy.max_attempts {
+            crate::db::unit(&self.pool, move |c| {
+                c.build_transaction().run(|c| {
+                    crate::db::orders::flag_attention(c, order_id, why)?;
+                    owed::settle(c, kind, order_id)
+                })
+            })
+            .await?;
+            tracing::warn!(
+                job.kind = kind.as_str(),
+                attempt,
+                reason,
+                attention = why.as_str(),
+                "attempts used up; flagged for ops"
+            );
+            return Err(AbortError::new(GaveUp(reason.to_owned())).into());
+        }
+        let delay = self.policy.backoff(attempt, None);
+        crate::db::unit(&self.pool, move |c| {
+            owed::retry_in(c, kind, order_id, delay)
+        })
+        .await?;
+        tracing::info!(
+            job.kind = kind.as_str(),
+            attempt,
+            retry_in_ms = delay.as_millis() as u64,
+            reason,
+            "will be retried"
+        );
+        let id = format!("{}-a{attempt}", job.task_id());
+        if let Err(e) = self.queue.push_with(job, id, delay).await {
+            tracing::warn!(error = %e, "retry wake-up not pushed; the sweeper will push it");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("gave up: {0}")]
+struct GaveUp(String);
+
 /// Our own attempt budget and backoff: apalis-redis retries failed jobs on a
 /// fixed linear schedule whatever a policy says, so jobs that want backoff
 /// finish `Ok` and push their next attempt with a delay; the attempt count
@@ -64,6 +143,10 @@ pub struct RetryPolicy {
     pub max_attempts: i32,
     pub base: Duration,
     pub cap: Duration,
+    /// How long a started attempt owns its owed item: past it, with neither
+    /// an outcome nor a retry recorded (a job lost with its worker), the
+    /// sweeper may push the item again. Above the partner timeout.
+    pub lease: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -72,6 +155,7 @@ impl Default for RetryPolicy {
             max_attempts: 8,
             base: Duration::from_secs(1),
             cap: Duration::from_secs(120),
+            lease: Duration::from_secs(30),
         }
     }
 }
@@ -249,6 +333,7 @@ mod tests {
             max_attempts: 8,
             base: Duration::from_secs(1),
             cap: Duration::from_secs(10),
+            ..RetryPolicy::default()
         };
         for _ in 0..50 {
             let d1 = p.backoff(1, None);

@@ -17,12 +17,13 @@
 
 use std::sync::Arc;
 
-use apalis::prelude::{AbortError, BoxDynError, Data};
+use apalis::prelude::{AbortError, BoxDynError, Data, TaskId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{JobContext, JobKind};
-use crate::db::{self, orders, owed};
+use crate::db::orders::{AttemptFailure, DeliveryBegin};
+use crate::db::{self, orders};
 use crate::partners::shipping::ShippingError;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,22 +38,39 @@ impl JobKind for Deliver {
     }
 }
 
-pub async fn run(job: Deliver, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynError> {
+pub async fn run(
+    job: Deliver,
+    ctx: Data<Arc<JobContext>>,
+    task: TaskId,
+) -> Result<(), BoxDynError> {
     let observer = Arc::clone(&ctx);
-    observer.observe(Deliver::QUEUE, execute(job, ctx)).await
+    observer
+        .observe(Deliver::QUEUE, execute(job, ctx, task.to_string()))
+        .await
 }
 
 #[tracing::instrument(name = "job.deliver", skip_all, fields(order.id = %job.order_id))]
-async fn execute(job: Deliver, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynError> {
+async fn execute(
+    job: Deliver,
+    ctx: Data<Arc<JobContext>>,
+    task: String,
+) -> Result<(), BoxDynError> {
     let id = job.order_id;
-    let Some(start) = db::unit(&ctx.pool, move |c| orders::begin_delivery(c, id)).await? else {
-        // Shipped already, cancelled, failed, or gone: nothing is owed.
-        db::unit(&ctx.pool, move |c| {
-            owed::settle(c, owed::OwedKind::Deliver, id)
-        })
-        .await?;
-        tracing::debug!("order not awaiting a shipment; nothing to do");
-        return Ok(());
+    let lease = ctx.policy.lease;
+    let begin = db::unit(&ctx.pool, move |c| {
+        orders::begin_delivery(c, id, &task, lease)
+    })
+    .await?;
+    let start = match begin {
+        DeliveryBegin::Start(start) => start,
+        DeliveryBegin::NotYet => {
+            tracing::debug!("another wake-up holds this delivery's attempt, or it is not due");
+            return Ok(());
+        }
+        DeliveryBegin::Nothing => {
+            tracing::debug!("order not awaiting a shipment; nothing to do");
+            return Ok(());
+        }
     };
     let attempt = start.attempt;
     let result = ctx
@@ -77,8 +95,12 @@ async fn execute(job: Deliver, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynE
         }
         Err(ShippingError::Permanent { message }) => {
             let error = message.clone();
+            let failure = AttemptFailure {
+                outcome_unknown: false,
+                retry_in: None,
+            };
             db::unit(&ctx.pool, move |c| {
-                orders::record_delivery_error(c, id, &error, true)
+                orders::record_delivery_error(c, id, &error, failure)
             })
             .await?;
             tracing::warn!(delivery.attempt = attempt, error = %message, "delivery failed for good");
@@ -87,11 +109,17 @@ async fn execute(job: Deliver, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynE
         Err(ShippingError::Retryable {
             message,
             retry_after,
+            outcome_unknown,
         }) => {
             let give_up = attempt >= ctx.policy.max_attempts;
+            let delay = ctx.policy.backoff(attempt, retry_after);
+            let failure = AttemptFailure {
+                outcome_unknown,
+                retry_in: (!give_up).then_some(delay),
+            };
             let error = message.clone();
             db::unit(&ctx.pool, move |c| {
-                orders::record_delivery_error(c, id, &error, give_up)
+                orders::record_delivery_error(c, id, &error, failure)
             })
             .await?;
             if give_up {
@@ -99,18 +127,25 @@ async fn execute(job: Deliver, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynE
                 return Err(AbortError::new(ShippingError::Retryable {
                     message,
                     retry_after,
+                    outcome_unknown,
                 })
                 .into());
             }
-            let delay = ctx.policy.backoff(attempt, retry_after);
             tracing::info!(delivery.attempt = attempt, retry_in_ms = delay.as_millis() as u64, error = %message, "delivery will be retried");
-            ctx.queue
+            // The owed row says when the next attempt is due; if this
+            // wake-up is not pushed (Redis down, queue full), the sweeper
+            // pushes one once it is overdue.
+            if let Err(e) = ctx
+                .queue
                 .push_with(
                     Deliver { order_id: id },
                     format!("deliver-{id}-a{attempt}"),
                     delay,
                 )
-                .await?;
+                .await
+            {
+                tracing::warn!(error = %e, "retry wake-up not pushed; the sweeper will push it");
+            }
             Ok(())
         }
     }

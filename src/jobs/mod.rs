@@ -44,6 +44,28 @@ pub enum QueueError {
     Unavailable(String),
     #[error("redis push timed out")]
     Timeout,
+    /// The queue holds [`MAX_SCHEDULED`] entries: the work stays owed in
+    /// PostgreSQL and the sweeper pushes it when there is room.
+    #[error("queue {0} is full; the sweeper will push this later")]
+    Full(String),
+}
+
+/// The most entries a queue's scheduled set may hold. apalis-redis 1.0's
+/// fetch script moves every due entry in one Lua `unpack`, which fails at
+/// 8,000 (and then fails for every worker on that queue, on every poll), so
+/// no producer pushes past this, and the sweeper tops queues up to it.
+pub const MAX_SCHEDULED: usize = 4000;
+
+/// How long a queue's size, once read, is trusted before it is read again
+/// (pushes made meanwhile are counted on top).
+const SIZE_TTL: Duration = Duration::from_millis(200);
+
+/// A queue's scheduled-set size as last read, and pushes since.
+#[derive(Clone, Copy)]
+struct Room {
+    read_at: Instant,
+    scheduled: usize,
+    pushed_since: usize,
 }
 
 /// Producer side of the queues, shared by all handlers of a process.
@@ -56,6 +78,9 @@ pub struct JobQueue {
     /// While Redis is down, reconnect at most once per second instead of
     /// making every request wait for a refused connection.
     last_failure: Mutex<Option<Instant>>,
+    /// Per queue: how full it was when last read.
+    rooms: Mutex<std::collections::HashMap<String, Room>>,
+    max_scheduled: usize,
 }
 
 const PUSH_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -70,7 +95,70 @@ impl JobQueue {
             prefix: settings.redis_prefix.clone(),
             conn: Mutex::new(None),
             last_failure: Mutex::new(None),
+            rooms: Mutex::new(std::collections::HashMap::new()),
+            max_scheduled: MAX_SCHEDULED,
         })
+    }
+
+    /// The same producer with a smaller bound (tests).
+    pub fn with_max_scheduled(mut self, max: usize) -> Self {
+        self.max_scheduled = max;
+        self
+    }
+
+    pub fn max_scheduled(&self) -> usize {
+        self.max_scheduled
+    }
+
+    /// Entries in `queue`'s scheduled set now (read from Redis).
+    pub async fn scheduled_len(&self, queue: &str) -> Result<usize, QueueError> {
+        let mut conn = self.connection().await?;
+        let n: usize = redis::cmd("ZCARD")
+            .arg(format!("{queue}:scheduled"))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| QueueError::Unavailable(e.to_string()))?;
+        if let Ok(mut rooms) = self.rooms.lock() {
+            rooms.insert(
+                queue.to_owned(),
+                Room {
+                    read_at: Instant::now(),
+                    scheduled: n,
+                    pushed_since: 0,
+                },
+            );
+        }
+        Ok(n)
+    }
+
+    /// Takes room for one push to `queue`, or says it is full.
+    async fn reserve(&self, queue: &str) -> Result<(), QueueError> {
+        let cached = self
+            .rooms
+            .lock()
+            .ok()
+            .and_then(|r| r.get(queue).copied())
+            .filter(|r| r.read_at.elapsed() < SIZE_TTL);
+        let room = match cached {
+            Some(r) => r,
+            None => {
+                self.scheduled_len(queue).await?;
+                self.rooms
+                    .lock()
+                    .ok()
+                    .and_then(|r| r.get(queue).copied())
+                    .ok_or_else(|| QueueError::Unavailable("lock poisoned".into()))?
+            }
+        };
+        if room.scheduled + room.pushed_since >= self.max_scheduled {
+            return Err(QueueError::Full(queue.to_owned()));
+        }
+        if let Ok(mut rooms) = self.rooms.lock() {
+            if let Some(r) = rooms.get_mut(queue) {
+                r.pushed_since += 1;
+            }
+        }
+        Ok(())
     }
 
     pub fn prefix(&self) -> &str {
@@ -130,20 +218,23 @@ impl JobQueue {
         self.push_with(job, id, Duration::ZERO).await
     }
 
-    /// Pushes a job under `task_id`, to run after `delay`.
+    /// Pushes a job under `task_id`, to run no earlier than `delay` from
+    /// now, unless the queue is full ([`QueueError::Full`]).
     pub async fn push_with<J: JobKind + for<'de> serde::Deserialize<'de>>(
         &self,
         job: J,
         task_id: String,
         delay: Duration,
     ) -> Result<(), QueueError> {
+        let queue = self.queue_name::<J>();
         let attempt = async {
+            self.reserve(&queue).await?;
             let conn = self.connection().await?;
             let mut storage = RedisStorage::<J>::new(conn)
                 .with_config(QueueConfig::default().queue(self.queue_name::<J>()));
             let mut task = TaskBuilder::new(job).task_id(TaskId::from_string(task_id));
             if !delay.is_zero() {
-                task = task.run_after(delay);
+                task = task.run_after(whole_seconds_after(delay));
             }
             storage
                 .push_task(task.build())
@@ -171,6 +262,13 @@ impl JobQueue {
             Err(_) => Err(QueueError::Timeout),
         }
     }
+}
+
+/// apalis schedules in whole seconds (it may round a delay down and run up
+/// to a second early): a delay rounded up, plus one second, is never early.
+fn whole_seconds_after(delay: Duration) -> Duration {
+    let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+    Duration::from_secs(secs + 1)
 }
 
 pub fn queue_name(prefix: &str, kind: &str) -> String {

@@ -5,19 +5,21 @@
 //! charge with the same Idempotency-Key (`orderflow-charge-{order}`), which a
 //! Stripe-compatible gateway answers with the original intent, so the
 //! customer is never charged twice. Paid → delivery owed and pushed;
-//! declined → `payment_failed`; still unknown → the job fails and is retried.
+//! declined → `payment_failed`; still unknown → retried with backoff up to
+//! the attempt budget, then the order is flagged `payment_unsettled` for ops.
 //! Safe twice: the settle statement only changes a `payment_pending` order.
 
 use std::sync::Arc;
 
-use apalis::prelude::{BoxDynError, Data};
+use apalis::prelude::{BoxDynError, Data, TaskId};
 use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{Deliver, JobContext, JobKind};
-use crate::db::{self, orders, owed};
-use crate::domain::OrderStatus;
+use crate::db::owed::{self, OwedKind};
+use crate::db::{self, orders};
+use crate::domain::{Attention, OrderStatus};
 use crate::partners::payment::{charge_of, ChargeOutcome};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,25 +34,32 @@ impl JobKind for ReconcilePayment {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("payment outcome still unknown: {0}")]
-struct StillUnknown(String);
-
-pub async fn run(job: ReconcilePayment, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynError> {
+pub async fn run(
+    job: ReconcilePayment,
+    ctx: Data<Arc<JobContext>>,
+    task: TaskId,
+) -> Result<(), BoxDynError> {
     let observer = Arc::clone(&ctx);
     observer
-        .observe(ReconcilePayment::QUEUE, execute(job, ctx))
+        .observe(ReconcilePayment::QUEUE, execute(job, ctx, task.to_string()))
         .await
 }
 
 #[tracing::instrument(name = "job.reconcile_payment", skip_all, fields(order.id = %job.order_id))]
-async fn execute(job: ReconcilePayment, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynError> {
+async fn execute(
+    job: ReconcilePayment,
+    ctx: Data<Arc<JobContext>>,
+    task: String,
+) -> Result<(), BoxDynError> {
     let id = job.order_id;
+    let Some(attempt) = ctx.claim(OwedKind::ReconcilePayment, id, task).await? else {
+        return Ok(()); // a duplicate wake-up, or nothing owed
+    };
     let order = db::unit(&ctx.pool, move |c| orders::find(c, id)).await?;
     let Some(order) = order.filter(|o| o.order.status == OrderStatus::PaymentPending.as_str())
     else {
         db::unit(&ctx.pool, move |c| {
-            owed::settle(c, owed::OwedKind::ReconcilePayment, id)
+            owed::settle(c, OwedKind::ReconcilePayment, id)
         })
         .await?;
         return Ok(());
@@ -67,7 +76,17 @@ async fn execute(job: ReconcilePayment, ctx: Data<Arc<JobContext>>) -> Result<()
         })
         .await?;
     if let ChargeOutcome::Unknown { reason, .. } = &outcome {
-        return Err(StillUnknown(reason.clone()).into());
+        let reason = format!("payment outcome still unknown: {reason}");
+        return ctx
+            .retry_or_flag(
+                job,
+                OwedKind::ReconcilePayment,
+                id,
+                attempt,
+                Attention::PaymentUnsettled,
+                &reason,
+            )
+            .await;
     }
     let paid = matches!(outcome, ChargeOutcome::Succeeded { .. });
     let settled = db::unit(&ctx.pool, move |c| {
@@ -78,7 +97,7 @@ async fn execute(job: ReconcilePayment, ctx: Data<Arc<JobContext>>) -> Result<()
                 idempotency: None,
             };
             let changed = orders::settle_payment(c, id, &s)?;
-            owed::settle(c, owed::OwedKind::ReconcilePayment, id)?;
+            owed::settle(c, OwedKind::ReconcilePayment, id)?;
             Ok::<_, db::DbError>(changed)
         })
     })

@@ -303,6 +303,8 @@ async fn execute_batch(job: RefreshBatch, ctx: Data<Arc<JobContext>>) -> Result<
             created_at: o.order.created_at,
             customer_name: o.order.customer_name.clone(),
             delivery_status: o.order.delivery_status.clone(),
+            delivery_outcome_unknown: o.order.delivery_outcome_unknown,
+            attention: o.order.attention.as_deref().and_then(|a| a.parse().ok()),
             payment: pay,
             shipping: ship,
             warehouse: ware,

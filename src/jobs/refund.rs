@@ -12,13 +12,14 @@
 
 use std::sync::Arc;
 
-use apalis::prelude::{BoxDynError, Data};
+use apalis::prelude::{BoxDynError, Data, TaskId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{JobContext, JobKind};
-use crate::db::{self, orders, owed};
-use crate::domain::OrderStatus;
+use crate::db::owed::{self, OwedKind};
+use crate::db::{self, orders};
+use crate::domain::{Attention, OrderStatus};
 use crate::partners::payment::{charge_of, ChargeOutcome};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,24 +34,22 @@ impl JobKind for Refund {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("refund not settled yet: {0}")]
-struct NotYet(String);
-
-pub async fn run(job: Refund, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynError> {
+pub async fn run(job: Refund, ctx: Data<Arc<JobContext>>, task: TaskId) -> Result<(), BoxDynError> {
     let observer = Arc::clone(&ctx);
-    observer.observe(Refund::QUEUE, execute(job, ctx)).await
+    observer
+        .observe(Refund::QUEUE, execute(job, ctx, task.to_string()))
+        .await
 }
 
 #[tracing::instrument(name = "job.refund", skip_all, fields(order.id = %job.order_id))]
-async fn execute(job: Refund, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynError> {
+async fn execute(job: Refund, ctx: Data<Arc<JobContext>>, task: String) -> Result<(), BoxDynError> {
     let id = job.order_id;
+    let Some(attempt) = ctx.claim(OwedKind::Refund, id, task).await? else {
+        return Ok(()); // a duplicate wake-up, or nothing owed
+    };
     let order = db::unit(&ctx.pool, move |c| orders::find(c, id)).await?;
     let done = |ctx: Data<Arc<JobContext>>| async move {
-        db::unit(&ctx.pool, move |c| {
-            owed::settle(c, owed::OwedKind::Refund, id)
-        })
-        .await
+        db::unit(&ctx.pool, move |c| owed::settle(c, OwedKind::Refund, id)).await
     };
     let Some(order) = order.filter(|o| o.order.status == OrderStatus::Cancelled.as_str()) else {
         return Ok(done(ctx).await?);
@@ -89,13 +88,24 @@ async fn execute(job: Refund, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynEr
                     if let Some((intent, _refund_id)) = &refunded {
                         orders::record_refund(c, id, intent)?;
                     }
-                    owed::settle(c, owed::OwedKind::Refund, id)
+                    owed::settle(c, OwedKind::Refund, id)
                 })
             })
             .await?;
             tracing::info!(payment.refunded = charged, "refund settled");
             Ok(())
         }
-        Err(reason) => Err(NotYet(reason).into()),
+        Err(reason) => {
+            let reason = format!("refund not settled yet: {reason}");
+            ctx.retry_or_flag(
+                job,
+                OwedKind::Refund,
+                id,
+                attempt,
+                Attention::RefundUnsettled,
+                &reason,
+            )
+            .await
+        }
     }
 }

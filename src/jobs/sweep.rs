@@ -4,31 +4,28 @@
 //! for every order left `payment_pending`. It also deletes Idempotency-Key
 //! records past their retention, so that table stays bounded.
 //!
-//! Every worker process sweeps on its own timer; each item is taken by one
-//! sweeper per window (`FOR UPDATE SKIP LOCKED` plus `last_pushed_at`), so
-//! several sweepers make one push per item per window, not one each. Pushes
-//! are paced: a sweep takes at most `batch` items, and none while the
-//! queue's scheduled set holds more than `max_scheduled` entries (apalis-redis
+//! An item is pushed only when its next attempt is overdue (see
+//! `owed::take_due`): never while its job runs or waits for its own retry,
+//! so there is one chain per owed item. Every worker process sweeps on its
+//! own timer; each item is taken by one sweeper per window (`FOR UPDATE
+//! SKIP LOCKED` plus `last_pushed_at`). Pushes are paced: a sweep tops each
+//! queue up to `jobs::MAX_SCHEDULED` entries and no further (apalis-redis
 //! 1.0 workers die at 8,000 due entries in one fetch).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use redis::AsyncCommands;
 
 use super::{Deliver, JobContext, JobKind, ReconcilePayment, Refund};
 use crate::db::{self, owed};
 
 #[derive(Debug, Clone, Copy)]
 pub struct SweepPolicy {
-    /// How old an owed item must be before the sweeper pushes it (the normal
-    /// path pushes it at once).
+    /// How overdue an owed item's next attempt must be before the sweeper
+    /// pushes it (the normal path pushes it on time).
     pub grace: Duration,
     /// How long after a push the item may be pushed again.
     pub repush_after: Duration,
-    /// Items per sweep.
+    /// Most items per queue per sweep.
     pub batch: i64,
-    /// Skip pushing while a queue's scheduled set is larger than this.
-    pub max_scheduled: usize,
     /// Owe reconciliation for orders `payment_pending` for longer than this.
     pub stale_payment: Duration,
 }
@@ -38,8 +35,7 @@ impl Default for SweepPolicy {
         SweepPolicy {
             grace: Duration::from_secs(30),
             repush_after: Duration::from_secs(60),
-            batch: 500,
-            max_scheduled: 4000,
+            batch: 2000,
             stale_payment: Duration::from_secs(60),
         }
     }
@@ -50,18 +46,12 @@ pub struct SweepReport {
     pub pushed: usize,
     pub stale_payments: usize,
     pub purged_keys: usize,
+    /// A queue was full: its owed items wait for the next sweep.
     pub skipped_backlog: bool,
 }
 
-/// Entries waiting in a queue's scheduled set.
-pub async fn scheduled_len(ctx: &JobContext, queue: &str) -> Result<usize, super::QueueError> {
-    let mut conn = ctx.queue.connection().await?;
-    conn.zcard(format!("{queue}:scheduled"))
-        .await
-        .map_err(|e| super::QueueError::Unavailable(e.to_string()))
-}
-
-/// One sweep.
+/// One sweep: owe stale payments, purge expired keys, and top every queue
+/// up to [`super::MAX_SCHEDULED`] with its overdue owed items.
 pub async fn sweep_once(
     ctx: &JobContext,
     policy: &SweepPolicy,
@@ -75,46 +65,77 @@ pub async fn sweep_once(
         crate::db::idempotency::purge_expired(c, 1000)
     })
     .await?;
-
-    for queue in [
-        ctx.queue.queue_name::<Deliver>(),
-        ctx.queue.queue_name::<ReconcilePayment>(),
-        ctx.queue.queue_name::<Refund>(),
+    for kind in [
+        owed::OwedKind::Deliver,
+        owed::OwedKind::ReconcilePayment,
+        owed::OwedKind::Refund,
     ] {
-        if scheduled_len(ctx, &queue).await? > policy.max_scheduled {
-            report.skipped_backlog = true;
-            tracing::warn!(queue = %queue, "scheduled backlog too large; sweep pushes nothing this round");
-            return Ok(report);
-        }
+        sweep_kind(ctx, policy, kind, &mut report).await?;
     }
-    let (grace, repush, batch) = (policy.grace, policy.repush_after, policy.batch);
-    let due = db::unit(&ctx.pool, move |c| owed::take_due(c, grace, repush, batch)).await?;
+    Ok(report)
+}
+
+/// Pushes the overdue owed items of one kind, as many as its queue has room.
+async fn sweep_kind(
+    ctx: &JobContext,
+    policy: &SweepPolicy,
+    kind: owed::OwedKind,
+    report: &mut SweepReport,
+) -> Result<(), anyhow::Error> {
+    let queue = jobs_queue(ctx, kind);
+    let room = ctx
+        .queue
+        .max_scheduled()
+        .saturating_sub(ctx.queue.scheduled_len(&queue).await?);
+    if room == 0 {
+        report.skipped_backlog = true;
+        tracing::warn!(queue = %queue, "queue full; its owed work waits for the next sweep");
+        return Ok(());
+    }
+    let (grace, repush) = (policy.grace, policy.repush_after);
+    let limit = policy.batch.min(room as i64);
+    let due = db::unit(&ctx.pool, move |c| {
+        owed::take_due(c, kind, grace, repush, limit)
+    })
+    .await?;
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
-    for (kind, order_id) in due {
+    for order_id in due {
         // A fresh task id per sweep: an old task with the default id may
         // still be stored (dead or done) and would swallow the push.
         let pushed = match kind {
-            owed::OwedKind::Deliver => {
-                let j = Deliver { order_id };
-                let id = format!("{}-s{stamp}", j.task_id());
-                ctx.queue.push_with(j, id, Duration::ZERO).await
-            }
+            owed::OwedKind::Deliver => push_fresh(ctx, Deliver { order_id }, stamp).await,
             owed::OwedKind::ReconcilePayment => {
-                let j = ReconcilePayment { order_id };
-                let id = format!("{}-s{stamp}", j.task_id());
-                ctx.queue.push_with(j, id, Duration::ZERO).await
+                push_fresh(ctx, ReconcilePayment { order_id }, stamp).await
             }
-            owed::OwedKind::Refund => {
-                let j = Refund { order_id };
-                let id = format!("{}-s{stamp}", j.task_id());
-                ctx.queue.push_with(j, id, Duration::ZERO).await
-            }
+            owed::OwedKind::Refund => push_fresh(ctx, Refund { order_id }, stamp).await,
         };
-        pushed?;
-        report.pushed += 1;
+        match pushed {
+            Ok(()) => report.pushed += 1,
+            Err(super::QueueError::Full(_)) => {
+                report.skipped_backlog = true;
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
-    Ok(report)
+    Ok(())
+}
+
+fn jobs_queue(ctx: &JobContext, kind: owed::OwedKind) -> String {
+    match kind {
+        owed::OwedKind::Deliver => ctx.queue.queue_name::<Deliver>(),
+        owed::OwedKind::ReconcilePayment => ctx.queue.queue_name::<ReconcilePayment>(),
+        owed::OwedKind::Refund => ctx.queue.queue_name::<Refund>(),
+    }
+}
+
+async fn push_fresh<J>(ctx: &JobContext, job: J, stamp: u128) -> Result<(), super::QueueError>
+where
+    J: JobKind + for<'de> serde::Deserialize<'de>,
+{
+    let id = format!("{}-s{stamp}", job.task_id());
+    ctx.queue.push_with(job, id, Duration::ZERO).await
 }

@@ -32,6 +32,10 @@ pub enum ShippingError {
     Retryable {
         message: String,
         retry_after: Option<Duration>,
+        /// Whether the request may have taken effect (no answer, a 5xx, a
+        /// connection lost after sending): a create may have made the
+        /// shipment. False when it surely did not (refused connection, 429).
+        outcome_unknown: bool,
     },
     /// A 4xx that cannot succeed on retry.
     #[error("shipping partner refused: {message}")]
@@ -71,6 +75,7 @@ impl ShippingClient {
                 None => req.send().await,
             }
             .map_err(|e| ShippingError::Retryable {
+                outcome_unknown: !matches!(e, awc::error::SendRequestError::Connect(_)),
                 message: e.to_string(),
                 retry_after: None,
             })?;
@@ -87,6 +92,7 @@ impl ShippingClient {
                 .map_err(|e| ShippingError::Retryable {
                     message: format!("reading body: {e}"),
                     retry_after: None,
+                    outcome_unknown: true,
                 })?;
             Ok((
                 resp.status().as_u16(),
@@ -99,6 +105,7 @@ impl ShippingClient {
             Err(_) => Err(ShippingError::Retryable {
                 message: "timed out".into(),
                 retry_after: None,
+                outcome_unknown: true,
             }),
         };
         let outcome = match &result {
@@ -158,10 +165,17 @@ fn classify(
         200..=299 => serde_json::from_value(body.clone()).map_err(|e| ShippingError::Retryable {
             message: format!("unreadable shipment: {e}"),
             retry_after: None,
+            outcome_unknown: true,
         }),
-        408 | 425 | 429 | 500..=599 => Err(ShippingError::Retryable {
+        408 | 425 | 429 => Err(ShippingError::Retryable {
             message: message(),
             retry_after,
+            outcome_unknown: false,
+        }),
+        500..=599 => Err(ShippingError::Retryable {
+            message: message(),
+            retry_after,
+            outcome_unknown: true,
         }),
         _ => Err(ShippingError::Permanent { message: message() }),
     }

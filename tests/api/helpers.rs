@@ -295,6 +295,16 @@ impl TestApp {
         read(res.expect("send")).await
     }
 
+    pub async fn set_shipping(&self, knobs: Value) {
+        let res = self
+            .client
+            .post(format!("{}/_sim/config", self.sims.shipping_url()))
+            .send_json(&knobs)
+            .await
+            .expect("sim config");
+        assert!(res.status().is_success());
+    }
+
     pub async fn set_payment(&self, knobs: Value) {
         let res = self
             .client
@@ -455,6 +465,7 @@ pub fn fast_worker() -> orderflow::worker::WorkerOptions {
             max_attempts: 3,
             base: std::time::Duration::from_millis(50),
             cap: std::time::Duration::from_millis(300),
+            ..defaults.retry
         },
         sweep_every: std::time::Duration::from_millis(200),
         refresh_every: None,

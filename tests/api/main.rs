@@ -5,6 +5,7 @@
 mod helpers;
 
 mod browser;
+mod chains;
 mod config;
 mod dashboard;
 mod hardening;

@@ -453,23 +453,32 @@ async fn concurrent_sweeps_push_each_owed_item_once_per_window() {
         let pool = pool.clone();
         async move {
             orderflow::db::unit(&pool, |c| {
-                orderflow::db::owed::take_due(c, Duration::ZERO, Duration::from_secs(60), 1000)
+                orderflow::db::owed::take_due(
+                    c,
+                    orderflow::db::owed::OwedKind::Deliver,
+                    Duration::ZERO,
+                    Duration::from_secs(60),
+                    1000,
+                )
             })
             .await
         }
     }))
     .await;
-    let mut all: Vec<Uuid> = taken
-        .into_iter()
-        .flat_map(|t| t.unwrap().into_iter().map(|(_, id)| id))
-        .collect();
+    let mut all: Vec<Uuid> = taken.into_iter().flat_map(|t| t.unwrap()).collect();
     let n = all.len();
     all.sort();
     all.dedup();
     assert_eq!(n, 300, "every item taken once across the four sweepers");
     assert_eq!(all.len(), 300);
     let again = orderflow::db::unit(&pool, |c| {
-        orderflow::db::owed::take_due(c, Duration::ZERO, Duration::from_secs(60), 1000)
+        orderflow::db::owed::take_due(
+            c,
+            orderflow::db::owed::OwedKind::Deliver,
+            Duration::ZERO,
+            Duration::from_secs(60),
+            1000,
+        )
     })
     .await
     .unwrap();

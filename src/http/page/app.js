@@ -80,7 +80,10 @@ function row(o) {
   if (delivery === "failed") {
     actions.append(el("button", { class: "ghost retry", onclick: () => act(o, "retry-delivery") }, "Retry delivery"));
   }
-  if (o.status === "payment_pending" || (o.status === "paid" && delivery !== "requested")) {
+  // A delivery attempt without an answer may have made the shipment: no
+  // cancel (the server refuses it too) until an attempt learns the outcome.
+  const unknown = !!(o.delivery && o.delivery.outcome_unknown);
+  if (o.status === "payment_pending" || (o.status === "paid" && delivery !== "requested" && !unknown)) {
     actions.append(el("button", { class: "danger cancel", onclick: () => act(o, "cancel") }, "Cancel"));
   }
   const stock = (o.warehouse.items || []).map((i) => i.sku + ": " + (i.available ?? "?")).join(", ");
@@ -88,7 +91,10 @@ function row(o) {
   return el("tr", { "data-id": o.id },
     el("td", { class: "id", title: o.id }, o.id.slice(0, 8)),
     el("td", { class: "customer" }, o.customer_name || ""),
-    el("td", {}, el("span", { class: "pill" }, o.status), delivery === "failed" ? el("span", { class: "stale" }, " delivery failed") : null),
+    el("td", {}, el("span", { class: "pill" }, o.status),
+      delivery === "failed" ? el("span", { class: "stale" }, " delivery failed") : null,
+      unknown ? el("span", { class: "stale unknown", title: "the last delivery attempt got no answer; the shipment may exist" }, " shipment unknown") : null,
+      o.attention ? el("span", { class: "stale attention", title: "attempts used up: ops must look" }, " needs attention: " + o.attention) : null),
     el("td", {}, money(o.total_cents, o.currency)),
     source(o.payment, o.payment.status),
     source(o.shipping, ship),
@@ -100,7 +106,8 @@ function renderSummary(s) {
   const tiles = $("tiles");
   tiles.replaceChildren(...Object.entries(s.orders_by_status).map(([k, v]) =>
     el("div", { class: "tile" }, el("div", { class: "n" }, v), el("div", { class: "l" }, k))),
-    el("div", { class: "tile" }, el("div", { class: "n" }, Math.round(s.outbox_lag_seconds) + " s"), el("div", { class: "l" }, "outbox lag")));
+    el("div", { class: "tile" }, el("div", { class: "n" }, Math.round(s.outbox_lag_seconds) + " s"), el("div", { class: "l" }, "outbox lag")),
+    el("div", { class: "tile" + (s.needs_attention ? " bad" : "") }, el("div", { class: "n" }, s.needs_attention || 0), el("div", { class: "l" }, "needs attention")));
   $("partners").replaceChildren(...Object.entries(s.partners).map(([name, p]) =>
     el("div", { class: "partner " + (p.healthy ? "ok" : "bad") },
       el("div", {}, name + " ", el("b", {}, p.healthy ? "healthy" : "unhealthy")),
