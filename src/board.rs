@@ -250,7 +250,14 @@ pub async fn finish_batch(
     run: i64,
 ) -> redis::RedisResult<Option<RunEnd>> {
     let key = run_key(prefix, run);
-    let done: i64 = conn.hincr(&key, "done", 1).await?;
+    // The expiry again: a late duplicate batch of a finished run (whose
+    // key is gone) must not leave a key behind forever.
+    let (done,): (i64,) = redis::pipe()
+        .hincr(&key, "done", 1)
+        .expire(&key, 3600)
+        .ignore()
+        .query_async(conn)
+        .await?;
     redis::Script::new(
         "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0",
     )
@@ -318,6 +325,8 @@ pub async fn finalize(
     )
     .ignore();
     pipe.incr(events_key(prefix), 1).ignore();
+    // The run's own bookkeeping is done with.
+    pipe.cmd("DEL").arg(run_key(prefix, run)).ignore();
     pipe.cmd("EVAL")
         .arg(
             "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 0",

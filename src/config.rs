@@ -17,6 +17,13 @@
 //! - `WORKER_METRICS_ADDR` (default none): where `worker` serves its own metrics
 //! - `REFRESH_PARTNER_CONCURRENCY` (default 1024): concurrent calls per partner
 //!   during a status refresh, per worker process
+//! - `SWEEP_GRACE_SECS` (default 30): how overdue an owed item's next attempt
+//!   must be before the sweeper pushes it again
+//! - `STALE_PAYMENT_SECS` (default 60): a `payment_pending` order older than
+//!   this is owed a reconciliation
+//! - `JOB_MAX_ATTEMPTS` (default 8) and `JOB_RETRY_CAP_SECS` (default 120):
+//!   attempt budget of deliveries, reconciliations and refunds, and the
+//!   ceiling of their exponential backoff
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -70,6 +77,10 @@ pub struct Settings {
     /// that run status refreshes in `worker`, so that on a shared host
     /// `serve` and the deliveries win the cores; never raised; 0 keeps it.
     pub refresh_nice: i32,
+    pub sweep_grace: Duration,
+    pub stale_payment: Duration,
+    pub job_max_attempts: i32,
+    pub job_retry_cap: Duration,
 }
 
 impl Settings {
@@ -167,6 +178,15 @@ impl Settings {
                 100_000,
             )? as usize,
             refresh_nice: env.bounded("REFRESH_NICE", 10, 0, 19)? as i32,
+            sweep_grace: Duration::from_secs(env.bounded("SWEEP_GRACE_SECS", 30, 0, 86_400)?),
+            stale_payment: Duration::from_secs(env.bounded("STALE_PAYMENT_SECS", 60, 0, 86_400)?),
+            job_max_attempts: env.bounded("JOB_MAX_ATTEMPTS", 8, 1, 1000)? as i32,
+            job_retry_cap: Duration::from_secs(env.bounded(
+                "JOB_RETRY_CAP_SECS",
+                120,
+                1,
+                86_400,
+            )?),
             worker_metrics_addr: match env.get("WORKER_METRICS_ADDR") {
                 None => None,
                 Some(_) => Some(env.parsed("WORKER_METRICS_ADDR", "")?),

@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use apalis::prelude::{BackendExt, WorkerBuilder, WorkerBuilderExt};
-use apalis_core::backend::Vacuum;
 use apalis_redis::{Config as QueueConfig, RedisStorage};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use secrecy::ExposeSecret;
@@ -35,6 +34,7 @@ use tokio::sync::watch;
 use crate::config::{ConfigError, Settings};
 use crate::db;
 use crate::jobs::sweep::{sweep_once, SweepPolicy};
+use crate::jobs::vacuum::{vacuum, VacuumPolicy};
 use crate::jobs::{
     self, Deliver, JobContext, JobKind, JobQueue, ReconcilePayment, RefreshBatch, RefreshPlan,
     Refund, RetryPolicy,
@@ -54,10 +54,9 @@ pub struct WorkerOptions {
     pub sweep_every: Duration,
     pub sweep: SweepPolicy,
     pub retry: RetryPolicy,
-    /// Finished jobs older than this are vacuumed from Redis...
-    pub keep_finished: Duration,
-    /// ...this often. Each vacuum is one Lua call over the queue's data hash
-    /// (Redis is blocked meanwhile), so it runs often over little.
+    /// What the Redis vacuum removes ([`VacuumPolicy`])...
+    pub vacuum: VacuumPolicy,
+    /// ...and how often it runs.
     pub vacuum_every: Duration,
     /// Scheduled status refresh period (`STATUS_REFRESH_INTERVAL_SECS`);
     /// `None` leaves only on-demand refreshes.
@@ -80,7 +79,7 @@ impl Default for WorkerOptions {
             sweep_every: Duration::from_secs(5),
             sweep: SweepPolicy::default(),
             retry: RetryPolicy::default(),
-            keep_finished: Duration::from_secs(60),
+            vacuum: VacuumPolicy::default(),
             vacuum_every: Duration::from_secs(15),
             refresh_every: Some(Duration::from_secs(15)),
             partner_concurrency: 1024,
@@ -92,11 +91,28 @@ impl Default for WorkerOptions {
 impl WorkerOptions {
     /// The defaults with what the environment sets (`worker` and `dev`).
     pub fn from_settings(settings: &Settings) -> Self {
+        let defaults = WorkerOptions::default();
         WorkerOptions {
             refresh_every: Some(settings.status_refresh_interval),
             partner_concurrency: settings.refresh_partner_concurrency,
             refresh_nice: settings.refresh_nice,
-            ..WorkerOptions::default()
+            sweep: SweepPolicy {
+                grace: settings.sweep_grace,
+                // A push that was lost (Redis went down with it) is pushed
+                // again as late as a wake-up is.
+                repush_after: settings.sweep_grace.max(Duration::from_secs(5)),
+                stale_payment: settings.stale_payment,
+                ..defaults.sweep
+            },
+            retry: RetryPolicy {
+                max_attempts: settings.job_max_attempts,
+                cap: settings.job_retry_cap,
+                // An attempt is a partner call or two: a job that holds one
+                // longer was lost with its worker.
+                lease: settings.partner_timeout * 2 + Duration::from_secs(10),
+                ..defaults.retry
+            },
+            ..defaults
         }
     }
 }
@@ -569,41 +585,16 @@ async fn housekeeping(
         }
         if last_vacuum.elapsed() >= opts.vacuum_every {
             last_vacuum = Instant::now();
-            match vacuum(&conn, &prefix, opts.keep_finished).await {
-                Ok(n) if n > 0 => tracing::debug!(vacuumed = n, "vacuumed finished jobs"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "vacuum failed"),
+            match vacuum(&conn, &prefix, &opts.vacuum).await {
+                Ok(r) => tracing::debug!(
+                    vacuum.tasks = r.tasks,
+                    vacuum.workers = r.workers,
+                    "vacuumed"
+                ),
+                Err(e) => tracing::warn!(error = %e, "vacuum failed; the next one retries"),
             }
         }
     }
-}
-
-/// Deletes finished jobs older than `keep` from every queue, and the
-/// queues' `done` sets, which apalis never trims (job totals are counted in
-/// `{prefix}.job_totals` instead). Returns how many jobs were deleted.
-pub async fn vacuum(
-    conn: &ConnectionManager,
-    prefix: &str,
-    keep: Duration,
-) -> anyhow::Result<usize> {
-    let opts = WorkerOptions::default();
-    let mut n = storage::<Deliver>(conn, prefix, &opts, 1)
-        .vacuum_before(keep)
-        .await?;
-    n += storage::<ReconcilePayment>(conn, prefix, &opts, 1)
-        .vacuum_before(keep)
-        .await?;
-    n += storage::<Refund>(conn, prefix, &opts, 1)
-        .vacuum_before(keep)
-        .await?;
-    let mut c = conn.clone();
-    for kind in jobs::stats::KINDS {
-        redis::cmd("UNLINK")
-            .arg(format!("{}:done", jobs::queue_name(prefix, kind)))
-            .query_async::<()>(&mut c)
-            .await?;
-    }
-    Ok(n)
 }
 
 /// Serves this process' metrics (`WORKER_METRICS_ADDR`): every request to

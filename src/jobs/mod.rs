@@ -13,6 +13,7 @@ pub mod refresh;
 pub mod refund;
 pub mod stats;
 pub mod sweep;
+pub mod vacuum;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

@@ -511,11 +511,29 @@ async fn finished_jobs_are_vacuumed_so_redis_memory_stays_bounded() {
         .get_connection_manager()
         .await
         .unwrap();
-    let vacuumed = orderflow::worker::vacuum(&conn, &app.redis_prefix, Duration::ZERO)
+    let workers: usize = r.zcard(format!("{q}:workers")).unwrap();
+    assert!(workers >= 1, "the stopped worker is still registered");
+    let policy = orderflow::jobs::vacuum::VacuumPolicy {
+        keep_done: Duration::ZERO,
+        keep_dead: Duration::ZERO,
+        dead_worker_after: Duration::ZERO,
+    };
+    let vacuumed = orderflow::jobs::vacuum::vacuum(&conn, &app.redis_prefix, &policy)
         .await
         .unwrap();
 
-    assert_eq!(vacuumed, 10);
+    assert_eq!(vacuumed.tasks, 10);
+    assert!(
+        vacuumed.workers >= 5,
+        "each queue's stopped worker: {vacuumed:?}"
+    );
+    let workers: usize = r.zcard(format!("{q}:workers")).unwrap();
+    assert_eq!(workers, 0, "stopped workers are forgotten");
+    let worker_meta: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}.*:workers:metadata:*", app.redis_prefix))
+        .query(&mut r)
+        .unwrap();
+    assert!(worker_meta.is_empty(), "{worker_meta:?}");
     let left: usize = r.hlen(format!("{q}:data")).unwrap();
     assert_eq!(left, 0);
     let done: bool = r.exists(format!("{q}:done")).unwrap();

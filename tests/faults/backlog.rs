@@ -84,3 +84,76 @@ async fn twenty_thousand_owed_deliveries_all_complete_without_a_worker_dying() {
     );
     eprintln!("20,000 owed deliveries drained in {took:?}; max scheduled {max_scheduled}");
 }
+
+#[actix_rt::test]
+async fn purchases_while_no_worker_runs_then_two_workers_ship_each_once_and_none_dies() {
+    use futures_util::StreamExt;
+    let _serial = crate::serial();
+    let n: usize = std::env::var("BACKLOG_PURCHASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8_500);
+    let app = spawn_app().await;
+    let scheduled_key = format!("{}.deliver:scheduled", app.redis_prefix);
+    let mut redis = app.redis();
+    // The workers are down for a deploy: purchases keep coming.
+    let started = Instant::now();
+    let statuses: Vec<u16> = futures_util::stream::iter(0..n)
+        .map(|_| async { app.purchase(&visa(), None).await.status.as_u16() })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let bought_in = started.elapsed();
+    assert!(statuses.iter().all(|s| *s == 201), "every purchase is paid");
+    let queued: usize = redis.zcard(&scheduled_key).unwrap();
+    // The bound is soft by the pushes in flight when it is reached (one per
+    // concurrent request); the hard limit is apalis' 8,000.
+    assert!(
+        queued <= orderflow::jobs::MAX_SCHEDULED + 64,
+        "producers stop at the bound: {queued}"
+    );
+
+    let mut opts = fast_worker();
+    opts.sweep.grace = Duration::ZERO;
+    let workers = [app.start_worker(opts.clone()), app.start_worker(opts)];
+    let drain = Instant::now();
+    let mut max_scheduled = queued;
+    loop {
+        let owed: i64 = app
+            .db(|c| {
+                use diesel::prelude::*;
+                use orderflow::db::schema::owed_work::dsl as w;
+                w::owed_work.count().get_result(c).unwrap()
+            })
+            .await;
+        max_scheduled = max_scheduled.max(redis.zcard(&scheduled_key).unwrap_or(0));
+        if owed == 0 {
+            break;
+        }
+        assert!(
+            workers.iter().all(|w| !w.is_finished()),
+            "a worker died with {owed} deliveries owed"
+        );
+        assert!(
+            drain.elapsed() < Duration::from_secs(300),
+            "{owed} deliveries owed after 300 s"
+        );
+        actix_rt::time::sleep(Duration::from_millis(250)).await;
+    }
+    let drained_in = drain.elapsed();
+    for w in workers {
+        assert!(!w.is_finished());
+        w.stop().unwrap();
+    }
+    let stats = app.sims.shipping.stats();
+    assert_eq!(stats.shipments_by_reference.len(), n);
+    assert!(stats.shipments_by_reference.values().all(|c| *c == 1));
+    assert!(
+        max_scheduled < 8000,
+        "scheduled set reached {max_scheduled}"
+    );
+    eprintln!(
+        "backlog: {n} purchases in {bought_in:?} with no worker ({queued} wake-ups queued, the rest owed); \
+         two workers drained it in {drained_in:?}; max scheduled {max_scheduled}"
+    );
+}

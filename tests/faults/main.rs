@@ -13,8 +13,10 @@ mod helpers;
 
 mod backlog;
 mod harness;
+mod nemesis;
 mod outages;
 mod processes;
+mod soak;
 
 /// Serialises the tests of this binary.
 pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
