@@ -79,6 +79,9 @@ impl From<DieselError> for DbError {
             DieselError::BrokenTransactionManager => {
                 DbError::Unavailable("connection broken".into())
             }
+            // The COMMIT failed (the connection went away mid-commit): the
+            // commit's error says why.
+            DieselError::RollbackErrorOnCommit { commit_error, .. } => DbError::from(*commit_error),
             // Retryable by the client: the statement ran out of
             // `DB_STATEMENT_TIMEOUT_MS`, or the server is shutting down.
             DieselError::DatabaseError(kind, info) if is_transient(&kind, info.message()) => {
@@ -100,7 +103,15 @@ fn is_transient(kind: &DatabaseErrorKind, message: &str) -> bool {
             "canceling statement due to lock timeout",
             "terminating connection",
             "the database system is",
+            // libpq's own words for a connection that broke under a query.
             "server closed the connection",
+            "could not receive data from server",
+            "could not send data to server",
+            "no connection to the server",
+            "connection to server",
+            "lost synchronization with server",
+            "SSL connection has been closed",
+            "SSL SYSCALL error",
         ]
         .iter()
         .any(|m| message.contains(m))
@@ -115,6 +126,82 @@ impl From<diesel::r2d2::PoolError> for DbError {
 impl From<anyhow::Error> for DbError {
     fn from(e: anyhow::Error) -> Self {
         DbError::Other(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Info(&'static str);
+    impl diesel::result::DatabaseErrorInformation for Info {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn details(&self) -> Option<&str> {
+            None
+        }
+        fn hint(&self) -> Option<&str> {
+            None
+        }
+        fn table_name(&self) -> Option<&str> {
+            None
+        }
+        fn column_name(&self) -> Option<&str> {
+            None
+        }
+        fn constraint_name(&self) -> Option<&str> {
+            None
+        }
+        fn statement_position(&self) -> Option<i32> {
+            None
+        }
+    }
+
+    fn db(kind: DatabaseErrorKind, message: &'static str) -> DieselError {
+        DieselError::DatabaseError(kind, Box::new(Info(message)))
+    }
+
+    #[test]
+    fn a_broken_connection_or_a_timeout_is_unavailable_not_a_bug() {
+        for e in [
+            db(
+                DatabaseErrorKind::Unknown,
+                "could not receive data from server: Connection reset by peer",
+            ),
+            db(
+                DatabaseErrorKind::Unknown,
+                "server closed the connection unexpectedly",
+            ),
+            db(
+                DatabaseErrorKind::Unknown,
+                "canceling statement due to statement timeout",
+            ),
+            db(DatabaseErrorKind::ClosedConnection, "anything"),
+            db(
+                DatabaseErrorKind::SerializationFailure,
+                "could not serialize access",
+            ),
+            DieselError::RollbackErrorOnCommit {
+                rollback_error: Box::new(db(
+                    DatabaseErrorKind::Unknown,
+                    "no connection to the server",
+                )),
+                commit_error: Box::new(db(
+                    DatabaseErrorKind::Unknown,
+                    "could not send data to server: Broken pipe",
+                )),
+            },
+        ] {
+            assert!(matches!(DbError::from(e), DbError::Unavailable(_)));
+        }
+        assert!(matches!(
+            DbError::from(db(
+                DatabaseErrorKind::CheckViolation,
+                "violates check constraint"
+            )),
+            DbError::Other(_)
+        ));
     }
 }
 

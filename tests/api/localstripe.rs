@@ -1,5 +1,5 @@
-//! The payment adapter against localstripe, a fake Stripe from PyPI
-//! (see shared/notes/localstripe.md). `.ci/run` starts it and sets
+//! The payment adapter against localstripe, a fake Stripe from PyPI.
+//! `.ci/run` starts it and sets
 //! `LOCALSTRIPE_URL`. Run without it, these tests fail unless
 //! `ORDERFLOW_SKIP_LOCALSTRIPE=1` says to skip them on purpose.
 

@@ -55,7 +55,16 @@ struct Fleet {
 
 impl Fleet {
     fn spawn(app: &TestApp, pg: &Proxy, redis: &Proxy) -> Child {
+        let log = std::env::temp_dir().join(format!("orderflow-nemesis-{}.log", app.redis_prefix));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
         harness::worker_command(app, &pg.database_url(&app_db(app)), &redis.redis_url())
+            .env("RUST_LOG", "info")
+            .env("LOG_FORMAT", "json")
+            .stdout(out)
             .env("PARTNER_TIMEOUT_MS", "2000")
             .env("SWEEP_GRACE_SECS", "3")
             .env("STALE_PAYMENT_SECS", "3")
@@ -170,7 +179,11 @@ async fn meddler(app: Rc<TestApp>, history: Rc<Mutex<History>>, until: Instant, 
         }
         // Mostly the newest orders, whose delivery is under way: where a
         // cancel races a shipment.
-        let from = if rng.random_bool(0.8) { ids.len().saturating_sub(8) } else { 0 };
+        let from = if rng.random_bool(0.8) {
+            ids.len().saturating_sub(8)
+        } else {
+            0
+        };
         let id = ids[rng.random_range(from..ids.len())];
         let action = if rng.random_bool(0.7) {
             "cancel"
@@ -283,12 +296,16 @@ async fn random_faults_under_purchases_and_cancels_never_lose_or_double_money_or
     // Quiescence: nothing owed, nothing pending.
     let deadline = Instant::now() + Duration::from_secs(180);
     let orders = loop {
+        // Nothing owed first, then the orders: an attempt in flight holds
+        // its owed row until it has recorded its outcome, so the listing
+        // read after it is final (read before it, an order could still be
+        // mid-delivery).
+        let owed = owed_count(&owner).await;
         let orders = all_orders(&app).await;
         let pending = orders
             .iter()
             .filter(|o| o["status"] == "payment_pending")
             .count();
-        let owed = owed_count(&owner).await;
         if pending == 0 && owed == 0 {
             break orders;
         }

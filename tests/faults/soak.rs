@@ -88,9 +88,7 @@ async fn thirty_active_orders_refreshed_every_second_keep_redis_flat() {
     worker.stop().unwrap();
     let n = samples.len();
     assert!(n >= 4, "{n} samples");
-    let mean = |s: &[Sample]| {
-        s.iter().map(|x| x.1 as f64).sum::<f64>() / s.len() as f64
-    };
+    let mean = |s: &[Sample]| s.iter().map(|x| x.1 as f64).sum::<f64>() / s.len() as f64;
     let (early, late) = samples.split_at(n / 2);
     let (e, l) = (mean(early), mean(late));
     let last = &samples[n - 1];
