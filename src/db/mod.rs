@@ -92,7 +92,7 @@ impl From<DieselError> for DbError {
     }
 }
 
-/// Errors a retry may not get: a statement or lock timeout, a
+/// Errors a retry may not get: a statement or lock timeout, a deadlock, a
 /// serialization failure, a server going away. (Diesel exposes no SQLSTATE,
 /// so the server's messages are matched; PostgreSQL's are in English unless
 /// `lc_messages` says otherwise.)
@@ -101,6 +101,7 @@ fn is_transient(kind: &DatabaseErrorKind, message: &str) -> bool {
         || [
             "canceling statement due to statement timeout",
             "canceling statement due to lock timeout",
+            "deadlock detected",
             "terminating connection",
             "the database system is",
             // libpq's own words for a connection that broke under a query.

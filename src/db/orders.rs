@@ -246,10 +246,13 @@ pub enum DeliveryBegin {
     Nothing,
 }
 
-/// Starts a delivery attempt on a paid order for the job `task`: claims the
-/// owed delivery's attempt (see [`owed::claim`]), marks the delivery
-/// `requested` (so the order cannot be cancelled while the shipment is
-/// being created) and counts the attempt.
+/// Starts a delivery attempt on a paid order for the job `task`: marks the
+/// delivery `requested` (so the order cannot be cancelled while the
+/// shipment is being created), counts the attempt, and claims the owed
+/// delivery's attempt (see [`owed::claim`]); a claim that is not granted
+/// rolls the whole start back. The order row is locked first and the owed
+/// row second, the order every transaction here takes them in (cancel,
+/// settle, record): the other way round, a cancel and a delivery deadlock.
 ///
 /// [`owed::claim`]: super::owed::claim
 pub fn begin_delivery(
@@ -259,12 +262,22 @@ pub fn begin_delivery(
     lease: std::time::Duration,
 ) -> Result<DeliveryBegin, DbError> {
     use super::owed::{self, Claim, OwedKind};
-    conn.transaction(|conn| {
-        match owed::claim(conn, OwedKind::Deliver, id, task, lease)? {
-            Claim::Run { .. } => {}
-            Claim::NotYet => return Ok(DeliveryBegin::NotYet),
-            Claim::NotOwed => return Ok(DeliveryBegin::Nothing),
+    /// Why a start was rolled back.
+    enum Undo {
+        Claim(DeliveryBegin),
+        Db(DbError),
+    }
+    impl From<diesel::result::Error> for Undo {
+        fn from(e: diesel::result::Error) -> Self {
+            Undo::Db(e.into())
         }
+    }
+    impl From<DbError> for Undo {
+        fn from(e: DbError) -> Self {
+            Undo::Db(e)
+        }
+    }
+    let started = conn.transaction(|conn| {
         let started: Option<(i32, serde_json::Value)> = diesel::update(
             orders::table
                 .find(id)
@@ -283,9 +296,20 @@ pub fn begin_delivery(
         .get_result(conn)
         .optional()?;
         let Some((attempt, address)) = started else {
+            // Not awaiting a shipment (shipped, cancelled, failed, gone).
             owed::settle(conn, OwedKind::Deliver, id)?;
             return Ok(DeliveryBegin::Nothing);
         };
+        match owed::claim(conn, OwedKind::Deliver, id, task, lease)? {
+            Claim::Run { .. } => {}
+            other => {
+                let begin = match other {
+                    Claim::NotOwed => DeliveryBegin::Nothing,
+                    _ => DeliveryBegin::NotYet,
+                };
+                return Err(Undo::Claim(begin));
+            }
+        }
         let items = items_of(conn, &[id])?
             .into_iter()
             .map(|i| (i.sku, i.quantity))
@@ -295,7 +319,11 @@ pub fn begin_delivery(
             address,
             items,
         }))
-    })
+    });
+    match started {
+        Ok(begin) | Err(Undo::Claim(begin)) => Ok(begin),
+        Err(Undo::Db(e)) => Err(e),
+    }
 }
 
 /// Records the shipment the partner created: `paid → fulfilling`, and the

@@ -158,3 +158,61 @@ async fn a_payment_that_never_settles_is_flagged_for_ops_not_retried_forever() {
     assert!(!app.owed("reconcile_payment", id).await);
     worker.stop().unwrap();
 }
+
+#[actix_rt::test]
+async fn cancels_racing_delivery_starts_never_deadlock() {
+    let app = spawn_app().await;
+    app.db(|c| {
+        use diesel::connection::SimpleConnection;
+        c.batch_execute(
+            "INSERT INTO orders (id, status, customer_email, customer_name, currency, total_cents, shipping_address, payment_method, delivery_status) \
+             SELECT gen_random_uuid(), 'paid', 'a@example.com', 'A', 'usd', 100, '{}', 'pm_card_visa', 'queued' FROM generate_series(1, 400); \
+             INSERT INTO owed_work (kind, order_id) SELECT 'deliver', id FROM orders;",
+        )
+        .unwrap();
+    })
+    .await;
+    let ids: Vec<uuid::Uuid> = app
+        .db(|c| {
+            use diesel::prelude::*;
+            use orderflow::db::schema::orders::dsl as o;
+            o::orders.select(o::id).load(c).unwrap()
+        })
+        .await;
+    // For every order, a delivery start and a cancel at the same moment.
+    let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let threads: Vec<_> = (0..2)
+        .map(|side| {
+            let (pool, ids, errors) = (app.pool.clone(), ids.clone(), errors.clone());
+            std::thread::spawn(move || {
+                let mut c = pool.get().unwrap();
+                for id in ids {
+                    let r = if side == 0 {
+                        orderflow::db::orders::begin_delivery(
+                            &mut c,
+                            id,
+                            "t",
+                            Duration::from_secs(30),
+                        )
+                        .map(|_| ())
+                    } else {
+                        orderflow::db::orders::cancel(&mut c, id).map(|_| ())
+                    };
+                    if let Err(e) = r {
+                        errors.lock().unwrap().push(format!("{id}: {e}"));
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let errors = errors.lock().unwrap();
+    assert!(
+        errors.is_empty(),
+        "{} errors, e.g. {:?}",
+        errors.len(),
+        errors.first()
+    );
+}

@@ -88,3 +88,43 @@ async fn sigterm_finishes_the_in_flight_job_and_exits_0() {
         Some(&1)
     );
 }
+
+#[actix_rt::test]
+async fn a_worker_killed_again_and_again_mid_delivery_still_ships_each_order_once() {
+    let _serial = crate::serial();
+    let app = spawn_app().await;
+    slow_shipping(&app, 500).await;
+    // A second worker that stays up, so orphans are found by a live one.
+    let mut steady = spawn_worker(&app);
+    let mut victim = spawn_worker(&app);
+    let mut ids = Vec::new();
+    for round in 0..5 {
+        for _ in 0..8 {
+            ids.push(order_id(&app.purchase(&visa(), None).await));
+        }
+        actix_rt::time::sleep(Duration::from_millis(700)).await;
+        signal(&victim, "-KILL");
+        victim.wait().unwrap();
+        assert!(
+            steady.try_wait().unwrap().is_none(),
+            "the other worker exited in round {round}"
+        );
+        victim = spawn_worker(&app);
+    }
+    for id in &ids {
+        app.wait_order(*id, 60, |o| o["status"] == "fulfilling")
+            .await;
+    }
+    for w in [&mut steady, &mut victim] {
+        signal(w, "-TERM");
+        assert_eq!(w.wait().unwrap().code(), Some(0));
+    }
+    let stats = app.sims.shipping.stats();
+    for id in &ids {
+        assert_eq!(
+            stats.shipments_by_reference.get(&id.to_string()),
+            Some(&1),
+            "{id}"
+        );
+    }
+}
