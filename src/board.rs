@@ -20,7 +20,7 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub const PARTNERS: [&str; 3] = ["payment", "shipping", "warehouse"];
+use crate::partners::Partner;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PaymentState {
@@ -390,7 +390,7 @@ fn minute() -> i64 {
 pub async fn record_partner(
     conn: &mut ConnectionManager,
     prefix: &str,
-    partner: &str,
+    partner: Partner,
     ok: u64,
     failed: u64,
     circuit_open: bool,
@@ -421,7 +421,7 @@ pub async fn partner_health(
 ) -> redis::RedisResult<Vec<(&'static str, PartnerHealth)>> {
     let m = minute();
     let mut out = Vec::new();
-    for partner in PARTNERS {
+    for partner in Partner::ALL {
         let base = format!("{prefix}.partners.{partner}");
         let mut pipe = redis::pipe();
         pipe.hget(&base, "last_success_at")
@@ -456,7 +456,7 @@ pub async fn partner_health(
             err as f64 / (ok + err) as f64
         };
         out.push((
-            partner,
+            partner.as_str(),
             PartnerHealth {
                 healthy: open.as_deref() != Some("1") && error_rate < 0.5,
                 last_success_at: last

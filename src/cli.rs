@@ -320,6 +320,7 @@ fn run_dev(mut settings: Settings) -> anyhow::Result<()> {
         let base = format!("http://{}:{}", settings.bind_addr.ip(), app.port());
         println!();
         println!("orderflow dev is running");
+        println!("  dashboard:  {base}/dashboard");
         println!("  API:        {base}/api/v1/products");
         println!("  OpenAPI:    {base}/api/v1/openapi.json");
         println!("  metrics:    {base}/metrics");

@@ -14,6 +14,7 @@ use crate::db::owed;
 use crate::db::DbPool;
 use crate::metrics::JobMetrics;
 use crate::partners::executor::{Clients, PartnerExecutor};
+use crate::partners::Partner;
 
 #[derive(Clone)]
 pub struct JobContext {
@@ -180,7 +181,7 @@ impl RetryPolicy {
 pub struct Breakers {
     threshold: u64,
     cool_down: Duration,
-    state: std::sync::Mutex<std::collections::HashMap<String, (u64, Option<std::time::Instant>)>>,
+    state: std::sync::Mutex<std::collections::HashMap<Partner, (u64, Option<std::time::Instant>)>>,
 }
 
 impl Breakers {
@@ -193,22 +194,22 @@ impl Breakers {
     }
 
     /// Whether a call to `partner` may go out now.
-    pub fn allow(&self, partner: &str) -> bool {
+    pub fn allow(&self, partner: Partner) -> bool {
         let Ok(state) = self.state.lock() else {
             return true;
         };
-        match state.get(partner) {
+        match state.get(&partner) {
             Some((_, Some(until))) => std::time::Instant::now() >= *until,
             _ => true,
         }
     }
 
     /// Records outcomes; returns whether the circuit is now open.
-    pub fn record(&self, partner: &str, ok: u64, failed: u64) -> bool {
+    pub fn record(&self, partner: Partner, ok: u64, failed: u64) -> bool {
         let Ok(mut state) = self.state.lock() else {
             return false;
         };
-        let entry = state.entry(partner.to_owned()).or_insert((0, None));
+        let entry = state.entry(partner).or_insert((0, None));
         if ok > 0 {
             *entry = (0, None);
         }
@@ -216,7 +217,7 @@ impl Breakers {
         if ok == 0 && failed > 0 && entry.0 >= self.threshold {
             entry.1 = Some(std::time::Instant::now() + self.cool_down);
             tracing::warn!(
-                partner,
+                partner = partner.as_str(),
                 failures = entry.0,
                 "partner keeps failing; circuit open"
             );
@@ -243,11 +244,11 @@ impl Limits {
         }
     }
 
-    fn of(&self, partner: &str) -> &tokio::sync::Semaphore {
+    fn of(&self, partner: Partner) -> &tokio::sync::Semaphore {
         match partner {
-            "payment" => &self.payment,
-            "shipping" => &self.shipping,
-            _ => &self.warehouse,
+            Partner::Payment => &self.payment,
+            Partner::Shipping => &self.shipping,
+            Partner::Warehouse => &self.warehouse,
         }
     }
 }
@@ -261,7 +262,7 @@ impl JobContext {
     /// executor's (two thread wake-ups) cost more CPU than the calls.
     pub async fn limited_many<A, T>(
         &self,
-        partner: &'static str,
+        partner: Partner,
         args: Vec<A>,
         call: PartnerCall<A, T>,
     ) -> Vec<Result<T, String>>
@@ -314,17 +315,17 @@ mod tests {
     #[test]
     fn a_partner_that_keeps_failing_opens_its_circuit_until_the_cool_down() {
         let b = Breakers::new(5, Duration::from_millis(50));
-        assert!(!b.record("shipping", 0, 4));
-        assert!(b.allow("shipping"));
+        assert!(!b.record(Partner::Shipping, 0, 4));
+        assert!(b.allow(Partner::Shipping));
         assert!(
-            b.record("shipping", 0, 1),
+            b.record(Partner::Shipping, 0, 1),
             "fifth failure in a row opens it"
         );
-        assert!(!b.allow("shipping"));
-        assert!(b.allow("payment"), "per partner");
+        assert!(!b.allow(Partner::Shipping));
+        assert!(b.allow(Partner::Payment), "per partner");
         std::thread::sleep(Duration::from_millis(60));
-        assert!(b.allow("shipping"), "half-open after the cool-down");
-        assert!(!b.record("shipping", 1, 0), "a success closes it");
+        assert!(b.allow(Partner::Shipping), "half-open after the cool-down");
+        assert!(!b.record(Partner::Shipping, 1, 0), "a success closes it");
     }
 
     #[test]

@@ -26,6 +26,7 @@ use uuid::Uuid;
 use super::{JobContext, JobKind};
 use crate::board::{self, BoardEntry, PaymentState, ShippingState, StockItem, WarehouseState};
 use crate::db::{self, orders};
+use crate::partners::Partner;
 
 /// Orders per refresh batch job: few jobs per run (apalis-redis dies at
 /// 8,000 due entries), and enough calls per job to fill the per-partner
@@ -147,7 +148,7 @@ async fn execute_batch(job: RefreshBatch, ctx: Data<Arc<JobContext>>) -> Result<
         .iter()
         .filter_map(|o| o.order.payment_intent_id.clone().map(|pi| (o.order.id, pi)))
         .unzip();
-    let payment = ctx.limited_many("payment", intents, |p, pi| {
+    let payment = ctx.limited_many(Partner::Payment, intents, |p, pi| {
         Box::pin(async move {
             p.payment
                 .intent_status(&pi)
@@ -160,7 +161,7 @@ async fn execute_batch(job: RefreshBatch, ctx: Data<Arc<JobContext>>) -> Result<
         .iter()
         .filter_map(|o| o.order.shipment_id.clone().map(|s| (o.order.id, s)))
         .unzip();
-    let shipping = ctx.limited_many("shipping", shipments, |p, shp| {
+    let shipping = ctx.limited_many(Partner::Shipping, shipments, |p, shp| {
         Box::pin(async move {
             p.shipping
                 .get_shipment(&shp)
@@ -179,7 +180,7 @@ async fn execute_batch(job: RefreshBatch, ctx: Data<Arc<JobContext>>) -> Result<
         .chunks(crate::partners::warehouse::MAX_SKUS)
         .map(<[String]>::to_vec)
         .collect();
-    let warehouse = ctx.limited_many("warehouse", sku_chunks, |p, chunk| {
+    let warehouse = ctx.limited_many(Partner::Warehouse, sku_chunks, |p, chunk| {
         Box::pin(async move {
             match &p.warehouse {
                 Some(w) => w.stock(&chunk).await.map_err(|e| e.to_string()),
@@ -190,8 +191,8 @@ async fn execute_batch(job: RefreshBatch, ctx: Data<Arc<JobContext>>) -> Result<
     let (payment, shipping, warehouse) = futures_util::join!(payment, shipping, warehouse);
     tracing::debug!("refresh batch: partners answered");
 
-    let mut tallies: HashMap<&str, Tally> = HashMap::new();
-    let mut count = |partner: &'static str, ok: bool| {
+    let mut tallies: HashMap<Partner, Tally> = HashMap::new();
+    let mut count = |partner: Partner, ok: bool| {
         let t = tallies.entry(partner).or_default();
         if ok {
             t.ok += 1
@@ -208,11 +209,11 @@ async fn execute_batch(job: RefreshBatch, ctx: Data<Arc<JobContext>>) -> Result<
     for r in warehouse {
         match r {
             Ok(items) => {
-                count("warehouse", true);
+                count(Partner::Warehouse, true);
                 stock.extend(items.into_iter().map(|s| (s.sku, s.available)));
             }
             Err(_) => {
-                count("warehouse", false);
+                count(Partner::Warehouse, false);
                 warehouse_ok = false;
             }
         }
@@ -231,7 +232,7 @@ async fn execute_batch(job: RefreshBatch, ctx: Data<Arc<JobContext>>) -> Result<
             });
         match payment.get(&id) {
             Some(Ok(status)) => {
-                count("payment", true);
+                count(Partner::Payment, true);
                 pay = PaymentState {
                     status: Some(status.clone()),
                     checked_at: Some(now),
@@ -239,7 +240,7 @@ async fn execute_batch(job: RefreshBatch, ctx: Data<Arc<JobContext>>) -> Result<
                 };
             }
             Some(Err(_)) => {
-                count("payment", false);
+                count(Partner::Payment, false);
                 pay.ok = false;
             }
             // No intent yet: nothing to ask, and nothing stale.
@@ -256,7 +257,7 @@ async fn execute_batch(job: RefreshBatch, ctx: Data<Arc<JobContext>>) -> Result<
             });
         match shipping.get(&id) {
             Some(Ok(s)) => {
-                count("shipping", true);
+                count(Partner::Shipping, true);
                 ship = ShippingState {
                     status: s.status.clone(),
                     tracking_number: s.tracking_number.clone().or(ship.tracking_number),
@@ -269,7 +270,7 @@ async fn execute_batch(job: RefreshBatch, ctx: Data<Arc<JobContext>>) -> Result<
                 }
             }
             Some(Err(_)) => {
-                count("shipping", false);
+                count(Partner::Shipping, false);
                 ship.ok = false;
             }
             // No shipment yet: nothing to ask, and nothing stale.
@@ -324,9 +325,9 @@ async fn execute_batch(job: RefreshBatch, ctx: Data<Arc<JobContext>>) -> Result<
         }
     }
     for (partner, t) in &tallies {
-        let open = ctx.breakers.record(partner, t.ok, t.failed);
+        let open = ctx.breakers.record(*partner, t.ok, t.failed);
         if let Err(e) =
-            board::record_partner(&mut conn, &prefix, partner, t.ok, t.failed, open).await
+            board::record_partner(&mut conn, &prefix, *partner, t.ok, t.failed, open).await
         {
             tracing::debug!(error = %e, "partner health not recorded");
         }

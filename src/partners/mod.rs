@@ -10,6 +10,32 @@ pub mod warehouse;
 
 use std::time::Duration;
 
+/// The three partner systems, as metrics, health and limits name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Partner {
+    Payment,
+    Shipping,
+    Warehouse,
+}
+
+impl Partner {
+    pub const ALL: [Partner; 3] = [Partner::Payment, Partner::Shipping, Partner::Warehouse];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Partner::Payment => "payment",
+            Partner::Shipping => "shipping",
+            Partner::Warehouse => "warehouse",
+        }
+    }
+}
+
+impl std::fmt::Display for Partner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An awc client for partner calls. awc clients are per thread (not `Send`),
 /// so each actix worker or job runtime builds its own.
 pub fn http_client(timeout: Duration) -> awc::Client {
