@@ -1,7 +1,7 @@
 //! Typed settings, read once at start-up from the environment (a `.env` file
 //! may add to it) and passed down; nothing reads the environment later.
 //!
-//! Contract variables (API.md §1): `DATABASE_URL`, `REDIS_URL`, `BIND_ADDR`,
+//! Contract variables (docs/API.md): `DATABASE_URL`, `REDIS_URL`, `BIND_ADDR`,
 //! `OPS_TOKEN`, `PAYMENT_GATEWAY_URL`, `PAYMENT_API_KEY`, `SHIPPING_API_URL`,
 //! `WAREHOUSE_API_URL`, `PARTNER_TIMEOUT_MS`, `STATUS_REFRESH_INTERVAL_SECS`.
 //!

@@ -1,5 +1,5 @@
 //! The one error type of the HTTP layer and its mapping to the contract's
-//! envelope `{"error": {"code", "message", ...}}` (API.md §2).
+//! envelope `{"error": {"code", "message", ...}}` (docs/API.md).
 //!
 //! Handlers return `Result<_, ApiError>`; infrastructure errors are turned into
 //! variants here, in one place: an unreachable database is 503 `unavailable`

@@ -1,4 +1,4 @@
-//! Prometheus metrics, names prefixed `orderflow_` (API.md §5).
+//! Prometheus metrics, names prefixed `orderflow_` (docs/API.md).
 //!
 //! HTTP request counts and latency histograms come from `actix-web-prom`
 //! (labelled by route pattern, not raw path); partner calls are recorded by

@@ -1,4 +1,4 @@
-//! Idempotency-Key records (API.md §2), stored in PostgreSQL.
+//! Idempotency-Key records (docs/API.md), stored in PostgreSQL.
 //!
 //! `claim` runs inside the transaction that records the order: the first
 //! request inserts the key `in_progress` (concurrent ones block on the unique

@@ -1,7 +1,7 @@
 //! The purchase request, parsed from a JSON object.
 //!
 //! Parsing walks the whole object and collects every problem, so a client
-//! learns about all of them at once (API.md §2: `error.fields`). Checks that
+//! learns about all of them at once (docs/API.md: `error.fields`). Checks that
 //! need the catalog (sku exists and is active, currency matches) are done by
 //! the purchase unit of work, which appends to the same list.
 

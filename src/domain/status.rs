@@ -37,7 +37,7 @@ macro_rules! text_enum {
 }
 
 text_enum! {
-    /// Lifecycle of an order (API.md §2.1):
+    /// Lifecycle of an order (docs/API.md):
     /// `payment_pending → paid | payment_failed`, `paid → fulfilling → shipped
     /// → delivered`, and `cancelled` from `payment_pending` or `paid`.
     OrderStatus {

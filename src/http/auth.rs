@@ -1,5 +1,5 @@
 //! The ops principal: an extractor that admits a request only with
-//! `Authorization: Bearer $OPS_TOKEN` (API.md §3), compared in constant time.
+//! `Authorization: Bearer $OPS_TOKEN` (docs/API.md), compared in constant time.
 
 use std::future::{ready, Ready};
 

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 
-/// Largest accepted request body (API.md §2).
+/// Largest accepted request body (docs/API.md).
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 fn is_json(req: &HttpRequest) -> bool {

@@ -1,4 +1,4 @@
-//! The ops board API (API.md §3): read from the Redis cache the workers
+//! The ops board API (docs/API.md): read from the Redis cache the workers
 //! fill, plus cheap PostgreSQL counts. No request here calls a partner.
 
 use std::collections::BTreeMap;
@@ -140,7 +140,7 @@ fn redis_down(e: impl std::fmt::Display) -> ApiError {
 }
 
 /// Stale: the last refresh of the source failed, or is older than 3
-/// refresh intervals (API.md §3).
+/// refresh intervals (docs/API.md).
 fn stale(
     ok: bool,
     checked_at: Option<DateTime<Utc>>,

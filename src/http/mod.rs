@@ -146,7 +146,7 @@ impl Application {
     }
 }
 
-/// The route table (API.md §2, §3, §5).
+/// The route table (docs/API.md).
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))

@@ -9,7 +9,7 @@ use super::{dashboard, orders, products, purchase, views};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "orderflow", description = "Order-processing backend: storefront and ops API (API.md §2–3)."),
+    info(title = "orderflow", description = "Order-processing backend: storefront and ops API (docs/API.md)."),
     paths(
         purchase::purchase,
         orders::get_order,

@@ -1,4 +1,4 @@
-//! `POST /api/v1/purchase` (API.md §2): validate → record the order →
+//! `POST /api/v1/purchase` (docs/API.md): validate → record the order →
 //! charge → mark it paid → trigger delivery.
 //!
 //! Two short units of work bracket the partner call, and no connection is

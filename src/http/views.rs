@@ -73,7 +73,7 @@ pub struct DeliveryView {
     pub outcome_unknown: bool,
 }
 
-/// An order (API.md §2.1).
+/// An order (docs/API.md).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OrderView {
     pub id: Uuid,

@@ -1,4 +1,4 @@
-//! Clients of the partner systems (API.md §4). Each is one struct with a base
+//! Clients of the partner systems (docs/API.md). Each is one struct with a base
 //! URL and timeout from the settings, so the simulators, localstripe or the
 //! real partner can stand behind it. All calls go through awc and never hold
 //! a database connection.

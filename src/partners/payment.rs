@@ -1,4 +1,4 @@
-//! The payment adapter: a Stripe-compatible subset over awc (API.md §4).
+//! The payment adapter: a Stripe-compatible subset over awc (docs/API.md).
 //!
 //! Every charge for an order sends `Idempotency-Key: orderflow-charge-{order}`,
 //! so a retry (a client retry, a takeover, reconciliation) can never charge

@@ -1,4 +1,4 @@
-//! Shipping partner client (API.md §4) over awc.
+//! Shipping partner client (docs/API.md) over awc.
 //!
 //! `create_shipment` sends `reference` = order id and an `Idempotency-Key`
 //! derived from it: the partner never makes two shipments for one order,

@@ -1,4 +1,4 @@
-//! Warehouse client (API.md §4): stock for a batch of skus.
+//! Warehouse client (docs/API.md): stock for a batch of skus.
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,4 @@
-//! `orderflow simulate`: the three partner systems of API.md §4, each on its
+//! `orderflow simulate`: the three partner systems of docs/API.md, each on its
 //! own port, for development, tests and benchmarks.
 //!
 //! Every simulator is async (actix-web, timers, no blocking), so thousands of

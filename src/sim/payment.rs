@@ -1,4 +1,4 @@
-//! Payment gateway simulator: the Stripe subset of API.md §4.
+//! Payment gateway simulator: the Stripe subset of docs/API.md
 //!
 //! Stripe's test payment methods behave as in test mode; `Idempotency-Key`
 //! replays the first response (`Idempotent-Replayed: true`) and rejects

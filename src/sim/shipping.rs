@@ -1,4 +1,4 @@
-//! Shipping partner simulator (API.md §4). A shipment is keyed by its
+//! Shipping partner simulator (docs/API.md). A shipment is keyed by its
 //! `reference`: a second POST with the same reference answers 200 with the
 //! same shipment, never a second one. Status advances with time:
 //! label_created → in_transit → out_for_delivery → delivered, one stage per

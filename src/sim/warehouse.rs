@@ -1,4 +1,4 @@
-//! Warehouse simulator (API.md §4): stock per sku, derived from the seed so
+//! Warehouse simulator (docs/API.md): stock per sku, derived from the seed so
 //! runs are reproducible. Every sku is known except those listed as unknown
 //! through `POST /_sim/unknown_skus` (404 for them).
 

@@ -1,4 +1,4 @@
-//! Idempotency-Key (API.md §2): replay, reuse, in-flight, races, expiry,
+//! Idempotency-Key (docs/API.md): replay, reuse, in-flight, races, expiry,
 //! takeover of a crashed request.
 
 use diesel::prelude::*;

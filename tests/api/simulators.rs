@@ -1,4 +1,4 @@
-//! The partner simulators behave as API.md §4 says.
+//! The partner simulators behave as docs/API.md says.
 
 use std::time::Duration;
 

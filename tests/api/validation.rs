@@ -1,4 +1,4 @@
-//! Every validation rule and every 4xx of API.md §2's table.
+//! Every validation rule and every 4xx of docs/API.md's table.
 
 use serde_json::{json, Value};
 
