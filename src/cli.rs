@@ -78,8 +78,9 @@ fn run_migrate(settings: Settings) -> anyhow::Result<()> {
 /// meanwhile (503 without the database; owed work without Redis).
 fn watch_dependencies(pool: db::DbPool, queue: Arc<JobQueue>) {
     actix_rt::spawn(async move {
-        let mut delay = Duration::from_millis(250);
+        let mut backoff = crate::backoff::Backoff::default();
         loop {
+            let delay = backoff.next_delay();
             let pg = db::unit(&pool, |conn| {
                 diesel::sql_query("SELECT 1").execute(conn)?;
                 Ok(())
@@ -101,7 +102,6 @@ fn watch_dependencies(pool: db::DbPool, queue: Arc<JobQueue>) {
                 }
             }
             actix_rt::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(10));
         }
     });
 }

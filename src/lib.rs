@@ -5,6 +5,7 @@
 //! slow partners goes through apalis jobs on Redis (`jobs`). `sim` holds the
 //! partner simulators; `cli` the subcommands of the one binary.
 
+pub mod backoff;
 pub mod board;
 pub mod cli;
 pub mod config;

@@ -153,8 +153,9 @@ async fn connect_redis(
     settings: &Settings,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<ConnectionManager> {
-    let mut delay = Duration::from_millis(250);
+    let mut backoff = crate::backoff::Backoff::default();
     loop {
+        let delay = backoff.next_delay();
         let attempt = async {
             let client = redis::Client::open(settings.redis_url.expose_secret())?;
             let config = ConnectionManagerConfig::new()
@@ -172,7 +173,6 @@ async fn connect_redis(
             _ = tokio::time::sleep(delay) => {}
             _ = stop.changed() => return None,
         }
-        delay = (delay * 2).min(Duration::from_secs(10));
     }
 }
 
@@ -446,8 +446,6 @@ struct Restart {
 /// A restarted worker that has run this long is healthy again: the outage
 /// is over (logged once) and the backoff starts from the bottom.
 const RECOVERED_AFTER: Duration = Duration::from_secs(5);
-const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(250);
-const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 impl Restart {
     /// Runs the worker `start` builds until `stop`; when it ends on its own
@@ -462,7 +460,7 @@ impl Restart {
         W: std::future::Future<Output = Result<(), apalis::prelude::WorkerError>>,
     {
         let mut stop = self.stop.clone();
-        let mut backoff = RESTART_BACKOFF_MIN;
+        let mut backoff = crate::backoff::Backoff::default();
         let mut outage: Option<Instant> = None;
         let restarting = self.metrics.restarting.with_label_values(&[kind]);
         loop {
@@ -476,7 +474,7 @@ impl Restart {
                             tracing::info!(worker = kind, outage_ms = since.elapsed().as_millis() as u64, "worker running again");
                         }
                         restarting.set(0);
-                        backoff = RESTART_BACKOFF_MIN;
+                        backoff.reset();
                     }
                 }
             };
@@ -495,8 +493,7 @@ impl Restart {
             }
             self.metrics.restarts.with_label_values(&[kind]).inc();
             restarting.set(1);
-            let delay = backoff.mul_f64(rand::Rng::random_range(&mut rand::rng(), 0.5..=1.0));
-            backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+            let delay = backoff.next_jittered();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = stop.wait_for(|s| *s) => return,

@@ -372,14 +372,14 @@ pub fn run_migrations(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
 /// Blocks until `attempt` succeeds, retrying with exponential backoff
 /// (0.25 s doubling to 10 s) and logging every failure.
 pub fn retry_with_backoff<T>(what: &str, mut attempt: impl FnMut() -> anyhow::Result<T>) -> T {
-    let mut delay = Duration::from_millis(250);
+    let mut backoff = crate::backoff::Backoff::default();
     loop {
         match attempt() {
             Ok(v) => return v,
             Err(e) => {
+                let delay = backoff.next_delay();
                 tracing::warn!(error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "{what} failed; retrying");
                 std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(10));
             }
         }
     }
