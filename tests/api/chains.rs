@@ -162,16 +162,7 @@ async fn a_payment_that_never_settles_is_flagged_for_ops_not_retried_forever() {
 #[actix_rt::test]
 async fn cancels_racing_delivery_starts_never_deadlock() {
     let app = spawn_app().await;
-    app.db(|c| {
-        use diesel::connection::SimpleConnection;
-        c.batch_execute(
-            "INSERT INTO orders (id, status, customer_email, customer_name, currency, total_cents, shipping_address, payment_method, delivery_status) \
-             SELECT gen_random_uuid(), 'paid', 'a@example.com', 'A', 'usd', 100, '{}', 'pm_card_visa', 'queued' FROM generate_series(1, 400); \
-             INSERT INTO owed_work (kind, order_id) SELECT 'deliver', id FROM orders;",
-        )
-        .unwrap();
-    })
-    .await;
+    app.seed_paid_orders(400, "now()").await;
     let ids: Vec<uuid::Uuid> = app
         .db(|c| {
             use diesel::prelude::*;

@@ -329,6 +329,21 @@ impl TestApp {
         .expect("db task")
     }
 
+    /// Inserts `n` paid orders whose delivery is owed (owed since
+    /// `owed_since`, e.g. `now() - interval '1 hour'`), straight in SQL.
+    pub async fn seed_paid_orders(&self, n: usize, owed_since: &'static str) {
+        self.db(move |c| {
+            use diesel::connection::SimpleConnection;
+            c.batch_execute(&format!(
+                "INSERT INTO orders (id, status, customer_email, customer_name, currency, total_cents, shipping_address, payment_method, delivery_status) \
+                 SELECT gen_random_uuid(), 'paid', 'a@example.com', 'A', 'usd', 100, '{{}}', 'pm_card_visa', 'queued' FROM generate_series(1, {n}); \
+                 INSERT INTO owed_work (kind, order_id, owed_since) SELECT 'deliver', id, {owed_since} FROM orders;"
+            ))
+            .expect("seed paid orders");
+        })
+        .await
+    }
+
     pub async fn order_count(&self) -> i64 {
         self.db(|c| {
             use orderflow::db::schema::orders::dsl as o;
@@ -453,6 +468,15 @@ impl Drop for TestWorker {
             let _ = t.join();
         }
     }
+}
+
+/// A number from the environment (a test's length, a seed), or `default`.
+#[allow(dead_code)]
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Worker options for tests: fast polling and retries; the sweeper inert

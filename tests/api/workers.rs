@@ -438,16 +438,7 @@ async fn serve_reports_queue_depth_job_totals_and_outbox_lag_whichever_worker_ra
 #[actix_rt::test]
 async fn concurrent_sweeps_push_each_owed_item_once_per_window() {
     let app = spawn_app().await;
-    app.db(|c| {
-        use diesel::connection::SimpleConnection;
-        c.batch_execute(
-            "INSERT INTO orders (id, status, customer_email, customer_name, currency, total_cents, shipping_address, payment_method, delivery_status) \
-             SELECT gen_random_uuid(), 'paid', 'a@example.com', 'A', 'usd', 100, '{}', 'pm_card_visa', 'queued' FROM generate_series(1, 300); \
-             INSERT INTO owed_work (kind, order_id, owed_since) SELECT 'deliver', id, now() - interval '1 hour' FROM orders;",
-        )
-        .unwrap();
-    })
-    .await;
+    app.seed_paid_orders(300, "now() - interval '1 hour'").await;
     let pool = app.pool.clone();
     let taken = futures_util::future::join_all((0..4).map(|_| {
         let pool = pool.clone();

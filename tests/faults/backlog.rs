@@ -89,10 +89,7 @@ async fn twenty_thousand_owed_deliveries_all_complete_without_a_worker_dying() {
 async fn purchases_while_no_worker_runs_then_two_workers_ship_each_once_and_none_dies() {
     use futures_util::StreamExt;
     let _serial = crate::serial();
-    let n: usize = std::env::var("BACKLOG_PURCHASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8_500);
+    let n: usize = env_or("BACKLOG_PURCHASES", 8_500);
     let app = spawn_app().await;
     let scheduled_key = format!("{}.deliver:scheduled", app.redis_prefix);
     let mut redis = app.redis();

@@ -234,10 +234,7 @@ async fn owed_count(app: &TestApp) -> i64 {
 #[actix_rt::test]
 async fn random_faults_under_purchases_and_cancels_never_lose_or_double_money_or_goods() {
     let _serial = crate::serial();
-    let secs: u64 = std::env::var("NEMESIS_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(40);
+    let secs: u64 = env_or("NEMESIS_SECS", 40);
     let seed: u64 = std::env::var("NEMESIS_SEED")
         .ok()
         .and_then(|v| v.parse().ok())

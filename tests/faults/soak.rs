@@ -46,10 +46,7 @@ fn footprint(r: &mut redis::Connection, prefix: &str) -> Sample {
 #[actix_rt::test]
 async fn thirty_active_orders_refreshed_every_second_keep_redis_flat() {
     let _serial = crate::serial();
-    let secs: u64 = std::env::var("SOAK_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(180);
+    let secs: u64 = env_or("SOAK_SECS", 180);
     let app = spawn_app().await;
     let mut opts = fast_worker();
     opts.refresh_every = Some(Duration::from_secs(1));
