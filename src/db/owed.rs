@@ -3,24 +3,6 @@
 //! (`orders::settle_payment` owes `deliver`) and deleted by the job that
 //! completes it; the worker's sweeper re-pushes rows that linger.
 
-/// Kinds of owed work; the column's CHECK lists the same values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OwedKind {
-    Deliver,
-    ReconcilePayment,
-    Refund,
-}
-
-impl OwedKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OwedKind::Deliver => "deliver",
-            OwedKind::ReconcilePayment => "reconcile_payment",
-            OwedKind::Refund => "refund",
-        }
-    }
-}
-
 use std::time::Duration;
 
 use diesel::prelude::*;
@@ -30,15 +12,12 @@ use uuid::Uuid;
 use super::schema::owed_work::dsl as w;
 use super::DbError;
 
-impl std::str::FromStr for OwedKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "deliver" => Ok(OwedKind::Deliver),
-            "reconcile_payment" => Ok(OwedKind::ReconcilePayment),
-            "refund" => Ok(OwedKind::Refund),
-            other => Err(format!("unknown owed kind `{other}`")),
-        }
+crate::domain::status::text_enum! {
+    /// Kinds of owed work; the column's CHECK lists the same values.
+    OwedKind {
+        Deliver => "deliver",
+        ReconcilePayment => "reconcile_payment",
+        Refund => "refund",
     }
 }
 
