@@ -421,7 +421,7 @@ pub async fn partner_health(
 ) -> redis::RedisResult<Vec<(&'static str, PartnerHealth)>> {
     let m = minute();
     let mut out = Vec::new();
-    for partner in Partner::ALL {
+    for &partner in Partner::ALL {
         let base = format!("{prefix}.partners.{partner}");
         let mut pipe = redis::pipe();
         pipe.hget(&base, "last_success_at")

@@ -1,4 +1,4 @@
-//! The subcommands of docs/API.md `cargo run` with no arguments runs `dev`.
+//! The subcommands of docs/API.md. `cargo run` with no arguments runs `dev`.
 
 use std::sync::Arc;
 use std::time::Duration;

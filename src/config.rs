@@ -115,18 +115,8 @@ impl Settings {
             ),
             shipping_api_url: env.optional_http_url("SHIPPING_API_URL")?,
             warehouse_api_url: env.optional_http_url("WAREHOUSE_API_URL")?,
-            partner_timeout: Duration::from_millis(env.bounded(
-                "PARTNER_TIMEOUT_MS",
-                5000,
-                1,
-                600_000,
-            )?),
-            status_refresh_interval: Duration::from_secs(env.bounded(
-                "STATUS_REFRESH_INTERVAL_SECS",
-                15,
-                1,
-                86_400,
-            )?),
+            partner_timeout: env.millis("PARTNER_TIMEOUT_MS", 5000, 1, 600_000)?,
+            status_refresh_interval: env.secs("STATUS_REFRESH_INTERVAL_SECS", 15, 1, 86_400)?,
             log_format: match env.get("LOG_FORMAT").as_deref() {
                 None | Some("text") => LogFormat::Text,
                 Some("json") => LogFormat::Json,
@@ -138,18 +128,8 @@ impl Settings {
                 }
             },
             db_pool_size: env.bounded("DB_POOL_SIZE", 16, 1, 1000)? as u32,
-            db_checkout_timeout: Duration::from_millis(env.bounded(
-                "DB_CHECKOUT_TIMEOUT_MS",
-                2000,
-                1,
-                600_000,
-            )?),
-            db_statement_timeout: Duration::from_millis(env.bounded(
-                "DB_STATEMENT_TIMEOUT_MS",
-                5000,
-                1,
-                3_600_000,
-            )?),
+            db_checkout_timeout: env.millis("DB_CHECKOUT_TIMEOUT_MS", 2000, 1, 600_000)?,
+            db_statement_timeout: env.millis("DB_STATEMENT_TIMEOUT_MS", 5000, 1, 3_600_000)?,
             http_workers: env.bounded(
                 "HTTP_WORKERS",
                 std::thread::available_parallelism()
@@ -178,15 +158,10 @@ impl Settings {
                 100_000,
             )? as usize,
             refresh_nice: env.bounded("REFRESH_NICE", 10, 0, 19)? as i32,
-            sweep_grace: Duration::from_secs(env.bounded("SWEEP_GRACE_SECS", 30, 0, 86_400)?),
-            stale_payment: Duration::from_secs(env.bounded("STALE_PAYMENT_SECS", 60, 0, 86_400)?),
+            sweep_grace: env.secs("SWEEP_GRACE_SECS", 30, 0, 86_400)?,
+            stale_payment: env.secs("STALE_PAYMENT_SECS", 60, 0, 86_400)?,
             job_max_attempts: env.bounded("JOB_MAX_ATTEMPTS", 8, 1, 1000)? as i32,
-            job_retry_cap: Duration::from_secs(env.bounded(
-                "JOB_RETRY_CAP_SECS",
-                120,
-                1,
-                86_400,
-            )?),
+            job_retry_cap: env.secs("JOB_RETRY_CAP_SECS", 120, 1, 86_400)?,
             worker_metrics_addr: match env.get("WORKER_METRICS_ADDR") {
                 None => None,
                 Some(_) => Some(env.parsed("WORKER_METRICS_ADDR", "")?),
@@ -235,6 +210,28 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
             });
         }
         Ok(v)
+    }
+
+    /// [`Env::bounded`] seconds.
+    fn secs(
+        &self,
+        var: &'static str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_secs(self.bounded(var, default, min, max)?))
+    }
+
+    /// [`Env::bounded`] milliseconds.
+    fn millis(
+        &self,
+        var: &'static str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_millis(self.bounded(var, default, min, max)?))
     }
 
     /// A URL whose scheme is one of `schemes`. The value itself is never

@@ -412,7 +412,7 @@ pub async fn run(
         halt.clone(),
     );
 
-    let (d, r, f, p, b, (), (), ()) = tokio::join!(
+    let ((), (), (), p, b, (), (), ()) = tokio::join!(
         deliver,
         reconcile,
         refund,
@@ -422,7 +422,6 @@ pub async fn run(
         schedule,
         share_calls
     );
-    let ((), (), ()) = (d, r, f);
     let mut last = conn.clone();
     if let Err(e) = metrics.partner.flush(&mut last, &prefix).await {
         tracing::warn!(error = %e, "partner call metrics not flushed at exit");

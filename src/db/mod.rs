@@ -47,12 +47,6 @@ impl std::ops::Deref for DbPool {
     }
 }
 
-impl DbPool {
-    pub fn deadline(&self) -> Duration {
-        self.deadline
-    }
-}
-
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 /// Why a unit of work did not complete.

@@ -302,13 +302,8 @@ pub fn begin_delivery(
         };
         match owed::claim(conn, OwedKind::Deliver, id, task, lease)? {
             Claim::Run { .. } => {}
-            other => {
-                let begin = match other {
-                    Claim::NotOwed => DeliveryBegin::Nothing,
-                    _ => DeliveryBegin::NotYet,
-                };
-                return Err(Undo::Claim(begin));
-            }
+            Claim::NotYet => return Err(Undo::Claim(DeliveryBegin::NotYet)),
+            Claim::NotOwed => return Err(Undo::Claim(DeliveryBegin::Nothing)),
         }
         let items = items_of(conn, &[id])?
             .into_iter()

@@ -9,7 +9,7 @@ use apalis::prelude::{AbortError, BoxDynError};
 use futures_util::future::LocalBoxFuture;
 use rand::Rng;
 
-use super::JobQueue;
+use super::{JobQueue, OwedJob};
 use crate::db::owed;
 use crate::db::DbPool;
 use crate::metrics::JobMetrics;
@@ -58,17 +58,16 @@ impl JobContext {
 }
 
 impl JobContext {
-    /// Claims an attempt of the owed item a job was woken for (see
+    /// Claims an attempt of the owed item `job` was woken for (see
     /// [`owed::claim`]): `None` when this wake-up has nothing to do.
-    pub async fn claim(
+    pub async fn claim<J: OwedJob>(
         &self,
-        kind: owed::OwedKind,
-        order_id: uuid::Uuid,
+        job: &J,
         task: String,
     ) -> Result<Option<i32>, crate::db::DbError> {
-        let lease = self.policy.lease;
+        let (lease, order_id) = (self.policy.lease, job.order_id());
         let claim = crate::db::unit(&self.pool, move |c| {
-            owed::claim(c, kind, order_id, &task, lease)
+            owed::claim(c, J::OWED, order_id, &task, lease)
         })
         .await?;
         Ok(match claim {
@@ -77,33 +76,29 @@ impl JobContext {
         })
     }
 
-    /// After failed attempt `attempt` of owed `kind` for `job`: the next
-    /// attempt after a jittered backoff (recorded on the owed row, woken by
-    /// a delayed push), or, past the budget, the order is flagged `why` for
-    /// ops and the work is no longer owed. Never an apalis retry, which
-    /// would start a second chain on its own schedule.
-    pub async fn retry_or_flag<J>(
+    /// After failed attempt `attempt` of `job`: the next attempt after a
+    /// jittered backoff (recorded on the owed row, woken by a delayed push),
+    /// or, past the budget, the order is flagged `why` for ops and the work
+    /// is no longer owed. Never an apalis retry, which would start a second
+    /// chain on its own schedule.
+    pub async fn retry_or_flag<J: OwedJob>(
         &self,
         job: J,
-        kind: owed::OwedKind,
-        order_id: uuid::Uuid,
         attempt: i32,
         why: crate::domain::Attention,
         reason: &str,
-    ) -> Result<(), BoxDynError>
-    where
-        J: super::JobKind + for<'de> serde::Deserialize<'de>,
-    {
+    ) -> Result<(), BoxDynError> {
+        let order_id = job.order_id();
         if attempt >= self.policy.max_attempts {
             crate::db::unit(&self.pool, move |c| {
                 c.build_transaction().run(|c| {
                     crate::db::orders::flag_attention(c, order_id, why)?;
-                    owed::settle(c, kind, order_id)
+                    owed::settle(c, J::OWED, order_id)
                 })
             })
             .await?;
             tracing::warn!(
-                job.kind = kind.as_str(),
+                job.kind = J::QUEUE,
                 attempt,
                 reason,
                 attention = why.as_str(),
@@ -113,21 +108,28 @@ impl JobContext {
         }
         let delay = self.policy.backoff(attempt, None);
         crate::db::unit(&self.pool, move |c| {
-            owed::retry_in(c, kind, order_id, delay)
+            owed::retry_in(c, J::OWED, order_id, delay)
         })
         .await?;
         tracing::info!(
-            job.kind = kind.as_str(),
+            job.kind = J::QUEUE,
             attempt,
             retry_in_ms = delay.as_millis() as u64,
             reason,
             "will be retried"
         );
+        self.wake_after(job, attempt, delay).await;
+        Ok(())
+    }
+
+    /// Pushes the wake-up of `job`'s next attempt, due in `delay` (the owed
+    /// row already says when). If the push fails (Redis down, queue full),
+    /// the sweeper pushes one once the attempt is overdue.
+    pub async fn wake_after<J: OwedJob>(&self, job: J, attempt: i32, delay: Duration) {
         let id = format!("{}-a{attempt}", job.task_id());
         if let Err(e) = self.queue.push_with(job, id, delay).await {
             tracing::warn!(error = %e, "retry wake-up not pushed; the sweeper will push it");
         }
-        Ok(())
     }
 }
 

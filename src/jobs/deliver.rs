@@ -21,7 +21,7 @@ use apalis::prelude::{AbortError, BoxDynError, Data, TaskId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{JobContext, JobKind};
+use super::{JobContext, JobKind, OwedJob};
 use crate::db::orders::{AttemptFailure, DeliveryBegin};
 use crate::db::{self, orders};
 use crate::partners::shipping::ShippingError;
@@ -35,6 +35,13 @@ impl JobKind for Deliver {
     const QUEUE: &'static str = "deliver";
     fn task_id(&self) -> String {
         format!("deliver-{}", self.order_id)
+    }
+}
+
+impl OwedJob for Deliver {
+    const OWED: crate::db::owed::OwedKind = crate::db::owed::OwedKind::Deliver;
+    fn order_id(&self) -> Uuid {
+        self.order_id
     }
 }
 
@@ -132,20 +139,8 @@ async fn execute(
                 .into());
             }
             tracing::info!(delivery.attempt = attempt, retry_in_ms = delay.as_millis() as u64, error = %message, "delivery will be retried");
-            // The owed row says when the next attempt is due; if this
-            // wake-up is not pushed (Redis down, queue full), the sweeper
-            // pushes one once it is overdue.
-            if let Err(e) = ctx
-                .queue
-                .push_with(
-                    Deliver { order_id: id },
-                    format!("deliver-{id}-a{attempt}"),
-                    delay,
-                )
-                .await
-            {
-                tracing::warn!(error = %e, "retry wake-up not pushed; the sweeper will push it");
-            }
+            ctx.wake_after(Deliver { order_id: id }, attempt, delay)
+                .await;
             Ok(())
         }
     }

@@ -39,6 +39,13 @@ pub trait JobKind: Serialize + Send + Sync + Unpin + 'static {
     fn task_id(&self) -> String;
 }
 
+/// A job that does owed work for one order (deliver, reconcile, refund):
+/// its `owed_work` kind and order, so claims and retries need only the job.
+pub trait OwedJob: JobKind + for<'de> serde::Deserialize<'de> {
+    const OWED: crate::db::owed::OwedKind;
+    fn order_id(&self) -> uuid::Uuid;
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("redis unavailable: {0}")]
@@ -81,7 +88,6 @@ pub struct JobQueue {
     last_failure: Mutex<Option<Instant>>,
     /// Per queue: how full it was when last read.
     rooms: Mutex<std::collections::HashMap<String, Room>>,
-    max_scheduled: usize,
 }
 
 const PUSH_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -97,18 +103,7 @@ impl JobQueue {
             conn: Mutex::new(None),
             last_failure: Mutex::new(None),
             rooms: Mutex::new(std::collections::HashMap::new()),
-            max_scheduled: MAX_SCHEDULED,
         })
-    }
-
-    /// The same producer with a smaller bound (tests).
-    pub fn with_max_scheduled(mut self, max: usize) -> Self {
-        self.max_scheduled = max;
-        self
-    }
-
-    pub fn max_scheduled(&self) -> usize {
-        self.max_scheduled
     }
 
     /// Entries in `queue`'s scheduled set now (read from Redis).
@@ -140,18 +135,11 @@ impl JobQueue {
             .ok()
             .and_then(|r| r.get(queue).copied())
             .filter(|r| r.read_at.elapsed() < SIZE_TTL);
-        let room = match cached {
-            Some(r) => r,
-            None => {
-                self.scheduled_len(queue).await?;
-                self.rooms
-                    .lock()
-                    .ok()
-                    .and_then(|r| r.get(queue).copied())
-                    .ok_or_else(|| QueueError::Unavailable("lock poisoned".into()))?
-            }
+        let used = match cached {
+            Some(r) => r.scheduled + r.pushed_since,
+            None => self.scheduled_len(queue).await?,
         };
-        if room.scheduled + room.pushed_since >= self.max_scheduled {
+        if used >= MAX_SCHEDULED {
             return Err(QueueError::Full(queue.to_owned()));
         }
         if let Ok(mut rooms) = self.rooms.lock() {

@@ -16,7 +16,7 @@ use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Deliver, JobContext, JobKind};
+use super::{Deliver, JobContext, JobKind, OwedJob};
 use crate::db::owed::{self, OwedKind};
 use crate::db::{self, orders};
 use crate::domain::{Attention, OrderStatus};
@@ -31,6 +31,13 @@ impl JobKind for ReconcilePayment {
     const QUEUE: &'static str = "reconcile_payment";
     fn task_id(&self) -> String {
         format!("reconcile-{}", self.order_id)
+    }
+}
+
+impl OwedJob for ReconcilePayment {
+    const OWED: OwedKind = OwedKind::ReconcilePayment;
+    fn order_id(&self) -> Uuid {
+        self.order_id
     }
 }
 
@@ -52,7 +59,7 @@ async fn execute(
     task: String,
 ) -> Result<(), BoxDynError> {
     let id = job.order_id;
-    let Some(attempt) = ctx.claim(OwedKind::ReconcilePayment, id, task).await? else {
+    let Some(attempt) = ctx.claim(&job, task).await? else {
         return Ok(()); // a duplicate wake-up, or nothing owed
     };
     let order = db::unit(&ctx.pool, move |c| orders::find(c, id)).await?;
@@ -78,14 +85,7 @@ async fn execute(
     if let ChargeOutcome::Unknown { reason, .. } = &outcome {
         let reason = format!("payment outcome still unknown: {reason}");
         return ctx
-            .retry_or_flag(
-                job,
-                OwedKind::ReconcilePayment,
-                id,
-                attempt,
-                Attention::PaymentUnsettled,
-                &reason,
-            )
+            .retry_or_flag(job, attempt, Attention::PaymentUnsettled, &reason)
             .await;
     }
     let paid = matches!(outcome, ChargeOutcome::Succeeded { .. });

@@ -16,7 +16,7 @@ use apalis::prelude::{BoxDynError, Data, TaskId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{JobContext, JobKind};
+use super::{JobContext, JobKind, OwedJob};
 use crate::db::owed::{self, OwedKind};
 use crate::db::{self, orders};
 use crate::domain::{Attention, OrderStatus};
@@ -34,6 +34,13 @@ impl JobKind for Refund {
     }
 }
 
+impl OwedJob for Refund {
+    const OWED: OwedKind = OwedKind::Refund;
+    fn order_id(&self) -> Uuid {
+        self.order_id
+    }
+}
+
 pub async fn run(job: Refund, ctx: Data<Arc<JobContext>>, task: TaskId) -> Result<(), BoxDynError> {
     let observer = Arc::clone(&ctx);
     observer
@@ -44,7 +51,7 @@ pub async fn run(job: Refund, ctx: Data<Arc<JobContext>>, task: TaskId) -> Resul
 #[tracing::instrument(name = "job.refund", skip_all, fields(order.id = %job.order_id))]
 async fn execute(job: Refund, ctx: Data<Arc<JobContext>>, task: String) -> Result<(), BoxDynError> {
     let id = job.order_id;
-    let Some(attempt) = ctx.claim(OwedKind::Refund, id, task).await? else {
+    let Some(attempt) = ctx.claim(&job, task).await? else {
         return Ok(()); // a duplicate wake-up, or nothing owed
     };
     let order = db::unit(&ctx.pool, move |c| orders::find(c, id)).await?;
@@ -97,15 +104,8 @@ async fn execute(job: Refund, ctx: Data<Arc<JobContext>>, task: String) -> Resul
         }
         Err(reason) => {
             let reason = format!("refund not settled yet: {reason}");
-            ctx.retry_or_flag(
-                job,
-                OwedKind::Refund,
-                id,
-                attempt,
-                Attention::RefundUnsettled,
-                &reason,
-            )
-            .await
+            ctx.retry_or_flag(job, attempt, Attention::RefundUnsettled, &reason)
+                .await
         }
     }
 }

@@ -83,10 +83,7 @@ async fn sweep_kind(
     report: &mut SweepReport,
 ) -> Result<(), anyhow::Error> {
     let queue = jobs_queue(ctx, kind);
-    let room = ctx
-        .queue
-        .max_scheduled()
-        .saturating_sub(ctx.queue.scheduled_len(&queue).await?);
+    let room = super::MAX_SCHEDULED.saturating_sub(ctx.queue.scheduled_len(&queue).await?);
     if room == 0 {
         report.skipped_backlog = true;
         tracing::warn!(queue = %queue, "queue full; its owed work waits for the next sweep");

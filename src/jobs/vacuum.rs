@@ -96,43 +96,56 @@ async fn finished(
             .arg(CHUNK)
             .query_async(c)
             .await?;
-        if !ids.is_empty() {
-            let mut read = redis::pipe();
-            for id in &ids {
-                read.hget(format!("{q}:meta:{id}"), "done_at");
-                read.exists(format!("{q}:meta:{id}"));
-            }
-            let seen: Vec<(Option<i64>, bool)> = read.query_async(c).await?;
-            let mut delete = redis::pipe();
-            let mut n = 0;
-            for (id, (done_at, has_meta)) in ids.iter().zip(seen) {
-                let expired = match done_at {
-                    Some(t) => t <= cutoff,
-                    None => !has_meta,
-                };
-                if expired {
-                    delete
-                        .hdel(format!("{q}:data"), id)
-                        .ignore()
-                        .hdel(format!("{q}:meta:result"), id)
-                        .ignore()
-                        .del(format!("{q}:meta:{id}"))
-                        .ignore()
-                        .srem(&set, id)
-                        .ignore();
-                    n += 1;
-                }
-            }
-            if n > 0 {
-                delete.query_async::<()>(c).await?;
-                removed += n;
-            }
-        }
+        removed += expire_chunk(c, q, &set, &ids, cutoff).await?;
         if next == 0 {
             return Ok(removed);
         }
         cursor = next;
     }
+}
+
+/// Of `ids`, members of `set`, deletes those that finished at or before
+/// `cutoff` (payload, metadata, result, membership), in one pipeline.
+async fn expire_chunk(
+    c: &mut ConnectionManager,
+    q: &str,
+    set: &str,
+    ids: &[String],
+    cutoff: i64,
+) -> redis::RedisResult<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let mut read = redis::pipe();
+    for id in ids {
+        read.cmd("HMGET")
+            .arg(format!("{q}:meta:{id}"))
+            .arg("status")
+            .arg("done_at");
+    }
+    let seen: Vec<(Option<String>, Option<i64>)> = read.query_async(c).await?;
+    let mut delete = redis::pipe();
+    let mut n = 0;
+    for (id, (status, done_at)) in ids.iter().zip(seen) {
+        // No metadata at all: a leftover member, nothing to keep.
+        let expired = done_at.map_or(status.is_none(), |t| t <= cutoff);
+        if expired {
+            delete
+                .hdel(format!("{q}:data"), id)
+                .ignore()
+                .hdel(format!("{q}:meta:result"), id)
+                .ignore()
+                .del(format!("{q}:meta:{id}"))
+                .ignore()
+                .srem(set, id)
+                .ignore();
+            n += 1;
+        }
+    }
+    if n > 0 {
+        delete.query_async::<()>(c).await?;
+    }
+    Ok(n)
 }
 
 /// Removes workers of `q` last seen before `cutoff` that hold no job.

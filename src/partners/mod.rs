@@ -10,29 +10,12 @@ pub mod warehouse;
 
 use std::time::Duration;
 
-/// The three partner systems, as metrics, health and limits name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Partner {
-    Payment,
-    Shipping,
-    Warehouse,
-}
-
-impl Partner {
-    pub const ALL: [Partner; 3] = [Partner::Payment, Partner::Shipping, Partner::Warehouse];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Partner::Payment => "payment",
-            Partner::Shipping => "shipping",
-            Partner::Warehouse => "warehouse",
-        }
-    }
-}
-
-impl std::fmt::Display for Partner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+crate::domain::status::text_enum! {
+    /// The three partner systems, as metrics, health and limits name them.
+    Partner {
+        Payment => "payment",
+        Shipping => "shipping",
+        Warehouse => "warehouse",
     }
 }
 

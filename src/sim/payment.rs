@@ -1,4 +1,4 @@
-//! Payment gateway simulator: the Stripe subset of docs/API.md
+//! Payment gateway simulator: the Stripe subset of docs/API.md.
 //!
 //! Stripe's test payment methods behave as in test mode; `Idempotency-Key`
 //! replays the first response (`Idempotent-Replayed: true`) and rejects
@@ -67,7 +67,7 @@ pub struct PaymentStats {
     /// Successful charges per order id.
     pub succeeded_by_order: HashMap<String, u32>,
     pub refunds_by_intent: HashMap<String, u32>,
-    /// Every API request, replays and failures included.
+    /// Every POST (charges, intent cancels, refunds), replays and failures included.
     pub requests: u64,
     /// POSTs that came without an `Idempotency-Key`.
     pub posts_without_key: u64,
