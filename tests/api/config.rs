@@ -42,11 +42,7 @@ fn serve_refuses_to_start_without_an_ops_token() {
 
 /// A port with nothing listening.
 fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    crate::helpers::free_port()
 }
 
 #[test]

@@ -144,15 +144,6 @@ async fn every_post_to_the_gateway_carries_an_idempotency_key() {
     assert_eq!(stats.posts_without_key, 0, "{stats:?}");
 }
 
-/// A port with nothing listening.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[actix_rt::test]
 async fn no_query_string_value_and_no_token_reaches_the_log() {
     let app = spawn_app().await;

@@ -344,6 +344,19 @@ impl TestApp {
         .await
     }
 
+    /// Every one of `ids` has exactly one shipment at the simulator.
+    #[allow(dead_code)]
+    pub fn assert_shipped_once(&self, ids: &[Uuid]) {
+        let stats = self.sims.shipping.stats();
+        for id in ids {
+            assert_eq!(
+                stats.shipments_by_reference.get(&id.to_string()),
+                Some(&1),
+                "{id}"
+            );
+        }
+    }
+
     pub async fn order_count(&self) -> i64 {
         self.db(|c| {
             use orderflow::db::schema::orders::dsl as o;
@@ -468,6 +481,16 @@ impl Drop for TestWorker {
             let _ = t.join();
         }
     }
+}
+
+/// A port with nothing listening on it (yet).
+#[allow(dead_code)]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// A number from the environment (a test's length, a seed), or `default`.

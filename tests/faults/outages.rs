@@ -42,17 +42,6 @@ async fn wait_all_shipped(app: &TestApp, ids: &[Uuid], secs: u64, alive: &mut dy
     }
 }
 
-fn assert_each_shipped_once(app: &TestApp, ids: &[Uuid]) {
-    let stats = app.sims.shipping.stats();
-    for id in ids {
-        assert_eq!(
-            stats.shipments_by_reference.get(&id.to_string()),
-            Some(&1),
-            "{id}"
-        );
-    }
-}
-
 /// Six 2 s cuts of the worker's connections to `target` while purchases
 /// keep coming: the worker process never exits, logs each outage once per
 /// worker kind (not per retry), counts its restarts, and every order
@@ -76,11 +65,7 @@ async fn six_cuts(target: &str) {
         ),
     };
     let log = std::env::temp_dir().join(format!("orderflow-cuts-{}", Uuid::new_v4().simple()));
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let metrics_port = free_port();
     let mut worker = harness::worker_command(&app, &db_url, &redis_url)
         .env("WORKER_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
         .env("RUST_LOG", "info")
@@ -119,7 +104,7 @@ async fn six_cuts(target: &str) {
         Some(0),
         "SIGTERM still exits 0 after the blips"
     );
-    assert_each_shipped_once(&app, &ids);
+    app.assert_shipped_once(&ids);
     let warned = text.matches("worker lost its backend").count();
     let restarts: f64 = metrics
         .lines()
@@ -174,7 +159,7 @@ async fn a_redis_stall_while_deliveries_run_is_survived_and_each_ships_once() {
         "a 1.5 s stall must not end the worker"
     );
     worker.stop().unwrap();
-    assert_each_shipped_once(&app, &ids);
+    app.assert_shipped_once(&ids);
 }
 
 #[actix_rt::test]
@@ -208,7 +193,7 @@ async fn a_redis_restart_loses_the_queues_yet_the_worker_stays_and_every_order_s
     wait_all_shipped(&app, &ids, 60, &mut || !worker.is_finished()).await;
     assert!(!worker.is_finished());
     worker.stop().unwrap();
-    assert_each_shipped_once(&app, &ids);
+    app.assert_shipped_once(&ids);
 }
 
 /// Times one request; the app's own client waits up to 30 s.
@@ -331,5 +316,5 @@ async fn a_slow_redis_above_redis_rs_default_timeout_does_not_end_the_worker() {
     wait_all_shipped(&app, &ids, 45, &mut || !worker.is_finished()).await;
     assert!(!worker.is_finished());
     worker.stop().unwrap();
-    assert_each_shipped_once(&app, &ids);
+    app.assert_shipped_once(&ids);
 }
