@@ -41,6 +41,19 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// A setting `by` (a subcommand) cannot run without: its value, or an
+/// error naming the variable.
+pub fn required<T: Clone>(
+    value: &Option<T>,
+    var: &'static str,
+    by: &str,
+) -> Result<T, ConfigError> {
+    value.clone().ok_or_else(|| ConfigError {
+        var,
+        message: format!("required by {by}"),
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,

@@ -18,6 +18,14 @@ use uuid::Uuid;
 use super::schema::idempotency_keys::dsl as k;
 use super::DbError;
 
+crate::domain::status::text_enum! {
+    /// Where a keyed request stands (the `state` column).
+    KeyState {
+        InProgress => "in_progress",
+        Completed => "completed",
+    }
+}
+
 /// How long a completed response is replayed.
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
 
@@ -61,7 +69,7 @@ pub fn claim(
     // The row exists and is live; ON CONFLICT already locked it.
     let (hash, state, order_id, status, body, locked_at): (
         String,
-        String,
+        KeyState,
         Option<Uuid>,
         Option<i16>,
         Option<Value>,
@@ -81,7 +89,7 @@ pub fn claim(
     if hash != request_hash {
         return Ok(Claim::Reused);
     }
-    if state == "completed" {
+    if state == KeyState::Completed {
         if let (Some(status), Some(body)) = (status, body) {
             return Ok(Claim::Completed {
                 status: u16::try_from(status).unwrap_or(500),
@@ -106,13 +114,12 @@ pub fn complete(
     status: u16,
     body: &Value,
 ) -> Result<(), DbError> {
-    diesel::update(k::idempotency_keys.find(key))
-        .set((
-            k::state.eq("completed"),
-            k::response_status.eq(status as i16),
-            k::response_body.eq(body),
-        ))
-        .execute(conn)?;
+    super::prepared::CompleteKey {
+        key,
+        response_status: status as i16,
+        response_body: body,
+    }
+    .execute(conn)?;
     Ok(())
 }
 

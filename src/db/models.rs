@@ -7,6 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::schema::{order_items, orders, products};
+use crate::domain::{Attention, DeliveryStatus, OrderStatus};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = products, check_for_backend(diesel::pg::Pg))]
@@ -43,7 +44,7 @@ pub struct ProductChanges {
 #[diesel(table_name = orders, check_for_backend(diesel::pg::Pg))]
 pub struct OrderRow {
     pub id: Uuid,
-    pub status: String,
+    pub status: OrderStatus,
     pub customer_email: String,
     pub customer_name: String,
     pub currency: String,
@@ -53,7 +54,7 @@ pub struct OrderRow {
     pub payment_intent_id: Option<String>,
     pub payment_status: Option<String>,
     pub decline_code: Option<String>,
-    pub delivery_status: String,
+    pub delivery_status: DeliveryStatus,
     pub shipment_id: Option<String>,
     pub tracking_number: Option<String>,
     pub delivery_attempts: i32,
@@ -61,7 +62,7 @@ pub struct OrderRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub delivery_outcome_unknown: bool,
-    pub attention: Option<String>,
+    pub attention: Option<Attention>,
     pub attention_since: Option<DateTime<Utc>>,
 }
 

@@ -18,7 +18,7 @@ pub fn insert(
 ) -> Result<(), DbError> {
     super::prepared::InsertOrder {
         id: order.id,
-        status: &order.status,
+        status: order.status,
         customer_email: &order.customer_email,
         customer_name: &order.customer_name,
         currency: &order.currency,
@@ -145,7 +145,7 @@ pub fn list(
 ) -> Result<Vec<OrderWithItems>, DbError> {
     let mut query = orders::table.select(OrderRow::as_select()).into_boxed();
     if let Some(s) = status {
-        query = query.filter(orders::status.eq(s.as_str()));
+        query = query.filter(orders::status.eq(s));
     }
     if let Some(c) = after {
         // Row comparison (created_at, id) < (c.created_at, c.id), spelled out
@@ -183,46 +183,27 @@ fn with_items(
         .collect())
 }
 
-/// What [`settle_payment`] writes, all in one statement.
-#[derive(Debug, Clone)]
-pub struct Settlement<'a> {
-    pub result: PaymentResult<'a>,
-    /// The order's `updated_at`; chosen by the caller so it can build the
-    /// response before the statement runs.
-    pub at: DateTime<Utc>,
-    /// The response to store on this Idempotency-Key, if any.
-    pub idempotency: Option<(&'a str, u16, &'a serde_json::Value)>,
-}
-
-/// Records a charge outcome on a `payment_pending` order, owes its delivery
-/// when paid, and stores the idempotent response — as one prepared statement,
-/// so it is atomic without a transaction and costs one round trip. Returns false
-/// (and changes nothing) if the order had already left `payment_pending`.
+/// Records a charge outcome on a `payment_pending` order and owes its
+/// delivery when paid, as one prepared statement. Returns the order as it is
+/// now, or `None` (and changes nothing) if it had already left
+/// `payment_pending`.
 pub fn settle_payment(
     conn: &mut PgConnection,
     id: Uuid,
-    s: &Settlement<'_>,
-) -> Result<bool, DbError> {
-    let cols = s.result.columns();
-    let (key, code, body) = match s.idempotency {
-        Some((k, c, b)) => (Some(k), Some(c as i16), Some(b)),
-        None => (None, None, None),
-    };
-    let updated = super::prepared::SettlePayment {
+    result: &PaymentResult<'_>,
+) -> Result<Option<OrderRow>, DbError> {
+    let cols = result.columns();
+    Ok(super::prepared::SettlePayment {
         id,
-        status: cols.status.as_str(),
+        status: cols.status,
         intent_id: cols.intent_id,
         gateway_status: cols.gateway_status,
         decline_code: cols.decline_code,
-        delivery_status: cols.delivery_status.map(DeliveryStatus::as_str),
-        at: s.at,
+        delivery_status: cols.delivery_status,
         owe_delivery: cols.status == OrderStatus::Paid,
-        key,
-        response_status: code,
-        response_body: body,
     }
-    .execute(conn)?;
-    Ok(updated == 1)
+    .get_result(conn)
+    .optional()?)
 }
 
 /// What a shipment request needs, read when a delivery attempt starts.
@@ -281,14 +262,14 @@ pub fn begin_delivery(
         let started: Option<(i32, serde_json::Value)> = diesel::update(
             orders::table
                 .find(id)
-                .filter(orders::status.eq(OrderStatus::Paid.as_str()))
-                .filter(orders::delivery_status.eq_any([
-                    DeliveryStatus::Queued.as_str(),
-                    DeliveryStatus::Requested.as_str(),
-                ])),
+                .filter(orders::status.eq(OrderStatus::Paid))
+                .filter(
+                    orders::delivery_status
+                        .eq_any([DeliveryStatus::Queued, DeliveryStatus::Requested]),
+                ),
         )
         .set((
-            orders::delivery_status.eq(DeliveryStatus::Requested.as_str()),
+            orders::delivery_status.eq(DeliveryStatus::Requested),
             orders::delivery_attempts.eq(orders::delivery_attempts + 1),
             orders::updated_at.eq(diesel::dsl::now),
         ))
@@ -333,11 +314,11 @@ pub fn record_shipment(
         let n = diesel::update(
             orders::table
                 .find(id)
-                .filter(orders::status.eq(OrderStatus::Paid.as_str())),
+                .filter(orders::status.eq(OrderStatus::Paid)),
         )
         .set((
-            orders::status.eq(OrderStatus::Fulfilling.as_str()),
-            orders::delivery_status.eq(DeliveryStatus::Requested.as_str()),
+            orders::status.eq(OrderStatus::Fulfilling),
+            orders::delivery_status.eq(DeliveryStatus::Requested),
             orders::shipment_id.eq(shipment_id),
             orders::tracking_number.eq(tracking),
             orders::delivery_last_error.eq(None::<String>),
@@ -378,11 +359,11 @@ pub fn record_delivery_error(
         diesel::update(
             orders::table
                 .find(id)
-                .filter(orders::status.eq(OrderStatus::Paid.as_str()))
-                .filter(orders::delivery_status.eq(DeliveryStatus::Requested.as_str())),
+                .filter(orders::status.eq(OrderStatus::Paid))
+                .filter(orders::delivery_status.eq(DeliveryStatus::Requested)),
         )
         .set((
-            orders::delivery_status.eq(next.as_str()),
+            orders::delivery_status.eq(next),
             orders::delivery_last_error.eq(error),
             orders::delivery_outcome_unknown.eq(failure.outcome_unknown),
             orders::updated_at.eq(diesel::dsl::now),
@@ -403,11 +384,11 @@ pub fn requeue_failed_delivery(conn: &mut PgConnection, id: Uuid) -> Result<bool
         let n = diesel::update(
             orders::table
                 .find(id)
-                .filter(orders::status.eq(OrderStatus::Paid.as_str()))
-                .filter(orders::delivery_status.eq(DeliveryStatus::Failed.as_str())),
+                .filter(orders::status.eq(OrderStatus::Paid))
+                .filter(orders::delivery_status.eq(DeliveryStatus::Failed)),
         )
         .set((
-            orders::delivery_status.eq(DeliveryStatus::Queued.as_str()),
+            orders::delivery_status.eq(DeliveryStatus::Queued),
             orders::delivery_attempts.eq(0),
             orders::updated_at.eq(diesel::dsl::now),
         ))
@@ -427,24 +408,27 @@ pub fn flag_attention(
 ) -> Result<(), DbError> {
     diesel::update(orders::table.find(id).filter(orders::attention.is_null()))
         .set((
-            orders::attention.eq(why.as_str()),
+            orders::attention.eq(why),
             orders::attention_since.eq(diesel::dsl::now),
         ))
         .execute(conn)?;
     Ok(())
 }
 
+/// The gateway status recorded on an order once its charge is refunded.
+pub const REFUNDED: &str = "refunded";
+
 /// Records the refund of a cancelled order's charge.
 pub fn record_refund(conn: &mut PgConnection, id: Uuid, intent_id: &str) -> Result<(), DbError> {
     diesel::update(
         orders::table
             .find(id)
-            .filter(orders::status.eq(OrderStatus::Cancelled.as_str())),
+            .filter(orders::status.eq(OrderStatus::Cancelled)),
     )
     .set((
         orders::payment_intent_id.eq(intent_id),
-        orders::payment_status.eq("refunded"),
-        orders::attention.eq(None::<String>),
+        orders::payment_status.eq(REFUNDED),
+        orders::attention.eq(None::<crate::domain::Attention>),
         orders::attention_since.eq(None::<chrono::DateTime<Utc>>),
         orders::updated_at.eq(diesel::dsl::now),
     ))
@@ -478,7 +462,7 @@ pub fn cancel(
     id: Uuid,
 ) -> Result<Result<Cancelled, CancelRefusal>, DbError> {
     conn.transaction(|conn| {
-        let row: Option<(String, String, Option<String>, bool)> = orders::table
+        let row: Option<(OrderStatus, DeliveryStatus, Option<String>, bool)> = orders::table
             .find(id)
             .select((
                 orders::status,
@@ -492,32 +476,29 @@ pub fn cancel(
         let Some((status, delivery, intent_id, outcome_unknown)) = row else {
             return Ok(Err(CancelRefusal::NotFound));
         };
-        if outcome_unknown && status == OrderStatus::Paid.as_str() {
+        if outcome_unknown && status == OrderStatus::Paid {
             return Ok(Err(CancelRefusal::DeliveryOutcomeUnknown));
         }
-        let cancellable = status == OrderStatus::PaymentPending.as_str()
-            || (status == OrderStatus::Paid.as_str()
-                && [
-                    DeliveryStatus::NotRequested,
-                    DeliveryStatus::Queued,
-                    DeliveryStatus::Failed,
-                ]
-                .iter()
-                .any(|d| d.as_str() == delivery));
+        let cancellable = status == OrderStatus::PaymentPending
+            || (status == OrderStatus::Paid
+                && matches!(
+                    delivery,
+                    DeliveryStatus::NotRequested | DeliveryStatus::Queued | DeliveryStatus::Failed
+                ));
         if !cancellable {
             return Ok(Err(CancelRefusal::InvalidState));
         }
         diesel::update(orders::table.find(id))
             .set((
-                orders::status.eq(OrderStatus::Cancelled.as_str()),
-                orders::delivery_status.eq(DeliveryStatus::NotRequested.as_str()),
+                orders::status.eq(OrderStatus::Cancelled),
+                orders::delivery_status.eq(DeliveryStatus::NotRequested),
                 orders::updated_at.eq(diesel::dsl::now),
             ))
             .execute(conn)?;
         super::owed::settle(conn, super::owed::OwedKind::Deliver, id)?;
         super::owed::owe(conn, super::owed::OwedKind::Refund, id)?;
         Ok(Ok(Cancelled {
-            was_paid: status == OrderStatus::Paid.as_str(),
+            was_paid: status == OrderStatus::Paid,
             intent_id,
         }))
     })
@@ -527,7 +508,7 @@ pub fn cancel(
 /// payment_failed), newest first.
 pub fn active_ids(conn: &mut PgConnection) -> Result<Vec<Uuid>, DbError> {
     Ok(orders::table
-        .filter(orders::status.eq_any(crate::board::ACTIVE))
+        .filter(orders::status.eq_any(OrderStatus::ACTIVE))
         .order((orders::created_at.desc(), orders::id.desc()))
         .select(orders::id)
         .load(conn)?)
@@ -542,38 +523,33 @@ pub fn find_many(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<OrderWithI
     with_items(conn, rows)
 }
 
-/// Applies what the shipping partner reported: `in_transit` /
-/// `out_for_delivery` → `shipped`, `delivered` → `delivered`, moving only
-/// forward. Returns the orders that moved, with their new status.
-pub fn record_shipping_progress(
+/// A forward move of an order that the shipping partner's progress calls
+/// for (see `board::merge::progress`): to `to` with delivery `delivery`,
+/// from any of `from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Advance {
+    pub to: OrderStatus,
+    pub delivery: DeliveryStatus,
+    pub from: &'static [OrderStatus],
+}
+
+/// Applies the moves, each only from its `from` statuses (so only forward).
+/// Returns the orders that moved, with their new status.
+pub fn advance(
     conn: &mut PgConnection,
-    reports: &[(Uuid, String)],
-) -> Result<std::collections::HashMap<Uuid, String>, DbError> {
+    moves: &[(Uuid, Advance)],
+) -> Result<std::collections::HashMap<Uuid, OrderStatus>, DbError> {
     let mut moved = std::collections::HashMap::new();
-    for (id, partner_status) in reports {
-        let (order, delivery, from): (OrderStatus, DeliveryStatus, &[&str]) =
-            match partner_status.as_str() {
-                "in_transit" | "out_for_delivery" => (
-                    OrderStatus::Shipped,
-                    DeliveryStatus::InTransit,
-                    &["fulfilling"],
-                ),
-                "delivered" => (
-                    OrderStatus::Delivered,
-                    DeliveryStatus::Delivered,
-                    &["fulfilling", "shipped"],
-                ),
-                _ => continue,
-            };
-        let n = diesel::update(orders::table.find(id).filter(orders::status.eq_any(from)))
+    for (id, m) in moves {
+        let n = diesel::update(orders::table.find(id).filter(orders::status.eq_any(m.from)))
             .set((
-                orders::status.eq(order.as_str()),
-                orders::delivery_status.eq(delivery.as_str()),
+                orders::status.eq(m.to),
+                orders::delivery_status.eq(m.delivery),
                 orders::updated_at.eq(diesel::dsl::now),
             ))
             .execute(conn)?;
         if n == 1 {
-            moved.insert(*id, order.as_str().to_owned());
+            moved.insert(*id, m.to);
         }
     }
     Ok(moved)

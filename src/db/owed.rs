@@ -24,7 +24,7 @@ crate::domain::status::text_enum! {
 /// Records that `kind` is owed for `order_id`; idempotent.
 pub fn owe(conn: &mut PgConnection, kind: OwedKind, order_id: Uuid) -> Result<(), DbError> {
     diesel::insert_into(w::owed_work)
-        .values((w::kind.eq(kind.as_str()), w::order_id.eq(order_id)))
+        .values((w::kind.eq(kind), w::order_id.eq(order_id)))
         .on_conflict_do_nothing()
         .execute(conn)?;
     Ok(())
@@ -32,7 +32,7 @@ pub fn owe(conn: &mut PgConnection, kind: OwedKind, order_id: Uuid) -> Result<()
 
 /// The work is done (or moot): forget it.
 pub fn settle(conn: &mut PgConnection, kind: OwedKind, order_id: Uuid) -> Result<(), DbError> {
-    diesel::delete(w::owed_work.find((kind.as_str(), order_id))).execute(conn)?;
+    diesel::delete(w::owed_work.find((kind, order_id))).execute(conn)?;
     Ok(())
 }
 
@@ -122,7 +122,7 @@ pub fn claim(
         });
     }
     let owed: i64 = w::owed_work
-        .filter(w::kind.eq(kind.as_str()))
+        .filter(w::kind.eq(kind))
         .filter(w::order_id.eq(order_id))
         .count()
         .get_result(conn)?;

@@ -11,13 +11,18 @@
 
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
-use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::query_builder::{AsQuery, AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{
     Array, BigInt, Bool, Int2, Int4, Int8, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
 };
 use diesel::{PgConnection, QueryResult, RunQueryDsl};
 use serde_json::Value;
 use uuid::Uuid;
+
+use super::idempotency::KeyState;
+use super::owed::OwedKind;
+use super::schema::orders;
+use crate::domain::{DeliveryStatus, OrderStatus};
 
 macro_rules! cached {
     ($t:ident) => {
@@ -45,12 +50,14 @@ impl QueryFragment<Pg> for ClaimKey<'_> {
         out.push_bind_param::<Text, _>(&self.key)?;
         out.push_sql(", ");
         out.push_bind_param::<Text, _>(&self.request_hash)?;
-        out.push_sql(", 'in_progress', ");
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&KeyState::InProgress)?;
+        out.push_sql(", ");
         out.push_bind_param::<SqlUuid, _>(&self.order_id)?;
         out.push_sql(", now() + make_interval(secs => ");
         out.push_bind_param::<BigInt, _>(&self.retention_secs)?;
         out.push_sql(
-            ")) ON CONFLICT (key) DO UPDATE SET request_hash = EXCLUDED.request_hash, state = 'in_progress', \
+            ")) ON CONFLICT (key) DO UPDATE SET request_hash = EXCLUDED.request_hash, state = EXCLUDED.state, \
              order_id = EXCLUDED.order_id, response_status = NULL, response_body = NULL, locked_at = now(), \
              created_at = now(), expires_at = EXCLUDED.expires_at \
              WHERE idempotency_keys.expires_at <= now()",
@@ -63,7 +70,7 @@ impl QueryFragment<Pg> for ClaimKey<'_> {
 /// passed as parallel arrays so one SQL text serves any number of them.
 pub struct InsertOrder<'a> {
     pub id: Uuid,
-    pub status: &'a str,
+    pub status: OrderStatus,
     pub customer_email: &'a str,
     pub customer_name: &'a str,
     pub currency: &'a str,
@@ -125,24 +132,31 @@ impl QueryFragment<Pg> for InsertOrder<'_> {
     }
 }
 
-/// Records a charge outcome on a `payment_pending` order, owes its delivery
-/// when `owe_delivery`, and stores the response on the Idempotency-Key when
-/// `key` is set. Selects 1 row when the order was updated, 0 when it had
-/// already left `payment_pending` (then nothing changed).
+/// The `orders` columns in the schema's order, as [`OrderRow`] reads them.
+///
+/// [`OrderRow`]: super::models::OrderRow
+const ORDER_COLUMNS: &str = "id, status, customer_email, customer_name, currency, total_cents, \
+     shipping_address, payment_method, payment_intent_id, payment_status, decline_code, \
+     delivery_status, shipment_id, tracking_number, delivery_attempts, delivery_last_error, \
+     created_at, updated_at, delivery_outcome_unknown, attention, attention_since";
+
+/// Records a charge outcome on a `payment_pending` order and owes its
+/// delivery when `owe_delivery`. Returns the order as updated (one row), or
+/// no row when it had already left `payment_pending` (then nothing changed).
 pub struct SettlePayment<'a> {
     pub id: Uuid,
-    pub status: &'a str,
+    pub status: OrderStatus,
     pub intent_id: Option<&'a str>,
     pub gateway_status: Option<&'a str>,
     pub decline_code: Option<&'a str>,
-    pub delivery_status: Option<&'a str>,
-    pub at: DateTime<Utc>,
+    pub delivery_status: Option<DeliveryStatus>,
     pub owe_delivery: bool,
-    pub key: Option<&'a str>,
-    pub response_status: Option<i16>,
-    pub response_body: Option<&'a Value>,
 }
 cached!(SettlePayment);
+
+impl Query for SettlePayment<'_> {
+    type SqlType = <orders::table as AsQuery>::SqlType;
+}
 
 impl QueryFragment<Pg> for SettlePayment<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
@@ -156,25 +170,41 @@ impl QueryFragment<Pg> for SettlePayment<'_> {
         out.push_bind_param::<Nullable<Text>, _>(&self.decline_code)?;
         out.push_sql(", delivery_status = COALESCE(");
         out.push_bind_param::<Nullable<Text>, _>(&self.delivery_status)?;
-        out.push_sql(", delivery_status), updated_at = ");
-        out.push_bind_param::<Timestamptz, _>(&self.at)?;
-        out.push_sql(" WHERE id = ");
+        out.push_sql(", delivery_status), updated_at = now() WHERE id = ");
         out.push_bind_param::<SqlUuid, _>(&self.id)?;
-        out.push_sql(
-            " AND status = 'payment_pending' RETURNING id), \
-             w AS (INSERT INTO owed_work (kind, order_id) SELECT 'deliver', id FROM o WHERE ",
-        );
+        out.push_sql(" AND status = ");
+        out.push_bind_param::<Text, _>(&OrderStatus::PaymentPending)?;
+        out.push_sql(" RETURNING ");
+        out.push_sql(ORDER_COLUMNS);
+        out.push_sql("), w AS (INSERT INTO owed_work (kind, order_id) SELECT ");
+        out.push_bind_param::<Text, _>(&OwedKind::Deliver)?;
+        out.push_sql(", id FROM o WHERE ");
         out.push_bind_param::<Bool, _>(&self.owe_delivery)?;
-        out.push_sql(
-            " ON CONFLICT DO NOTHING), \
-             k AS (UPDATE idempotency_keys SET state = 'completed', response_status = ",
-        );
-        out.push_bind_param::<Nullable<Int2>, _>(&self.response_status)?;
+        out.push_sql(" ON CONFLICT DO NOTHING) SELECT ");
+        out.push_sql(ORDER_COLUMNS);
+        out.push_sql(" FROM o");
+        Ok(())
+    }
+}
+
+/// Stores the response to replay on an Idempotency-Key.
+pub struct CompleteKey<'a> {
+    pub key: &'a str,
+    pub response_status: i16,
+    pub response_body: &'a Value,
+}
+cached!(CompleteKey);
+
+impl QueryFragment<Pg> for CompleteKey<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("UPDATE idempotency_keys SET state = ");
+        out.push_bind_param::<Text, _>(&KeyState::Completed)?;
+        out.push_sql(", response_status = ");
+        out.push_bind_param::<Int2, _>(&self.response_status)?;
         out.push_sql(", response_body = ");
-        out.push_bind_param::<Nullable<Jsonb>, _>(&self.response_body)?;
+        out.push_bind_param::<Jsonb, _>(self.response_body)?;
         out.push_sql(" WHERE key = ");
-        out.push_bind_param::<Nullable<Text>, _>(&self.key)?;
-        out.push_sql(" AND EXISTS (SELECT 1 FROM o)) SELECT id FROM o");
+        out.push_bind_param::<Text, _>(&self.key)?;
         Ok(())
     }
 }

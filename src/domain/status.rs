@@ -2,14 +2,30 @@
 //! place. The database CHECK constraints list the same values.
 
 /// A status-like enum stored as text: its variants, their column text,
-/// `as_str`, `FromStr`, `Display`, serde as the same text. Used for every
-/// such column (orders' statuses, the owed-work kinds).
+/// `as_str`, `FromStr`, `Display`, serde as the same text, and a Diesel
+/// mapping to a `Text` column, so rows and queries carry the enum and no
+/// status is spelled as a string outside this macro's invocations. Used for
+/// every such column (orders' statuses, the owed-work kinds, key states).
 macro_rules! text_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ::serde::Serialize, ::serde::Deserialize, ::utoipa::ToSchema)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ::serde::Serialize, ::serde::Deserialize, ::utoipa::ToSchema, ::diesel::AsExpression, ::diesel::FromSqlRow)]
         #[serde(rename_all = "snake_case")]
+        #[diesel(sql_type = ::diesel::sql_types::Text)]
         pub enum $name { $($variant),+ }
+
+        impl ::diesel::serialize::ToSql<::diesel::sql_types::Text, ::diesel::pg::Pg> for $name {
+            fn to_sql<'b>(&'b self, out: &mut ::diesel::serialize::Output<'b, '_, ::diesel::pg::Pg>) -> ::diesel::serialize::Result {
+                <str as ::diesel::serialize::ToSql<::diesel::sql_types::Text, ::diesel::pg::Pg>>::to_sql(self.as_str(), out)
+            }
+        }
+
+        impl ::diesel::deserialize::FromSql<::diesel::sql_types::Text, ::diesel::pg::Pg> for $name {
+            fn from_sql(bytes: ::diesel::pg::PgValue<'_>) -> ::diesel::deserialize::Result<Self> {
+                let text = <String as ::diesel::deserialize::FromSql<::diesel::sql_types::Text, ::diesel::pg::Pg>>::from_sql(bytes)?;
+                Ok(text.parse::<$name>()?)
+            }
+        }
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
@@ -47,6 +63,21 @@ text_enum! {
         Shipped => "shipped",
         Delivered => "delivered",
         Cancelled => "cancelled",
+    }
+}
+
+impl OrderStatus {
+    /// The statuses of orders still under way: the status refresh covers
+    /// them and the ops board lists them.
+    pub const ACTIVE: &'static [OrderStatus] = &[
+        OrderStatus::PaymentPending,
+        OrderStatus::Paid,
+        OrderStatus::Fulfilling,
+        OrderStatus::Shipped,
+    ];
+
+    pub fn is_active(self) -> bool {
+        Self::ACTIVE.contains(&self)
     }
 }
 

@@ -26,12 +26,11 @@ use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
 use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
 use secrecy::ExposeSecret;
 
-use crate::config::{ConfigError, Settings};
+use crate::config::{required, Settings};
 use crate::db::DbPool;
 use crate::error::ApiError;
 use crate::jobs::JobQueue;
 use crate::metrics::Metrics;
-use crate::partners::http_client;
 use crate::partners::payment::{PaymentConfig, PaymentGateway};
 
 /// Shared by every worker of a `serve` process.
@@ -42,12 +41,9 @@ pub struct AppState {
     /// How long an `in_progress` idempotency record may stay silent before a
     /// retry takes it over (a crashed request).
     pub idempotency_lease: Duration,
-    /// `STATUS_REFRESH_INTERVAL_SECS`: board sources older than 3 of these
-    /// are stale.
-    pub refresh_interval: Duration,
     /// The dashboard's micro-cache of rendered boards, and the board
     /// generation its event streams follow.
-    pub board_cache: dashboard::BoardCache,
+    pub board_cache: Arc<crate::board::cache::BoardCache>,
 }
 
 /// A bound, not yet running, HTTP server.
@@ -65,27 +61,28 @@ impl Application {
         queue: Arc<JobQueue>,
         metrics: &Metrics,
     ) -> anyhow::Result<Self> {
-        let token = settings.ops_token.as_ref().ok_or(ConfigError {
-            var: "OPS_TOKEN",
-            message: "required by serve".into(),
-        })?;
-        let payment_url = settings.payment_gateway_url.clone().ok_or(ConfigError {
-            var: "PAYMENT_GATEWAY_URL",
-            message: "required by serve".into(),
-        })?;
+        let token = required(&settings.ops_token, "OPS_TOKEN", "serve")?;
+        let payment_url = required(
+            &settings.payment_gateway_url,
+            "PAYMENT_GATEWAY_URL",
+            "serve",
+        )?;
         let listener = TcpListener::bind(settings.bind_addr)
             .map_err(|e| anyhow::anyhow!("BIND_ADDR: cannot bind {}: {e}", settings.bind_addr))?;
         let port = listener.local_addr()?.port();
 
         let state = web::Data::new(AppState {
             pool,
-            queue,
             ops_token_digest: auth::token_digest(token.expose_secret()),
             idempotency_lease: settings.partner_timeout * 2 + Duration::from_secs(30),
-            refresh_interval: settings.status_refresh_interval,
-            board_cache: dashboard::BoardCache::new(metrics.board_renders.clone()),
+            board_cache: crate::board::cache::BoardCache::new(
+                Arc::clone(&queue),
+                settings.status_refresh_interval,
+                metrics.board_renders.clone(),
+            ),
+            queue,
         });
-        actix_rt::spawn(dashboard::watch_board(state.clone()));
+        actix_rt::spawn(Arc::clone(&state.board_cache).watch());
         let payment = PaymentConfig {
             base_url: payment_url,
             api_key: settings.payment_api_key.clone(),
@@ -94,12 +91,10 @@ impl Application {
         let prometheus = http_metrics(metrics)?;
         let metrics_data = web::Data::new(metrics.clone());
         let partner_metrics = metrics.partner.clone();
-        let timeout = settings.partner_timeout;
 
         let server = HttpServer::new(move || {
             // awc clients are per thread: one per worker, with its own pool.
             let gateway = web::Data::new(PaymentGateway::new(
-                http_client(timeout),
                 payment.clone(),
                 partner_metrics.clone(),
             ));

@@ -33,7 +33,7 @@ use super::views::OrderView;
 use super::AppState;
 use crate::db::idempotency::{self, Claim};
 use crate::db::models::{OrderItemRow, OrderRow, OrderWithItems};
-use crate::db::orders::{self, PaymentResult};
+use crate::db::orders;
 use crate::db::{self, products, DbError};
 use crate::domain::{DeliveryStatus, OrderStatus, PurchaseRequest};
 use crate::error::{ApiError, FieldError};
@@ -200,7 +200,7 @@ fn record(
         serde_json::to_value(&request.shipping_address).map_err(|e| DbError::Other(e.into()))?;
     let order = OrderRow {
         id,
-        status: OrderStatus::PaymentPending.as_str().to_owned(),
+        status: OrderStatus::PaymentPending,
         customer_email: request.customer.email,
         customer_name: request.customer.name,
         currency: request.currency,
@@ -210,7 +210,7 @@ fn record(
         payment_intent_id: None,
         payment_status: None,
         decline_code: None,
-        delivery_status: DeliveryStatus::NotRequested.as_str().to_owned(),
+        delivery_status: DeliveryStatus::NotRequested,
         shipment_id: None,
         tracking_number: None,
         delivery_attempts: 0,
@@ -227,12 +227,12 @@ fn record(
 
 /// The status and body the contract gives an order in this state.
 pub fn response_for(order: OrderWithItems) -> (StatusCode, Value) {
-    let status = order.order.status.parse::<OrderStatus>();
+    let status = order.order.status;
     let decline_code = order.order.decline_code.clone();
     let view = OrderView::from(order);
     match status {
-        Ok(OrderStatus::PaymentPending) => (StatusCode::ACCEPTED, json!(view)),
-        Ok(OrderStatus::PaymentFailed) => {
+        OrderStatus::PaymentPending => (StatusCode::ACCEPTED, json!(view)),
+        OrderStatus::PaymentFailed => {
             let err = ApiError::PaymentDeclined {
                 decline_code: decline_code.unwrap_or_else(|| "generic_decline".into()),
                 message: "The payment was declined.".into(),
@@ -240,7 +240,7 @@ pub fn response_for(order: OrderWithItems) -> (StatusCode, Value) {
             };
             (StatusCode::PAYMENT_REQUIRED, err.body())
         }
-        Ok(OrderStatus::Cancelled) => {
+        OrderStatus::Cancelled => {
             let err = ApiError::conflict(
                 "invalid_state",
                 "the order was cancelled while it was being paid",
@@ -346,7 +346,7 @@ pub async fn purchase(
     };
     tracing::Span::current().record("order.id", tracing::field::display(order.order.id));
 
-    let outcome = if order.order.status == OrderStatus::PaymentPending.as_str() {
+    let outcome = if order.order.status == OrderStatus::PaymentPending {
         Some(
             gateway
                 .charge(&Charge {
@@ -390,59 +390,45 @@ pub async fn purchase(
     Ok(respond(status, body, false))
 }
 
-/// Unit 2: record the charge outcome, owe delivery when paid, store the
-/// response on the key — one statement (`orders::settle_payment`). Returns
-/// (status, body, paid now).
+/// Unit 2: record the charge outcome (owing delivery when paid) and store
+/// the response on the key, answering from the order as the update returned
+/// it. Without a key it is one statement; with one, a transaction of two.
+/// Returns (status, body, paid now).
 fn settle(
     conn: &mut diesel::PgConnection,
     order: &OrderWithItems,
     outcome: Option<&ChargeOutcome>,
     key: Option<&str>,
 ) -> Result<(StatusCode, Value, bool), DbError> {
-    let id = order.order.id;
-    let result = outcome.map(ChargeOutcome::record);
     if let Some(ChargeOutcome::Unknown { reason, .. }) = outcome {
         tracing::warn!(payment.reason = %reason, "payment outcome unknown; order left payment_pending");
     }
-    if let Some(result) = result {
-        // The row as it will be after the update, to answer from.
-        let at = Utc::now().trunc_subsecs(6);
-        let mut next = order.clone();
-        apply(&mut next.order, &result, at);
-        let (status, body) = response_for(next);
-        let settlement = orders::Settlement {
-            result: result.clone(),
-            at,
-            idempotency: key.map(|k| (k, status.as_u16(), &body)),
+    let id = order.order.id;
+    let run = |conn: &mut diesel::PgConnection| {
+        let updated = match outcome {
+            Some(o) => orders::settle_payment(conn, id, &o.record())?,
+            None => None,
         };
-        if orders::settle_payment(conn, id, &settlement)? {
-            let paid = matches!(result, PaymentResult::Paid { .. });
-            return Ok((status, body, paid));
+        let paid = updated
+            .as_ref()
+            .is_some_and(|r| r.status == OrderStatus::Paid);
+        let now = match updated {
+            Some(row) => OrderWithItems {
+                order: row,
+                items: order.items.clone(),
+            },
+            // Settled by someone else meanwhile (or resumed after settling):
+            // answer with what is stored.
+            None => orders::find(conn, id)?.ok_or(DbError::NotFound)?,
+        };
+        let (status, body) = response_for(now);
+        if let Some(key) = key {
+            idempotency::complete(conn, key, status.as_u16(), &body)?;
         }
+        Ok::<_, DbError>((status, body, paid))
+    };
+    match key {
+        Some(_) => conn.transaction(run),
+        None => run(conn),
     }
-    // Settled by someone else meanwhile (or resumed after settling):
-    // answer with what is stored.
-    let current = orders::find(conn, id)?.ok_or(DbError::NotFound)?;
-    let (status, body) = response_for(current);
-    if let Some(key) = key {
-        idempotency::complete(conn, key, status.as_u16(), &body)?;
-    }
-    Ok((status, body, false))
-}
-
-/// The in-memory twin of `orders::settle_payment`'s update.
-fn apply(row: &mut OrderRow, result: &PaymentResult<'_>, at: chrono::DateTime<Utc>) {
-    let cols = result.columns();
-    row.status = cols.status.as_str().to_owned();
-    if let Some(i) = cols.intent_id {
-        row.payment_intent_id = Some(i.to_owned());
-    }
-    if let Some(g) = cols.gateway_status {
-        row.payment_status = Some(g.to_owned());
-    }
-    row.decline_code = cols.decline_code.map(str::to_owned);
-    if let Some(d) = cols.delivery_status {
-        row.delivery_status = d.as_str().to_owned();
-    }
-    row.updated_at = at;
 }

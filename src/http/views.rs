@@ -105,7 +105,7 @@ impl From<OrderWithItems> for OrderView {
         let OrderWithItems { order, items } = o;
         OrderView {
             id: order.id,
-            status: order.status,
+            status: order.status.as_str().to_owned(),
             customer: CustomerView {
                 email: order.customer_email,
                 name: order.customer_name,
@@ -129,21 +129,17 @@ impl From<OrderWithItems> for OrderView {
                 decline_code: order.decline_code,
             },
             delivery: DeliveryView {
-                status: order.delivery_status,
+                status: order.delivery_status.as_str().to_owned(),
                 shipment_id: order.shipment_id,
                 tracking_number: order.tracking_number,
                 attempts: order.delivery_attempts,
                 last_error: order.delivery_last_error,
                 outcome_unknown: order.delivery_outcome_unknown,
             },
-            attention: order
-                .attention
-                .as_deref()
-                .and_then(|a| a.parse().ok())
-                .map(|reason| AttentionView {
-                    reason,
-                    since: order.attention_since,
-                }),
+            attention: order.attention.map(|reason| AttentionView {
+                reason,
+                since: order.attention_since,
+            }),
             created_at: order.created_at,
             updated_at: order.updated_at,
         }

@@ -1,20 +1,17 @@
 //! What every job handler gets: the pool, the partner executor, the queue
 //! producer and the retry policy.
 
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::prelude::{AbortError, BoxDynError};
-use futures_util::future::LocalBoxFuture;
 use rand::Rng;
 
 use super::{JobQueue, OwedJob};
 use crate::db::owed;
 use crate::db::DbPool;
 use crate::metrics::JobMetrics;
-use crate::partners::executor::{Clients, PartnerExecutor};
-use crate::partners::Partner;
+use crate::partners::executor::PartnerExecutor;
 
 #[derive(Clone)]
 pub struct JobContext {
@@ -23,8 +20,6 @@ pub struct JobContext {
     pub queue: Arc<JobQueue>,
     pub policy: RetryPolicy,
     pub metrics: JobMetrics,
-    pub breakers: Arc<Breakers>,
-    pub limits: Arc<Limits>,
 }
 
 impl JobContext {
@@ -177,158 +172,9 @@ impl RetryPolicy {
     }
 }
 
-/// Per-partner circuit breakers of this process: after `threshold` failures
-/// in a row a partner is skipped for `cool_down` (calls fail at once), then
-/// tried again.
-pub struct Breakers {
-    threshold: u64,
-    cool_down: Duration,
-    state: std::sync::Mutex<std::collections::HashMap<Partner, (u64, Option<std::time::Instant>)>>,
-}
-
-impl Breakers {
-    pub fn new(threshold: u64, cool_down: Duration) -> Self {
-        Breakers {
-            threshold,
-            cool_down,
-            state: std::sync::Mutex::new(std::collections::HashMap::new()),
-        }
-    }
-
-    /// Whether a call to `partner` may go out now.
-    pub fn allow(&self, partner: Partner) -> bool {
-        let Ok(state) = self.state.lock() else {
-            return true;
-        };
-        match state.get(&partner) {
-            Some((_, Some(until))) => std::time::Instant::now() >= *until,
-            _ => true,
-        }
-    }
-
-    /// Records outcomes; returns whether the circuit is now open.
-    pub fn record(&self, partner: Partner, ok: u64, failed: u64) -> bool {
-        let Ok(mut state) = self.state.lock() else {
-            return false;
-        };
-        let entry = state.entry(partner).or_insert((0, None));
-        if ok > 0 {
-            *entry = (0, None);
-        }
-        entry.0 += failed;
-        if ok == 0 && failed > 0 && entry.0 >= self.threshold {
-            entry.1 = Some(std::time::Instant::now() + self.cool_down);
-            tracing::warn!(
-                partner = partner.as_str(),
-                failures = entry.0,
-                "partner keeps failing; circuit open"
-            );
-        }
-        entry
-            .1
-            .is_some_and(|until| std::time::Instant::now() < until)
-    }
-}
-
-/// Bounds on concurrent calls per partner for the status refresh.
-pub struct Limits {
-    payment: tokio::sync::Semaphore,
-    shipping: tokio::sync::Semaphore,
-    warehouse: tokio::sync::Semaphore,
-}
-
-impl Limits {
-    pub fn new(per_partner: usize) -> Self {
-        Limits {
-            payment: tokio::sync::Semaphore::new(per_partner),
-            shipping: tokio::sync::Semaphore::new(per_partner),
-            warehouse: tokio::sync::Semaphore::new(per_partner),
-        }
-    }
-
-    fn of(&self, partner: Partner) -> &tokio::sync::Semaphore {
-        match partner {
-            Partner::Payment => &self.payment,
-            Partner::Shipping => &self.shipping,
-            Partner::Warehouse => &self.warehouse,
-        }
-    }
-}
-
-impl JobContext {
-    /// Calls one partner once per argument with `call`, each call within
-    /// that partner's concurrency bound and unless its circuit is open.
-    /// All of them go to the partner executor as one message and come back
-    /// as one answer, in the arguments' order: a refresh batch makes a
-    /// thousand calls, and a hop per call between the job's thread and the
-    /// executor's (two thread wake-ups) cost more CPU than the calls.
-    pub async fn limited_many<A, T>(
-        &self,
-        partner: Partner,
-        args: Vec<A>,
-        call: PartnerCall<A, T>,
-    ) -> Vec<Result<T, String>>
-    where
-        A: Send + 'static,
-        T: Send + 'static,
-    {
-        let n = args.len();
-        let limits = Arc::clone(&self.limits);
-        let breakers = Arc::clone(&self.breakers);
-        let run = self
-            .partners
-            .run(move |clients| {
-                Box::pin(async move {
-                    futures_util::future::join_all(args.into_iter().map(|arg| {
-                        let clients = Rc::clone(&clients);
-                        let limits = Arc::clone(&limits);
-                        let breakers = Arc::clone(&breakers);
-                        async move {
-                            if !breakers.allow(partner) {
-                                return Err(format!("{partner}: circuit open"));
-                            }
-                            let _permit = limits
-                                .of(partner)
-                                .acquire()
-                                .await
-                                .map_err(|e| e.to_string())?;
-                            call(clients, arg).await
-                        }
-                    }))
-                    .await
-                })
-            })
-            .await;
-        match run {
-            Ok(results) => results,
-            Err(e) => (0..n).map(|_| Err(e.to_string())).collect(),
-        }
-    }
-}
-
-/// One partner call of [`JobContext::limited_many`]: the clients and one
-/// argument in, the answer or the error's text out.
-pub type PartnerCall<A, T> = fn(Rc<Clients>, A) -> LocalBoxFuture<'static, Result<T, String>>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_partner_that_keeps_failing_opens_its_circuit_until_the_cool_down() {
-        let b = Breakers::new(5, Duration::from_millis(50));
-        assert!(!b.record(Partner::Shipping, 0, 4));
-        assert!(b.allow(Partner::Shipping));
-        assert!(
-            b.record(Partner::Shipping, 0, 1),
-            "fifth failure in a row opens it"
-        );
-        assert!(!b.allow(Partner::Shipping));
-        assert!(b.allow(Partner::Payment), "per partner");
-        std::thread::sleep(Duration::from_millis(60));
-        assert!(b.allow(Partner::Shipping), "half-open after the cool-down");
-        assert!(!b.record(Partner::Shipping, 1, 0), "a success closes it");
-    }
 
     #[test]
     fn backoff_grows_with_jitter_is_capped_and_honours_retry_after() {

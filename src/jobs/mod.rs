@@ -9,7 +9,6 @@
 pub mod context;
 pub mod deliver;
 pub mod reconcile;
-pub mod refresh;
 pub mod refund;
 pub mod stats;
 pub mod sweep;
@@ -25,10 +24,9 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 
 use crate::config::Settings;
-pub use context::{Breakers, JobContext, Limits, RetryPolicy};
+pub use context::{JobContext, RetryPolicy};
 pub use deliver::Deliver;
 pub use reconcile::ReconcilePayment;
-pub use refresh::{RefreshBatch, RefreshPlan};
 pub use refund::Refund;
 
 /// A job kind: its queue suffix and task id scheme.

@@ -12,7 +12,6 @@
 use std::sync::Arc;
 
 use apalis::prelude::{BoxDynError, Data, TaskId};
-use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -63,8 +62,7 @@ async fn execute(
         return Ok(()); // a duplicate wake-up, or nothing owed
     };
     let order = db::unit(&ctx.pool, move |c| orders::find(c, id)).await?;
-    let Some(order) = order.filter(|o| o.order.status == OrderStatus::PaymentPending.as_str())
-    else {
+    let Some(order) = order.filter(|o| o.order.status == OrderStatus::PaymentPending) else {
         db::unit(&ctx.pool, move |c| {
             owed::settle(c, OwedKind::ReconcilePayment, id)
         })
@@ -91,12 +89,7 @@ async fn execute(
     let paid = matches!(outcome, ChargeOutcome::Succeeded { .. });
     let settled = db::unit(&ctx.pool, move |c| {
         c.build_transaction().run(|c| {
-            let s = orders::Settlement {
-                result: outcome.record(),
-                at: Utc::now().trunc_subsecs(6),
-                idempotency: None,
-            };
-            let changed = orders::settle_payment(c, id, &s)?;
+            let changed = orders::settle_payment(c, id, &outcome.record())?.is_some();
             owed::settle(c, OwedKind::ReconcilePayment, id)?;
             Ok::<_, db::DbError>(changed)
         })

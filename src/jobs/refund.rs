@@ -58,10 +58,10 @@ async fn execute(job: Refund, ctx: Data<Arc<JobContext>>, task: String) -> Resul
     let done = |ctx: Data<Arc<JobContext>>| async move {
         db::unit(&ctx.pool, move |c| owed::settle(c, OwedKind::Refund, id)).await
     };
-    let Some(order) = order.filter(|o| o.order.status == OrderStatus::Cancelled.as_str()) else {
+    let Some(order) = order.filter(|o| o.order.status == OrderStatus::Cancelled) else {
         return Ok(done(ctx).await?);
     };
-    if order.order.payment_status.as_deref() == Some("refunded") {
+    if order.order.payment_status.as_deref() == Some(crate::db::orders::REFUNDED) {
         return Ok(done(ctx).await?);
     }
     let o = order.order;

@@ -5,7 +5,8 @@
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
-use super::{queue_name, Deliver, JobKind, ReconcilePayment, RefreshBatch, RefreshPlan, Refund};
+use super::{queue_name, Deliver, JobKind, ReconcilePayment, Refund};
+use crate::board::{RefreshBatch, RefreshPlan};
 
 /// The job kinds, with their queue suffixes.
 pub const KINDS: [&str; 5] = [

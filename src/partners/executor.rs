@@ -16,6 +16,7 @@ use url::Url;
 use super::payment::{PaymentConfig, PaymentGateway};
 use super::shipping::ShippingClient;
 use super::warehouse::WarehouseClient;
+use crate::config::{required, ConfigError, Settings};
 use crate::metrics::PartnerMetrics;
 
 /// The partner clients, owned by the executor thread.
@@ -46,6 +47,26 @@ pub struct PartnerConfig {
     pub timeout: Duration,
 }
 
+impl PartnerConfig {
+    /// The partner URLs `by` needs, all three required.
+    pub fn from_settings(settings: &Settings, by: &str) -> Result<Self, ConfigError> {
+        Ok(PartnerConfig {
+            payment: PaymentConfig {
+                base_url: required(&settings.payment_gateway_url, "PAYMENT_GATEWAY_URL", by)?,
+                api_key: settings.payment_api_key.clone(),
+                timeout: settings.partner_timeout,
+            },
+            shipping_url: required(&settings.shipping_api_url, "SHIPPING_API_URL", by)?,
+            warehouse_url: Some(required(
+                &settings.warehouse_api_url,
+                "WAREHOUSE_API_URL",
+                by,
+            )?),
+            timeout: settings.partner_timeout,
+        })
+    }
+}
+
 impl PartnerExecutor {
     /// Starts the executor thread. It stops when every handle is dropped.
     pub fn start(config: PartnerConfig, metrics: PartnerMetrics) -> std::io::Result<Self> {
@@ -67,25 +88,16 @@ impl PartnerExecutor {
                 crate::priority::lower_current_thread(nice);
                 actix_rt::System::new().block_on(async move {
                     let clients = Rc::new(Clients {
-                        payment: PaymentGateway::new(
-                            super::http_client(config.timeout),
-                            config.payment.clone(),
-                            metrics.clone(),
-                        ),
+                        payment: PaymentGateway::new(config.payment.clone(), metrics.clone()),
                         shipping: ShippingClient::new(
-                            super::http_client(config.timeout),
                             config.shipping_url.clone(),
                             config.timeout,
                             metrics.clone(),
                         ),
-                        warehouse: config.warehouse_url.clone().map(|url| {
-                            WarehouseClient::new(
-                                super::http_client(config.timeout),
-                                url,
-                                config.timeout,
-                                metrics,
-                            )
-                        }),
+                        warehouse: config
+                            .warehouse_url
+                            .clone()
+                            .map(|url| WarehouseClient::new(url, config.timeout, metrics)),
                     });
                     while let Some(call) = rx.recv().await {
                         actix_rt::spawn(call(Rc::clone(&clients)));

@@ -3,6 +3,7 @@
 //! real partner can stand behind it. All calls go through awc and never hold
 //! a database connection.
 
+pub mod call;
 pub mod executor;
 pub mod payment;
 pub mod shipping;
@@ -21,7 +22,7 @@ crate::domain::status::text_enum! {
 
 /// An awc client for partner calls. awc clients are per thread (not `Send`),
 /// so each actix worker or job runtime builds its own.
-pub fn http_client(timeout: Duration) -> awc::Client {
+fn http_client(timeout: Duration) -> awc::Client {
     awc::Client::builder()
         .timeout(timeout)
         .disable_redirects()

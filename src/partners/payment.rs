@@ -6,13 +6,16 @@
 //! unknown fields are ignored and optional ones may be missing (localstripe,
 //! for one, sends no `decline_code` and embeds `latest_charge` as an object).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use awc::http::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use url::Url;
 use uuid::Uuid;
 
+use super::call::{Body, CallError, PartnerHttp};
+use super::Partner;
 use crate::metrics::PartnerMetrics;
 
 /// What the gateway said about a charge.
@@ -105,9 +108,8 @@ pub struct PaymentConfig {
 
 /// The adapter. Holds an awc client, so build one per thread.
 pub struct PaymentGateway {
-    client: awc::Client,
-    config: PaymentConfig,
-    metrics: PartnerMetrics,
+    http: PartnerHttp,
+    api_key: SecretString,
 }
 
 /// A failed call that did not settle anything.
@@ -125,6 +127,15 @@ pub enum GatewayError {
     },
 }
 
+impl From<CallError> for GatewayError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Timeout => GatewayError::Timeout,
+            other => GatewayError::Transport(other.to_string()),
+        }
+    }
+}
+
 pub fn charge_idempotency_key(order_id: Uuid) -> String {
     format!("orderflow-charge-{order_id}")
 }
@@ -134,82 +145,32 @@ pub fn refund_idempotency_key(order_id: Uuid) -> String {
 }
 
 impl PaymentGateway {
-    pub fn new(client: awc::Client, config: PaymentConfig, metrics: PartnerMetrics) -> Self {
+    pub fn new(config: PaymentConfig, metrics: PartnerMetrics) -> Self {
         Self {
-            client,
-            config,
-            metrics,
+            http: PartnerHttp::new(Partner::Payment, config.base_url, config.timeout, metrics),
+            api_key: config.api_key,
         }
     }
 
-    fn url(&self, path: &str) -> String {
-        format!(
-            "{}{}",
-            self.config.base_url.as_str().trim_end_matches('/'),
-            path
-        )
-    }
-
-    /// Sends one request and returns (status, JSON body). Non-JSON bodies
-    /// (localstripe's plain-text 500s) become `Value::Null`.
+    /// Sends one request with our key and returns (status, JSON body).
     async fn call(
         &self,
         op: &'static str,
-        method: awc::http::Method,
+        method: Method,
         path: &str,
         form: Option<&[(&str, String)]>,
         idempotency_key: Option<&str>,
     ) -> Result<(u16, Value), GatewayError> {
-        let started = Instant::now();
-        let mut req = self
-            .client
-            .request(method, self.url(path))
-            .insert_header((
-                "Authorization",
-                format!("Bearer {}", self.config.api_key.expose_secret()),
-            ))
-            .timeout(self.config.timeout);
+        let mut req = self.http.request(method, path).insert_header((
+            "Authorization",
+            format!("Bearer {}", self.api_key.expose_secret()),
+        ));
         if let Some(key) = idempotency_key {
             req = req.insert_header(("Idempotency-Key", key));
         }
-        let exchange = async {
-            let mut resp = match form {
-                Some(f) => req.send_form(&f).await,
-                None => req.send().await,
-            }
-            .map_err(|e| match e {
-                awc::error::SendRequestError::Timeout => GatewayError::Timeout,
-                other => GatewayError::Transport(other.to_string()),
-            })?;
-            let body = resp
-                .body()
-                .limit(1 << 20)
-                .await
-                .map_err(|e| GatewayError::Transport(format!("reading body: {e}")))?;
-            Ok::<_, GatewayError>((
-                resp.status().as_u16(),
-                serde_json::from_slice(&body).unwrap_or(Value::Null),
-            ))
-        };
-        let result = match actix_rt::time::timeout(self.config.timeout, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(GatewayError::Timeout),
-        };
-        let outcome = match &result {
-            Ok((s, _)) if *s < 300 => "ok",
-            Ok((s, _)) if *s < 500 => "client_error",
-            Ok(_) => "server_error",
-            Err(GatewayError::Timeout) => "timeout",
-            Err(_) => "transport_error",
-        };
-        self.metrics.observe("payment", outcome, started.elapsed());
-        tracing::debug!(
-            partner.op = op,
-            partner.outcome = outcome,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "payment call"
-        );
-        result
+        let body = form.map_or(Body::Empty, Body::Form);
+        let reply = self.http.send(op, req, body).await?;
+        Ok((reply.status, reply.body))
     }
 
     /// Creates and confirms a PaymentIntent for the order.
@@ -226,7 +187,7 @@ impl PaymentGateway {
         let outcome = match self
             .call(
                 "create_intent",
-                awc::http::Method::POST,
+                Method::POST,
                 "/v1/payment_intents",
                 Some(&form),
                 Some(&key),
@@ -275,7 +236,7 @@ impl PaymentGateway {
     async fn get_intent(&self, intent_id: &str) -> Result<(u16, Value), GatewayError> {
         let path = format!("/v1/payment_intents/{}", urlencode(intent_id));
         let (status, body) = self
-            .call("retrieve_intent", awc::http::Method::GET, &path, None, None)
+            .call("retrieve_intent", Method::GET, &path, None, None)
             .await?;
         if status >= 300 {
             return Err(status_error(status, body));
@@ -305,7 +266,7 @@ impl PaymentGateway {
         let (status, body) = self
             .call(
                 "cancel_intent",
-                awc::http::Method::POST,
+                Method::POST,
                 &path,
                 Some(&[]),
                 Some(&key),
@@ -324,7 +285,7 @@ impl PaymentGateway {
         let (status, body) = self
             .call(
                 "refund",
-                awc::http::Method::POST,
+                Method::POST,
                 "/v1/refunds",
                 Some(&form),
                 Some(&key),

@@ -4,13 +4,16 @@
 //! derived from it: the partner never makes two shipments for one order,
 //! however often a retry calls it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use awc::http::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use url::Url;
 use uuid::Uuid;
 
+use super::call::{Body, CallError, PartnerHttp};
+use super::Partner;
 use crate::metrics::PartnerMetrics;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -43,79 +46,24 @@ pub enum ShippingError {
 }
 
 pub struct ShippingClient {
-    client: awc::Client,
-    base: Url,
-    timeout: Duration,
-    metrics: PartnerMetrics,
+    http: PartnerHttp,
+}
+
+impl From<CallError> for ShippingError {
+    fn from(e: CallError) -> Self {
+        ShippingError::Retryable {
+            outcome_unknown: e.outcome_unknown(),
+            message: e.to_string(),
+            retry_after: None,
+        }
+    }
 }
 
 impl ShippingClient {
-    pub fn new(client: awc::Client, base: Url, timeout: Duration, metrics: PartnerMetrics) -> Self {
+    pub fn new(base: Url, timeout: Duration, metrics: PartnerMetrics) -> Self {
         Self {
-            client,
-            base,
-            timeout,
-            metrics,
+            http: PartnerHttp::new(Partner::Shipping, base, timeout, metrics),
         }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base.as_str().trim_end_matches('/'), path)
-    }
-
-    async fn call(
-        &self,
-        req: awc::ClientRequest,
-        body: Option<&Value>,
-    ) -> Result<(u16, Value, Option<Duration>), ShippingError> {
-        let started = Instant::now();
-        let exchange = async {
-            let mut resp = match body {
-                Some(b) => req.send_json(b).await,
-                None => req.send().await,
-            }
-            .map_err(|e| ShippingError::Retryable {
-                outcome_unknown: !matches!(e, awc::error::SendRequestError::Connect(_)),
-                message: e.to_string(),
-                retry_after: None,
-            })?;
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            let bytes = resp
-                .body()
-                .limit(1 << 20)
-                .await
-                .map_err(|e| ShippingError::Retryable {
-                    message: format!("reading body: {e}"),
-                    retry_after: None,
-                    outcome_unknown: true,
-                })?;
-            Ok((
-                resp.status().as_u16(),
-                serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-                retry_after,
-            ))
-        };
-        let result = match actix_rt::time::timeout(self.timeout, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(ShippingError::Retryable {
-                message: "timed out".into(),
-                retry_after: None,
-                outcome_unknown: true,
-            }),
-        };
-        let outcome = match &result {
-            Ok((s, _, _)) if *s < 300 => "ok",
-            Ok((s, _, _)) if *s < 500 => "client_error",
-            Ok(_) => "server_error",
-            Err(_) => "transport_error",
-        };
-        self.metrics.observe("shipping", outcome, started.elapsed());
-        result
     }
 
     /// Creates (or finds) the shipment of `order_id`.
@@ -131,22 +79,23 @@ impl ShippingClient {
             "items": items.iter().map(|(sku, q)| json!({"sku": sku, "quantity": q})).collect::<Vec<_>>(),
         });
         let req = self
-            .client
-            .post(self.url("/v1/shipments"))
-            .insert_header(("Idempotency-Key", format!("orderflow-ship-{order_id}")))
-            .timeout(self.timeout);
-        let (status, body, retry_after) = self.call(req, Some(&body)).await?;
-        classify(status, body, retry_after)
+            .http
+            .request(Method::POST, "/v1/shipments")
+            .insert_header(("Idempotency-Key", format!("orderflow-ship-{order_id}")));
+        let reply = self
+            .http
+            .send("create_shipment", req, Body::Json(&body))
+            .await?;
+        classify(reply.status, reply.body, reply.retry_after)
     }
 
     pub async fn get_shipment(&self, id: &str) -> Result<Shipment, ShippingError> {
         let path: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
         let req = self
-            .client
-            .get(self.url(&format!("/v1/shipments/{path}")))
-            .timeout(self.timeout);
-        let (status, body, retry_after) = self.call(req, None).await?;
-        classify(status, body, retry_after)
+            .http
+            .request(Method::GET, &format!("/v1/shipments/{path}"));
+        let reply = self.http.send("get_shipment", req, Body::Empty).await?;
+        classify(reply.status, reply.body, reply.retry_after)
     }
 }
 

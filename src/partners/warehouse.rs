@@ -1,10 +1,13 @@
 //! Warehouse client (docs/API.md): stock for a batch of skus.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use awc::http::Method;
 use serde::Deserialize;
 use url::Url;
 
+use super::call::{Body, PartnerHttp};
+use super::Partner;
 use crate::metrics::PartnerMetrics;
 
 /// Most skus one batch request may name.
@@ -28,61 +31,32 @@ struct StockList {
 pub struct WarehouseError(pub String);
 
 pub struct WarehouseClient {
-    client: awc::Client,
-    base: Url,
-    timeout: Duration,
-    metrics: PartnerMetrics,
+    http: PartnerHttp,
 }
 
 impl WarehouseClient {
-    pub fn new(client: awc::Client, base: Url, timeout: Duration, metrics: PartnerMetrics) -> Self {
+    pub fn new(base: Url, timeout: Duration, metrics: PartnerMetrics) -> Self {
         Self {
-            client,
-            base,
-            timeout,
-            metrics,
+            http: PartnerHttp::new(Partner::Warehouse, base, timeout, metrics),
         }
     }
 
     /// Stock of up to [`MAX_SKUS`] skus in one call.
     pub async fn stock(&self, skus: &[String]) -> Result<Vec<Stock>, WarehouseError> {
-        let started = Instant::now();
         let list: String = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("skus", &skus.join(","))
             .finish();
-        let url = format!(
-            "{}/v1/stock?{list}",
-            self.base.as_str().trim_end_matches('/')
-        );
-        let exchange = async {
-            let mut resp = self
-                .client
-                .get(url)
-                .timeout(self.timeout)
-                .send()
-                .await
-                .map_err(|e| WarehouseError(e.to_string()))?;
-            let body = resp
-                .body()
-                .limit(4 << 20)
-                .await
-                .map_err(|e| WarehouseError(e.to_string()))?;
-            if !resp.status().is_success() {
-                return Err(WarehouseError(format!("status {}", resp.status().as_u16())));
-            }
-            serde_json::from_slice::<StockList>(&body)
-                .map(|l| l.stock)
-                .map_err(|e| WarehouseError(format!("unreadable stock: {e}")))
-        };
-        let result = match actix_rt::time::timeout(self.timeout, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(WarehouseError("timed out".into())),
-        };
-        self.metrics.observe(
-            "warehouse",
-            if result.is_ok() { "ok" } else { "error" },
-            started.elapsed(),
-        );
-        result
+        let req = self.http.request(Method::GET, &format!("/v1/stock?{list}"));
+        let reply = self
+            .http
+            .send("stock", req, Body::Empty)
+            .await
+            .map_err(|e| WarehouseError(e.to_string()))?;
+        if !(200..300).contains(&reply.status) {
+            return Err(WarehouseError(format!("status {}", reply.status)));
+        }
+        serde_json::from_value::<StockList>(reply.body)
+            .map(|l| l.stock)
+            .map_err(|e| WarehouseError(format!("unreadable stock: {e}")))
     }
 }

@@ -472,7 +472,7 @@ async fn refresh_requests_during_a_run_make_one_follow_up_run_not_overlapping_ru
     }
     // A scheduled refresh meanwhile is skipped, not queued.
     let queue = orderflow::jobs::JobQueue::new(&app.settings).unwrap();
-    let scheduled = orderflow::jobs::RefreshPlan {
+    let scheduled = orderflow::board::RefreshPlan {
         run: 1,
         on_demand: false,
     };

@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use orderflow::metrics::Metrics;
-use orderflow::partners::http_client;
 use orderflow::partners::payment::{Charge, ChargeOutcome, PaymentConfig, PaymentGateway};
 use secrecy::SecretString;
 use uuid::Uuid;
@@ -21,7 +20,6 @@ fn gateway() -> Option<PaymentGateway> {
         Err(_) => panic!("LOCALSTRIPE_URL is not set: run the suite through .ci/run, or set ORDERFLOW_SKIP_LOCALSTRIPE=1"),
     };
     Some(PaymentGateway::new(
-        http_client(Duration::from_secs(20)),
         PaymentConfig {
             base_url: url.parse().unwrap(),
             api_key: SecretString::from("sk_test_orderflow"),

@@ -1,18 +1,14 @@
-//! The ops board cache in Redis: what workers learned from the partners,
-//! read by the dashboard endpoints without calling any partner.
-//!
-//! Keys (all under `{prefix}.board.`):
+//! The board's Redis store. Keys (all under `{prefix}.board.`):
 //! - `order.{id}`: one JSON [`BoardEntry`] per order;
 //! - `index` and `index.{status}`: ZSETs of the orders on the board (score =
 //!   created_at), swapped in atomically (RENAME) when a refresh run finishes,
 //!   so they hold exactly the active orders of the latest complete run;
 //! - `build.{run}` / `build.{run}.{status}`: those indexes while run `run`
 //!   is being built; `run.{run}`: a hash counting its batches;
+//! - `running`: the run in progress, with a lease each finished batch
+//!   extends; `again`: one more run was asked for meanwhile;
 //! - `last_refresh`: JSON of the last finished run; `events`: a counter
-//!   bumped at each finished run (the live stream watches it).
-//!
-//! Partner health lives in `{prefix}.partners.{name}` (last success/error,
-//! circuit state) and per-minute call counters `{prefix}.partners.{name}.{ok|err}.{minute}`.
+//!   bumped at each finished run (the serve-side watcher follows it).
 
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
@@ -20,61 +16,8 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::partners::Partner;
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct PaymentState {
-    pub status: Option<String>,
-    pub checked_at: Option<DateTime<Utc>>,
-    /// Whether the last refresh of this source succeeded.
-    pub ok: bool,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ShippingState {
-    pub status: Option<String>,
-    pub tracking_number: Option<String>,
-    pub eta: Option<String>,
-    pub checked_at: Option<DateTime<Utc>>,
-    pub ok: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StockItem {
-    pub sku: String,
-    pub available: Option<i64>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct WarehouseState {
-    pub items: Vec<StockItem>,
-    pub checked_at: Option<DateTime<Utc>>,
-    pub ok: bool,
-}
-
-/// What the board knows about one order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BoardEntry {
-    pub id: Uuid,
-    pub status: String,
-    pub total_cents: i64,
-    pub currency: String,
-    pub created_at: DateTime<Utc>,
-    pub customer_name: String,
-    /// The order's delivery status (`failed` offers a retry on the page).
-    #[serde(default)]
-    pub delivery_status: String,
-    /// A delivery attempt got no answer: the shipment may exist, so the
-    /// page offers no Cancel.
-    #[serde(default)]
-    pub delivery_outcome_unknown: bool,
-    /// Why ops must look at the order, if they must.
-    #[serde(default)]
-    pub attention: Option<crate::domain::Attention>,
-    pub payment: PaymentState,
-    pub shipping: ShippingState,
-    pub warehouse: WarehouseState,
-}
+use super::BoardEntry;
+use crate::domain::OrderStatus;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LastRefresh {
@@ -87,14 +30,14 @@ pub fn entry_key(prefix: &str, id: Uuid) -> String {
     format!("{prefix}.board.order.{id}")
 }
 
-pub fn index_key(prefix: &str, status: Option<&str>) -> String {
+pub fn index_key(prefix: &str, status: Option<OrderStatus>) -> String {
     match status {
         Some(s) => format!("{prefix}.board.index.{s}"),
         None => format!("{prefix}.board.index"),
     }
 }
 
-fn build_key(prefix: &str, run: i64, status: Option<&str>) -> String {
+fn build_key(prefix: &str, run: i64, status: Option<OrderStatus>) -> String {
     match status {
         Some(s) => format!("{prefix}.board.build.{run}.{s}"),
         None => format!("{prefix}.board.build.{run}"),
@@ -129,7 +72,7 @@ pub const RUN_LEASE_MS: u64 = 120_000;
 
 /// What a planned run should do, given the run in progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
+pub enum RunClaim {
     /// No other run is in progress: this one runs.
     Run,
     /// Another run is in progress; a follow-up run was asked for.
@@ -148,7 +91,7 @@ pub async fn claim_run(
     prefix: &str,
     run: i64,
     on_demand: bool,
-) -> redis::RedisResult<Claim> {
+) -> redis::RedisResult<RunClaim> {
     let script = redis::Script::new(
         r"
         if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
@@ -168,14 +111,11 @@ pub async fn claim_run(
         .invoke_async(conn)
         .await?;
     Ok(match r {
-        0 => Claim::Run,
-        1 => Claim::Queued,
-        _ => Claim::Skipped,
+        0 => RunClaim::Run,
+        1 => RunClaim::Queued,
+        _ => RunClaim::Skipped,
     })
 }
-
-/// The statuses the board indexes (the active ones).
-pub const ACTIVE: [&str; 4] = ["payment_pending", "paid", "fulfilling", "shipped"];
 
 /// Reads the stored entries of `ids` (missing ones are `None`).
 pub async fn entries(
@@ -225,18 +165,18 @@ pub async fn write_batch(
         // Entries outlive a few missed runs, not forever.
         pipe.set_ex(entry_key(prefix, e.id), json, 24 * 3600);
         let score = e.created_at.timestamp_millis();
-        if ACTIVE.contains(&e.status.as_str()) {
+        if e.status.is_active() {
             pipe.zadd(build_key(prefix, run, None), e.id.to_string(), score);
             pipe.zadd(
-                build_key(prefix, run, Some(&e.status)),
+                build_key(prefix, run, Some(e.status)),
                 e.id.to_string(),
                 score,
             );
         }
     }
     pipe.expire(build_key(prefix, run, None), 3600);
-    for s in ACTIVE {
-        pipe.expire(build_key(prefix, run, Some(s)), 3600);
+    for s in OrderStatus::ACTIVE {
+        pipe.expire(build_key(prefix, run, Some(*s)), 3600);
     }
     pipe.query_async::<()>(conn).await
 }
@@ -301,7 +241,7 @@ pub async fn finalize(
 ) -> redis::RedisResult<RunEnd> {
     let mut pipe = redis::pipe();
     pipe.atomic();
-    for status in std::iter::once(None).chain(ACTIVE.iter().map(|s| Some(*s))) {
+    for status in std::iter::once(None).chain(OrderStatus::ACTIVE.iter().map(|s| Some(*s))) {
         let built = build_key(prefix, run, status);
         let live = index_key(prefix, status);
         // An empty run built no key: the live index is then just deleted.
@@ -347,7 +287,7 @@ pub async fn finalize(
 pub async fn board(
     conn: &mut ConnectionManager,
     prefix: &str,
-    status: Option<&str>,
+    status: Option<OrderStatus>,
     limit: usize,
 ) -> redis::RedisResult<Vec<BoardEntry>> {
     let ids: Vec<String> = conn
@@ -371,100 +311,4 @@ pub async fn last_refresh(
 ) -> redis::RedisResult<Option<LastRefresh>> {
     let raw: Option<String> = conn.get(last_refresh_key(prefix)).await?;
     Ok(raw.and_then(|s| serde_json::from_str(&s).ok()))
-}
-
-/// Partner health as the summary shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PartnerHealth {
-    pub healthy: bool,
-    pub last_success_at: Option<DateTime<Utc>>,
-    /// Failed share of the calls of the last 5 minutes (0 without calls).
-    pub error_rate: f64,
-}
-
-fn minute() -> i64 {
-    Utc::now().timestamp() / 60
-}
-
-/// Records the outcome of `calls` calls to a partner.
-pub async fn record_partner(
-    conn: &mut ConnectionManager,
-    prefix: &str,
-    partner: Partner,
-    ok: u64,
-    failed: u64,
-    circuit_open: bool,
-) -> redis::RedisResult<()> {
-    let base = format!("{prefix}.partners.{partner}");
-    let m = minute();
-    let mut pipe = redis::pipe();
-    if ok > 0 {
-        pipe.incr(format!("{base}.ok.{m}"), ok).ignore();
-        pipe.expire(format!("{base}.ok.{m}"), 600).ignore();
-        pipe.hset(&base, "last_success_at", Utc::now().to_rfc3339())
-            .ignore();
-    }
-    if failed > 0 {
-        pipe.incr(format!("{base}.err.{m}"), failed).ignore();
-        pipe.expire(format!("{base}.err.{m}"), 600).ignore();
-        pipe.hset(&base, "last_error_at", Utc::now().to_rfc3339())
-            .ignore();
-    }
-    pipe.hset(&base, "circuit_open", if circuit_open { "1" } else { "0" })
-        .ignore();
-    pipe.query_async::<()>(conn).await
-}
-
-pub async fn partner_health(
-    conn: &mut ConnectionManager,
-    prefix: &str,
-) -> redis::RedisResult<Vec<(&'static str, PartnerHealth)>> {
-    let m = minute();
-    let mut out = Vec::new();
-    for &partner in Partner::ALL {
-        let base = format!("{prefix}.partners.{partner}");
-        let mut pipe = redis::pipe();
-        pipe.hget(&base, "last_success_at")
-            .hget(&base, "circuit_open");
-        for k in 0..5 {
-            pipe.get(format!("{base}.ok.{}", m - k))
-                .get(format!("{base}.err.{}", m - k));
-        }
-        let (last, open, counts): (Option<String>, Option<String>, Vec<Option<u64>>) = {
-            let v: Vec<redis::Value> = pipe.query_async(conn).await?;
-            let s = |x: &redis::Value| {
-                redis::from_redis_value::<Option<String>>(x.clone())
-                    .ok()
-                    .flatten()
-            };
-            let n = |x: &redis::Value| {
-                redis::from_redis_value::<Option<u64>>(x.clone())
-                    .ok()
-                    .flatten()
-            };
-            (
-                v.first().and_then(s),
-                v.get(1).and_then(s),
-                v.iter().skip(2).map(n).collect(),
-            )
-        };
-        let ok: u64 = counts.iter().step_by(2).flatten().sum();
-        let err: u64 = counts.iter().skip(1).step_by(2).flatten().sum();
-        let error_rate = if ok + err == 0 {
-            0.0
-        } else {
-            err as f64 / (ok + err) as f64
-        };
-        out.push((
-            partner.as_str(),
-            PartnerHealth {
-                healthy: open.as_deref() != Some("1") && error_rate < 0.5,
-                last_success_at: last
-                    .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
-                    .map(|t| t.with_timezone(&Utc)),
-                error_rate,
-            },
-        ));
-    }
-    Ok(out)
 }

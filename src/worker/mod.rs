@@ -1,0 +1,312 @@
+//! `orderflow worker`: the apalis workers of one process, wired together.
+//!
+//! Built around how apalis 1.0 on Redis really behaves (summarised in
+//! `docs/ARCHITECTURE.md`):
+//! - a unique worker name per process start (a restart under the same name
+//!   is refused for a heartbeat interval), heartbeats every 5 s, orphaned
+//!   after 2 missed: a job interrupted by SIGKILL runs again on a live worker
+//!   (or the restarted one) within about 10–15 s;
+//! - `poll_with_interval`, or an idle worker only fetches on its heartbeat;
+//! - Diesel runs on tokio's blocking pool (`db::unit`), never in the job's
+//!   task, so heartbeats are never starved;
+//! - the Redis connection tolerates a slow command (10 s response timeout
+//!   instead of redis-rs' 500 ms); apalis still ends a worker on any backend
+//!   error, so each worker is restarted in process ([`restart`]): a blip
+//!   never stops the process, and the supervisor is only for crashes;
+//! - no `RetryPolicy` layer: jobs own their attempt budget (see `jobs`);
+//! - the sweeper paces its pushes and finished jobs are vacuumed
+//!   ([`housekeeping`]), so Redis memory stays bounded.
+//!
+//! The status refresh runs on threads of its own at a lower priority
+//! (`REFRESH_NICE`): its runtime (and blocking pool), its partner executor,
+//! its database connections and its Redis connection. A niced thread
+//! starved of CPU must never hold something a delivery waits for.
+//!
+//! SIGTERM/SIGINT: workers stop fetching, finish in-flight jobs, return
+//! fetched-but-unstarted ones, and the process exits 0.
+
+mod housekeeping;
+mod metrics_endpoint;
+mod options;
+mod restart;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::{BackendExt, WorkerBuilder, WorkerBuilderExt};
+use tokio::sync::watch;
+
+pub use options::WorkerOptions;
+
+use crate::board::{self, RefreshContext};
+use crate::config::Settings;
+use crate::db;
+use crate::jobs::{self, Deliver, JobContext, JobQueue, ReconcilePayment, Refund};
+use crate::metrics::Metrics;
+use crate::partners::executor::{PartnerConfig, PartnerExecutor};
+use restart::{connect_redis, stopped, storage, unique_name, Restart};
+
+/// Database connections of a worker's status refresh, apart from the ones
+/// of its deliveries: a batch holds one only to read its orders and to
+/// record shipping progress, and waits on partners without one.
+const REFRESH_DB_CONNECTIONS: u32 = 4;
+
+/// The context of deliveries, reconciliation and refunds.
+fn job_context(
+    settings: &Settings,
+    opts: &WorkerOptions,
+    metrics: &Metrics,
+    partners: &PartnerConfig,
+) -> anyhow::Result<JobContext> {
+    Ok(JobContext {
+        pool: db::build_pool(settings, "orderflow-worker"),
+        partners: PartnerExecutor::start(partners.clone(), metrics.partner.clone())?,
+        queue: Arc::new(JobQueue::new(settings)?),
+        policy: opts.retry,
+        metrics: crate::metrics::JobMetrics::new(&metrics.registry)?,
+    })
+}
+
+/// The refresh's context: its own executor (niced), pool and queue.
+fn refresh_context(
+    settings: &Settings,
+    opts: &WorkerOptions,
+    metrics: &Metrics,
+    partners: PartnerConfig,
+    jobs: &JobContext,
+) -> anyhow::Result<RefreshContext> {
+    let pool_size = settings.db_pool_size.min(REFRESH_DB_CONNECTIONS);
+    let executor = PartnerExecutor::start_named(
+        partners,
+        metrics.partner.clone(),
+        "refresh-partner",
+        opts.refresh_nice,
+    )?;
+    Ok(RefreshContext {
+        jobs: Arc::new(JobContext {
+            partners: executor,
+            pool: db::build_pool_sized(settings, "orderflow-refresh", pool_size),
+            queue: Arc::new(JobQueue::new(settings)?),
+            ..jobs.clone()
+        }),
+        bounds: Arc::new(board::Bounds {
+            breakers: board::health::Breakers::new(5, Duration::from_secs(10)),
+            limits: board::fetch::Limits::new(opts.partner_concurrency),
+        }),
+    })
+}
+
+/// The refresh's runtime: two threads at nice value `nice`.
+fn refresh_runtime(nice: i32) -> std::io::Result<BackgroundRuntime> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("refresh")
+        .on_thread_start(move || crate::priority::lower_current_thread(nice))
+        .enable_all()
+        .build()?;
+    Ok(BackgroundRuntime(Some(rt)))
+}
+
+/// A runtime owned by async code: shut down without blocking when dropped
+/// (dropping a tokio runtime inside another one's task would panic).
+struct BackgroundRuntime(Option<tokio::runtime::Runtime>);
+
+impl BackgroundRuntime {
+    fn handle(&self) -> tokio::runtime::Handle {
+        match &self.0 {
+            Some(rt) => rt.handle().clone(),
+            None => tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+impl Drop for BackgroundRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A `watch` that turns true when `stop` does, and that the process can
+/// also trip itself (a panic on the refresh runtime).
+fn halt_on(mut stop: watch::Receiver<bool>) -> (watch::Sender<bool>, watch::Receiver<bool>) {
+    let (tx, rx) = watch::channel(false);
+    let forward = tx.clone();
+    tokio::spawn(async move {
+        if stop.wait_for(|s| *s).await.is_ok() {
+            let _ = forward.send(true);
+        }
+    });
+    (tx, rx)
+}
+
+/// Waits for a task of the refresh runtime; a panic there stops the whole
+/// process (for its supervisor), as one elsewhere would.
+async fn watch_refresh_task(
+    task: tokio::task::JoinHandle<()>,
+    halt: watch::Sender<bool>,
+) -> anyhow::Result<()> {
+    task.await.map_err(|e| {
+        tracing::error!(error = %e, "a refresh worker panicked; stopping the process");
+        let _ = halt.send(true);
+        anyhow::anyhow!("a refresh worker panicked: {e}")
+    })
+}
+
+/// Builds the apalis worker of one job kind and keeps it running (see
+/// [`Restart::keep_running`]) until the process halts.
+macro_rules! keep_worker {
+    ($w:expr, $job:ty, $handler:path, $ctx:expr, $batch:expr, $concurrency:expr) => {{
+        let w: &Wiring = $w;
+        let (conn, prefix, opts, ctx, halt) = (
+            w.conn.clone(),
+            w.prefix.clone(),
+            w.opts.clone(),
+            $ctx.clone(),
+            w.halt.clone(),
+        );
+        let kind = <$job as jobs::JobKind>::QUEUE;
+        w.restart.clone().keep_running(kind, move || {
+            WorkerBuilder::new(unique_name(kind))
+                .backend(
+                    storage::<$job>(&conn, &prefix, &opts, $batch).poll_with_interval(opts.poll),
+                )
+                .data(ctx.clone())
+                .concurrency($concurrency)
+                .build($handler)
+                .run_until(stopped(halt.clone()))
+        })
+    }};
+}
+
+/// What every worker of the process is built from.
+struct Wiring {
+    conn: redis::aio::ConnectionManager,
+    prefix: String,
+    opts: WorkerOptions,
+    halt: watch::Receiver<bool>,
+    restart: Restart,
+}
+
+/// Runs the workers until `stop` turns true. Errors when the process should
+/// exit non-zero: a bad setting, or a worker that ended without a shutdown
+/// signal (a panic).
+pub async fn run(
+    settings: Settings,
+    opts: WorkerOptions,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let metrics = Metrics::for_worker()?;
+    let partners = PartnerConfig::from_settings(&settings, "worker")?;
+    let ctx = Arc::new(job_context(&settings, &opts, &metrics, &partners)?);
+    let refresh_rt = refresh_runtime(opts.refresh_nice)?;
+    let refresh_ctx = Arc::new(refresh_context(&settings, &opts, &metrics, partners, &ctx)?);
+    let metrics_endpoint = match settings.worker_metrics_addr {
+        Some(addr) => Some(metrics_endpoint::serve(addr, metrics.registry.clone())?),
+        None => None,
+    };
+    let Some(conn) = connect_redis(&settings, &mut stop).await else {
+        return Ok(());
+    };
+    let prefix = settings.redis_prefix.clone();
+    tracing::info!(redis.prefix = %prefix, "worker started");
+    let (halt_tx, halt) = halt_on(stop.clone());
+    let restart = Restart {
+        metrics: ctx.metrics.clone(),
+        stop: halt.clone(),
+    };
+    let w = Wiring {
+        conn: conn.clone(),
+        prefix: prefix.clone(),
+        opts: opts.clone(),
+        halt: halt.clone(),
+        restart,
+    };
+    let deliver = keep_worker!(
+        &w,
+        Deliver,
+        jobs::deliver::run,
+        ctx,
+        64,
+        opts.deliver_concurrency
+    );
+    let reconcile = keep_worker!(
+        &w,
+        ReconcilePayment,
+        jobs::reconcile::run,
+        ctx,
+        16,
+        opts.payment_concurrency
+    );
+    let refund = keep_worker!(
+        &w,
+        Refund,
+        jobs::refund::run,
+        ctx,
+        16,
+        opts.payment_concurrency
+    );
+    let on_refresh_rt = |task| watch_refresh_task(task, halt_tx.clone());
+    let plan = refresh_rt.handle().spawn(keep_worker!(
+        &w,
+        board::RefreshPlan,
+        board::plan::run,
+        refresh_ctx,
+        4,
+        4
+    ));
+    let batch = refresh_rt.handle().spawn(keep_worker!(
+        &w,
+        board::RefreshBatch,
+        board::batch::run,
+        refresh_ctx,
+        8,
+        16
+    ));
+    let housekeeping = housekeeping::housekeeping(
+        ctx.clone(),
+        conn.clone(),
+        prefix.clone(),
+        opts.clone(),
+        halt.clone(),
+    );
+    let share_calls = {
+        let conn = conn.clone();
+        let connect = move || {
+            let conn = conn.clone();
+            async move { Some(conn) }
+        };
+        metrics.partner.flush_every(
+            prefix.clone(),
+            Duration::from_secs(1),
+            connect,
+            halt.clone(),
+        )
+    };
+    let schedule =
+        board::schedule::schedule(&ctx.queue, conn.clone(), opts.refresh_every, halt.clone());
+    let ((), (), (), p, b, (), (), ()) = tokio::join!(
+        deliver,
+        reconcile,
+        refund,
+        on_refresh_rt(plan),
+        on_refresh_rt(batch),
+        housekeeping,
+        schedule,
+        share_calls
+    );
+    if let Err(e) = metrics.partner.flush(&mut conn.clone(), &prefix).await {
+        tracing::warn!(error = %e, "partner call metrics not flushed at exit");
+    }
+    if let Some(endpoint) = metrics_endpoint {
+        endpoint.stop(true).await;
+    }
+    p?;
+    b?;
+    if !*stop.borrow() {
+        anyhow::bail!("workers stopped without a shutdown signal");
+    }
+    tracing::info!("worker stopped");
+    Ok(())
+}
