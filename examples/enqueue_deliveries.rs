@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 use orderflow::config::Settings;
-use orderflow::db::schema::owed_work::dsl as w;
+use orderflow::db::schema::outbox::dsl as w;
 use orderflow::jobs::{Deliver, JobKind, JobQueue};
 use redis::AsyncCommands;
 use secrecy::ExposeSecret;
@@ -17,7 +17,7 @@ use secrecy::ExposeSecret;
 async fn main() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     let mut conn = PgConnection::establish(settings.database_url.expose_secret())?;
-    let ids: Vec<uuid::Uuid> = w::owed_work
+    let ids: Vec<uuid::Uuid> = w::outbox
         .filter(w::kind.eq("deliver"))
         .select(w::order_id)
         .load(&mut conn)?;

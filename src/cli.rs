@@ -28,7 +28,7 @@ pub enum Command {
     /// Run the HTTP API.
     Serve,
     /// Run the job workers (delivery, payment reconciliation, refunds, the
-    /// owed-work sweep). Many processes may run against one Redis.
+    /// outbox sweep). Many processes may run against one Redis.
     Worker,
     /// Run the three partner simulators.
     Simulate(SimArgs),
@@ -75,7 +75,7 @@ fn run_migrate(settings: Settings) -> anyhow::Result<()> {
 }
 
 /// Logs, with backoff, until PostgreSQL and Redis answer; the API serves
-/// meanwhile (503 without the database; owed work without Redis).
+/// meanwhile (503 without the database; the outbox without Redis).
 fn watch_dependencies(pool: db::DbPool, queue: Arc<JobQueue>) {
     actix_rt::spawn(async move {
         let mut backoff = crate::backoff::Backoff::default();
@@ -250,96 +250,22 @@ pub fn demo_catalog() -> Vec<NewProduct> {
 
 fn run_dev(mut settings: Settings) -> anyhow::Result<()> {
     db::migrate(&settings);
-    {
-        use crate::db::schema::products::dsl as p;
-        let mut conn = PgConnection::establish(settings.database_url.expose_secret())?;
-        let count: i64 = p::products.count().get_result(&mut conn)?;
-        if count == 0 {
-            diesel::insert_into(p::products)
-                .values(demo_catalog())
-                .on_conflict_do_nothing()
-                .execute(&mut conn)?;
-            tracing::info!("seeded the demo catalog");
-        }
-    }
+    seed_demo_catalog(&settings)?;
     let token_generated = settings.ops_token.is_none();
     if token_generated {
-        let token: String = {
-            use rand::Rng;
-            let bytes: [u8; 24] = rand::rng().random();
-            hex::encode(bytes)
-        };
-        settings.ops_token = Some(SecretString::from(token));
+        use rand::Rng;
+        let bytes: [u8; 24] = rand::rng().random();
+        settings.ops_token = Some(SecretString::from(hex::encode(bytes)));
     }
-
     actix_rt::System::new().block_on(async move {
-        let needs_sim = settings.payment_gateway_url.is_none()
-            || settings.shipping_api_url.is_none()
-            || settings.warehouse_api_url.is_none();
-        let sims = if needs_sim {
-            let sims = sim::start(&SimArgs::ephemeral(42))?;
-            settings
-                .payment_gateway_url
-                .get_or_insert(sims.payment_url().parse()?);
-            settings
-                .shipping_api_url
-                .get_or_insert(sims.shipping_url().parse()?);
-            settings
-                .warehouse_api_url
-                .get_or_insert(sims.warehouse_url().parse()?);
-            Some(sims)
-        } else {
-            None
-        };
-        let mut sim_handles = Vec::new();
-        if let Some(sims) = sims {
-            for s in sims.servers {
-                sim_handles.push(s.handle());
-                actix_rt::spawn(s);
-            }
-        }
-
+        let sim_handles = start_missing_partners(&mut settings)?;
         let pool = db::build_pool(&settings, "orderflow-dev");
         let queue = Arc::new(JobQueue::new(&settings)?);
         let metrics = Metrics::new()?;
         let app = Application::build(&settings, pool.clone(), queue.clone(), &metrics)?;
-        // The workers, on their own runtime (apalis needs a tokio runtime with
-        // Send futures; the API runs on actix's).
         let (stop_workers, stop_rx) = tokio::sync::watch::channel(false);
-        let worker_settings = settings.clone();
-        let workers = std::thread::Builder::new()
-            .name("workers".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()?;
-                let opts = crate::worker::WorkerOptions::from_settings(&worker_settings);
-                rt.block_on(crate::worker::run(worker_settings, opts, stop_rx))
-            })?;
-        let base = format!("http://{}:{}", settings.bind_addr.ip(), app.port());
-        println!();
-        println!("orderflow dev is running");
-        println!("  dashboard:  {base}/dashboard");
-        println!("  API:        {base}/api/v1/products");
-        println!("  OpenAPI:    {base}/api/v1/openapi.json");
-        println!("  metrics:    {base}/metrics");
-        let show = |u: &Option<url::Url>| u.as_ref().map(|u| u.to_string()).unwrap_or_default();
-        println!("  payment:    {}", show(&settings.payment_gateway_url));
-        println!("  shipping:   {}", show(&settings.shipping_api_url));
-        println!("  warehouse:  {}", show(&settings.warehouse_api_url));
-        if let Some(t) = &settings.ops_token {
-            println!(
-                "  ops token:  {}{}",
-                t.expose_secret(),
-                if token_generated {
-                    "  (generated; set OPS_TOKEN to fix it)"
-                } else {
-                    ""
-                }
-            );
-        }
-        println!();
+        let workers = start_dev_workers(settings.clone(), stop_rx)?;
+        print_banner(&settings, app.port(), token_generated);
         let stop_flusher = share_partner_calls(&metrics, &queue);
         watch_dependencies(pool, queue.clone());
         app.server().await?;
@@ -355,4 +281,92 @@ fn run_dev(mut settings: Settings) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// Puts the demo catalog in an empty database.
+fn seed_demo_catalog(settings: &Settings) -> anyhow::Result<()> {
+    use crate::db::schema::products::dsl as p;
+    let mut conn = PgConnection::establish(settings.database_url.expose_secret())?;
+    let count: i64 = p::products.count().get_result(&mut conn)?;
+    if count == 0 {
+        diesel::insert_into(p::products)
+            .values(demo_catalog())
+            .on_conflict_do_nothing()
+            .execute(&mut conn)?;
+        tracing::info!("seeded the demo catalog");
+    }
+    Ok(())
+}
+
+/// Starts the simulators for the partners whose URL is not set, and points
+/// the settings at them.
+fn start_missing_partners(
+    settings: &mut Settings,
+) -> anyhow::Result<Vec<actix_web::dev::ServerHandle>> {
+    let needs_sim = settings.payment_gateway_url.is_none()
+        || settings.shipping_api_url.is_none()
+        || settings.warehouse_api_url.is_none();
+    if !needs_sim {
+        return Ok(Vec::new());
+    }
+    let sims = sim::start(&SimArgs::ephemeral(42))?;
+    settings
+        .payment_gateway_url
+        .get_or_insert(sims.payment_url().parse()?);
+    settings
+        .shipping_api_url
+        .get_or_insert(sims.shipping_url().parse()?);
+    settings
+        .warehouse_api_url
+        .get_or_insert(sims.warehouse_url().parse()?);
+    Ok(sims
+        .servers
+        .into_iter()
+        .map(|s| {
+            let handle = s.handle();
+            actix_rt::spawn(s);
+            handle
+        })
+        .collect())
+}
+
+/// The workers, on their own runtime (apalis needs a tokio runtime with
+/// `Send` futures; the API runs on actix's).
+fn start_dev_workers(
+    settings: Settings,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<std::thread::JoinHandle<anyhow::Result<()>>> {
+    std::thread::Builder::new()
+        .name("workers".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let opts = crate::worker::WorkerOptions::from_settings(&settings);
+            rt.block_on(crate::worker::run(settings, opts, stop))
+        })
+}
+
+fn print_banner(settings: &Settings, port: u16, token_generated: bool) {
+    let base = format!("http://{}:{port}", settings.bind_addr.ip());
+    println!();
+    println!("orderflow dev is running");
+    println!("  dashboard:  {base}/dashboard");
+    println!("  API:        {base}/api/v1/products");
+    println!("  OpenAPI:    {base}/api/v1/openapi.json");
+    println!("  metrics:    {base}/metrics");
+    let show = |u: &Option<url::Url>| u.as_ref().map(|u| u.to_string()).unwrap_or_default();
+    println!("  payment:    {}", show(&settings.payment_gateway_url));
+    println!("  shipping:   {}", show(&settings.shipping_api_url));
+    println!("  warehouse:  {}", show(&settings.warehouse_api_url));
+    if let Some(t) = &settings.ops_token {
+        let note = if token_generated {
+            "  (generated; set OPS_TOKEN to fix it)"
+        } else {
+            ""
+        };
+        println!("  ops token:  {}{note}", t.expose_secret());
+    }
+    println!();
 }

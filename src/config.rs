@@ -17,7 +17,7 @@
 //! - `WORKER_METRICS_ADDR` (default none): where `worker` serves its own metrics
 //! - `REFRESH_PARTNER_CONCURRENCY` (default 1024): concurrent calls per partner
 //!   during a status refresh, per worker process
-//! - `SWEEP_GRACE_SECS` (default 30): how overdue an owed item's next attempt
+//! - `SWEEP_GRACE_SECS` (default 30): how overdue an outbox item's next attempt
 //!   must be before the sweeper pushes it again
 //! - `STALE_PAYMENT_SECS` (default 60): a `payment_pending` order older than
 //!   this is owed a reconciliation

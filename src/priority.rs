@@ -1,11 +1,10 @@
 //! CPU priority of background threads (`REFRESH_NICE`).
 //!
 //! On Linux the nice value is per thread and inherited by the threads a
-//! thread starts. The status refresh is bulk background work: on a host
-//! shared with `serve`, its CPU use made the board reads' tail several times
-//! longer (docs/BENCHMARKS.md), so the threads that run it lower their
-//! priority. Deliveries keep theirs: nicing the whole worker doubled the
-//! purchase → shipment p99 under purchase load.
+//! thread starts. The status refresh is bulk background work that must not
+//! take CPU from `serve` on a shared host, so the threads that run it lower
+//! their priority; deliveries keep theirs, as they are on the purchase's
+//! path (the measurements behind both are in docs/BENCHMARKS.md).
 
 /// Lowers the calling thread's priority to nice value `nice` (and so of the
 /// threads it starts afterwards). Never raises it: a thread already at a

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{BoardEntry, PaymentState, ShippingState, StockItem, WarehouseState};
+use crate::db::delivery::Advance;
 use crate::db::models::OrderWithItems;
-use crate::db::orders::Advance;
 use crate::domain::{DeliveryStatus, OrderStatus};
 use crate::partners::shipping::Shipment;
 

@@ -31,7 +31,7 @@ pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// What a request with a key should do.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Claim {
+pub enum KeyClaim {
     /// First request with this key: go ahead.
     Claimed,
     /// The key was used with a different body.
@@ -54,7 +54,7 @@ pub fn claim(
     request_hash: &str,
     order_id: Uuid,
     lease: Duration,
-) -> Result<Claim, DbError> {
+) -> Result<KeyClaim, DbError> {
     let claimed = super::prepared::ClaimKey {
         key,
         request_hash,
@@ -63,7 +63,7 @@ pub fn claim(
     }
     .execute(conn)?;
     if claimed == 1 {
-        return Ok(Claim::Claimed);
+        return Ok(KeyClaim::Claimed);
     }
 
     // The row exists and is live; ON CONFLICT already locked it.
@@ -87,11 +87,11 @@ pub fn claim(
         .for_update()
         .first(conn)?;
     if hash != request_hash {
-        return Ok(Claim::Reused);
+        return Ok(KeyClaim::Reused);
     }
     if state == KeyState::Completed {
         if let (Some(status), Some(body)) = (status, body) {
-            return Ok(Claim::Completed {
+            return Ok(KeyClaim::Completed {
                 status: u16::try_from(status).unwrap_or(500),
                 body,
             });
@@ -99,12 +99,12 @@ pub fn claim(
     }
     let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
     if chrono::Utc::now() - locked_at < lease {
-        return Ok(Claim::InProgress);
+        return Ok(KeyClaim::InProgress);
     }
     diesel::update(k::idempotency_keys.find(key))
         .set(k::locked_at.eq(diesel::dsl::now))
         .execute(conn)?;
-    Ok(Claim::TakenOver { order_id })
+    Ok(KeyClaim::TakenOver { order_id })
 }
 
 /// Stores the response to replay.

@@ -6,10 +6,11 @@
 //! checkout from the pool on actix's blocking thread pool; no connection or
 //! transaction is ever held while a partner is called.
 
+pub mod delivery;
 pub mod idempotency;
 pub mod models;
 pub mod orders;
-pub mod owed;
+pub mod outbox;
 pub mod prepared;
 pub mod products;
 pub mod schema;

@@ -2,12 +2,11 @@
 //!
 //! Diesel prepares and caches a statement per connection only when it can
 //! prove the SQL text is fixed; it never does for UPDATEs, multi-row INSERTs
-//! or `sql_query`, so those are parsed and planned on every call. Measured on
-//! the purchase benchmark, that planning was the largest cost above the
-//! physical reference (pgbench with prepared statements). Each type below
-//! writes one fixed SQL text and declares a static query id, so Diesel
-//! prepares it once per pooled connection and then only binds and executes.
-//! Each returns its affected (or selected) row count through `execute`.
+//! or `sql_query`, so those are parsed and planned on every call (what that
+//! cost the purchase is in docs/BENCHMARKS.md). Each type below writes one
+//! fixed SQL text and declares a static query id, so Diesel prepares it once
+//! per pooled connection and then only binds and executes. Statuses and
+//! kinds are bound as parameters, never spelled in the SQL.
 
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
@@ -20,7 +19,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::idempotency::KeyState;
-use super::owed::OwedKind;
+use super::outbox::OutboxKind;
 use super::schema::orders;
 use crate::domain::{DeliveryStatus, OrderStatus};
 
@@ -176,8 +175,8 @@ impl QueryFragment<Pg> for SettlePayment<'_> {
         out.push_bind_param::<Text, _>(&OrderStatus::PaymentPending)?;
         out.push_sql(" RETURNING ");
         out.push_sql(ORDER_COLUMNS);
-        out.push_sql("), w AS (INSERT INTO owed_work (kind, order_id) SELECT ");
-        out.push_bind_param::<Text, _>(&OwedKind::Deliver)?;
+        out.push_sql("), w AS (INSERT INTO outbox (kind, order_id) SELECT ");
+        out.push_bind_param::<Text, _>(&OutboxKind::Deliver)?;
         out.push_sql(", id FROM o WHERE ");
         out.push_bind_param::<Bool, _>(&self.owe_delivery)?;
         out.push_sql(" ON CONFLICT DO NOTHING) SELECT ");

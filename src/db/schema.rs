@@ -53,10 +53,10 @@ diesel::table! {
 }
 
 diesel::table! {
-    owed_work (kind, order_id) {
+    outbox (kind, order_id) {
         kind -> Text,
         order_id -> Uuid,
-        owed_since -> Timestamptz,
+        created_at -> Timestamptz,
         last_pushed_at -> Nullable<Timestamptz>,
         next_attempt_at -> Timestamptz,
         attempt_task -> Nullable<Text>,
@@ -79,12 +79,12 @@ diesel::table! {
 diesel::joinable!(idempotency_keys -> orders (order_id));
 diesel::joinable!(order_items -> orders (order_id));
 diesel::joinable!(order_items -> products (sku));
-diesel::joinable!(owed_work -> orders (order_id));
+diesel::joinable!(outbox -> orders (order_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     idempotency_keys,
     order_items,
     orders,
-    owed_work,
+    outbox,
     products,
 );

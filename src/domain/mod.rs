@@ -1,6 +1,9 @@
 //! Domain types: parsed, valid values that the handlers work with.
 
 pub mod country;
+pub mod currency;
+pub mod fields;
+pub mod product;
 pub mod purchase;
 pub mod status;
 

@@ -5,11 +5,11 @@
 //! need the catalog (sku exists and is active, currency matches) are done by
 //! the purchase unit of work, which appends to the same list.
 
-use email_address::EmailAddress;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::country::is_iso3166_alpha2;
+use super::fields::{type_name, Fields};
 use crate::error::FieldError;
 
 pub const MAX_ITEMS: usize = 100;
@@ -49,24 +49,14 @@ pub struct PurchaseRequest {
 impl PurchaseRequest {
     /// Parses the request object, or returns every field error found.
     pub fn parse(body: &Map<String, Value>) -> Result<Self, Vec<FieldError>> {
-        let mut p = Parser::default();
+        let mut p = Fields::default();
         let customer = p.object(body, "customer", "customer").map(|c| {
             let email = p.email(c, "email", "customer.email");
             let name = p.text(c, "name", "customer.name", 200);
             (email, name)
         });
-        let items = p.items(body);
-        let currency = p.string(body, "currency", "currency").and_then(|c| {
-            if c.len() == 3 && c.bytes().all(|b| b.is_ascii_lowercase()) {
-                Some(c.to_owned())
-            } else {
-                p.fail(
-                    "currency",
-                    "must be 3 lowercase letters (ISO 4217), e.g. \"usd\"",
-                );
-                None
-            }
-        });
+        let items = items(&mut p, body);
+        let currency = p.currency(body, "currency", "currency");
         let address = p
             .object(body, "shipping_address", "shipping_address")
             .map(|a| {
@@ -126,203 +116,73 @@ impl PurchaseRequest {
     }
 }
 
-#[derive(Default)]
-struct Parser {
-    errors: Vec<FieldError>,
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-impl Parser {
-    fn fail(&mut self, field: &str, message: impl Into<String>) {
-        self.errors.push(FieldError::new(field, message));
-    }
-
-    fn field<'v>(
-        &mut self,
-        obj: &'v Map<String, Value>,
-        key: &str,
-        path: &str,
-    ) -> Option<&'v Value> {
-        match obj.get(key) {
-            None | Some(Value::Null) => {
-                self.fail(path, "is required");
-                None
-            }
-            Some(v) => Some(v),
-        }
-    }
-
-    fn object<'v>(
-        &mut self,
-        obj: &'v Map<String, Value>,
-        key: &str,
-        path: &str,
-    ) -> Option<&'v Map<String, Value>> {
-        match self.field(obj, key, path)? {
-            Value::Object(m) => Some(m),
-            other => {
-                self.fail(path, format!("must be an object, not {}", type_name(other)));
-                None
-            }
-        }
-    }
-
-    fn string<'v>(
-        &mut self,
-        obj: &'v Map<String, Value>,
-        key: &str,
-        path: &str,
-    ) -> Option<&'v str> {
-        match self.field(obj, key, path)? {
-            Value::String(s) => Some(s),
-            other => {
-                self.fail(path, format!("must be a string, not {}", type_name(other)));
-                None
-            }
-        }
-    }
-
-    /// Free text: trimmed, 1..=max characters, no control characters.
-    fn checked_text(&mut self, raw: &str, path: &str, max: usize) -> Option<String> {
-        let t = raw.trim();
-        let n = t.chars().count();
-        if n == 0 {
-            self.fail(path, "must not be empty");
-            None
-        } else if n > max {
-            self.fail(path, format!("must be at most {max} characters"));
-            None
-        } else if t.chars().any(char::is_control) {
-            self.fail(path, "must not contain control characters");
-            None
-        } else {
-            Some(t.to_owned())
-        }
-    }
-
-    fn text(
-        &mut self,
-        obj: &Map<String, Value>,
-        key: &str,
-        path: &str,
-        max: usize,
-    ) -> Option<String> {
-        let raw = self.string(obj, key, path)?;
-        self.checked_text(raw, path, max)
-    }
-
-    /// `Some(None)` for absent, null or blank; `None` when invalid.
-    fn optional_text(
-        &mut self,
-        obj: &Map<String, Value>,
-        key: &str,
-        path: &str,
-        max: usize,
-    ) -> Option<Option<String>> {
-        match obj.get(key) {
-            None | Some(Value::Null) => Some(None),
-            Some(Value::String(s)) if s.trim().is_empty() => Some(None),
-            Some(Value::String(s)) => self.checked_text(s, path, max).map(Some),
-            Some(other) => {
-                self.fail(
-                    path,
-                    format!("must be a string or null, not {}", type_name(other)),
-                );
-                None
-            }
-        }
-    }
-
-    fn email(&mut self, obj: &Map<String, Value>, key: &str, path: &str) -> Option<String> {
-        let raw = self.string(obj, key, path)?.trim();
-        if raw.chars().count() > 254 {
-            self.fail(path, "must be at most 254 characters");
-            None
-        } else if !EmailAddress::is_valid(raw) {
-            self.fail(path, "is not a valid email address");
-            None
-        } else {
-            Some(raw.to_owned())
-        }
-    }
-
-    fn items(&mut self, body: &Map<String, Value>) -> Option<Vec<ItemRequest>> {
-        let list = match self.field(body, "items", "items")? {
-            Value::Array(a) => a,
-            other => {
-                self.fail(
-                    "items",
-                    format!("must be an array, not {}", type_name(other)),
-                );
-                return None;
-            }
-        };
-        if list.is_empty() || list.len() > MAX_ITEMS {
-            self.fail("items", format!("must hold 1 to {MAX_ITEMS} items"));
+/// The order's lines: 1 to [`MAX_ITEMS`], each a sku (once) and a quantity.
+fn items(p: &mut Fields, body: &Map<String, Value>) -> Option<Vec<ItemRequest>> {
+    let list = match p.field(body, "items", "items")? {
+        Value::Array(a) => a,
+        other => {
+            p.fail(
+                "items",
+                format!("must be an array, not {}", type_name(other)),
+            );
             return None;
         }
-        let before = self.errors.len();
-        let mut items = Vec::with_capacity(list.len());
-        let mut seen = std::collections::HashSet::new();
-        for (i, entry) in list.iter().enumerate() {
-            let path = format!("items[{i}]");
-            let Value::Object(item) = entry else {
-                self.fail(
-                    &path,
-                    format!("must be an object, not {}", type_name(entry)),
-                );
-                continue;
-            };
-            let sku_path = format!("{path}.sku");
-            let sku = self.string(item, "sku", &sku_path).and_then(|s| {
-                if s.is_empty() || s.chars().count() > 64 {
-                    self.fail(&sku_path, "must be 1 to 64 characters");
-                    None
-                } else if !seen.insert(s.to_owned()) {
-                    self.fail(&sku_path, "appears more than once; use quantity instead");
-                    None
-                } else {
-                    Some(s.to_owned())
-                }
-            });
-            let qty_path = format!("{path}.quantity");
-            let quantity = match self.field(item, "quantity", &qty_path) {
-                Some(Value::Number(n)) => match n.as_i64() {
-                    Some(q) if (1..=MAX_QUANTITY).contains(&q) => i32::try_from(q).ok(),
-                    Some(_) => {
-                        self.fail(&qty_path, format!("must be between 1 and {MAX_QUANTITY}"));
-                        None
-                    }
-                    None => {
-                        self.fail(&qty_path, "must be a whole number");
-                        None
-                    }
-                },
-                Some(other) => {
-                    self.fail(
-                        &qty_path,
-                        format!("must be a number, not {}", type_name(other)),
-                    );
-                    None
-                }
-                None => None,
-            };
-            if let (Some(sku), Some(quantity)) = (sku, quantity) {
-                items.push(ItemRequest { sku, quantity });
-            }
-        }
-        (self.errors.len() == before).then_some(items)
+    };
+    if list.is_empty() || list.len() > MAX_ITEMS {
+        p.fail("items", format!("must hold 1 to {MAX_ITEMS} items"));
+        return None;
     }
+    let before = p.errors.len();
+    let mut items = Vec::with_capacity(list.len());
+    let mut seen = std::collections::HashSet::new();
+    for (i, entry) in list.iter().enumerate() {
+        let path = format!("items[{i}]");
+        let Value::Object(item) = entry else {
+            p.fail(
+                &path,
+                format!("must be an object, not {}", type_name(entry)),
+            );
+            continue;
+        };
+        let sku_path = format!("{path}.sku");
+        let sku = p.string(item, "sku", &sku_path).and_then(|s| {
+            if s.is_empty() || s.chars().count() > 64 {
+                p.fail(&sku_path, "must be 1 to 64 characters");
+                None
+            } else if !seen.insert(s.to_owned()) {
+                p.fail(&sku_path, "appears more than once; use quantity instead");
+                None
+            } else {
+                Some(s.to_owned())
+            }
+        });
+        let qty_path = format!("{path}.quantity");
+        let quantity = match p.field(item, "quantity", &qty_path) {
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(q) if (1..=MAX_QUANTITY).contains(&q) => i32::try_from(q).ok(),
+                Some(_) => {
+                    p.fail(&qty_path, format!("must be between 1 and {MAX_QUANTITY}"));
+                    None
+                }
+                None => {
+                    p.fail(&qty_path, "must be a whole number");
+                    None
+                }
+            },
+            Some(other) => {
+                p.fail(
+                    &qty_path,
+                    format!("must be a number, not {}", type_name(other)),
+                );
+                None
+            }
+            None => None,
+        };
+        if let (Some(sku), Some(quantity)) = (sku, quantity) {
+            items.push(ItemRequest { sku, quantity });
+        }
+    }
+    (p.errors.len() == before).then_some(items)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 /// `as_str`, `FromStr`, `Display`, serde as the same text, and a Diesel
 /// mapping to a `Text` column, so rows and queries carry the enum and no
 /// status is spelled as a string outside this macro's invocations. Used for
-/// every such column (orders' statuses, the owed-work kinds, key states).
+/// every such column (orders' statuses, the outbox kinds, key states).
 macro_rules! text_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*

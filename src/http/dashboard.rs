@@ -68,7 +68,7 @@ pub async fn summary(_: OpsAuth, state: web::Data<AppState>) -> Result<HttpRespo
             .group_by(o::status)
             .select((o::status, diesel::dsl::count_star()))
             .load(c)?;
-        let lag = crate::db::owed::oldest_age_secs(c)?;
+        let lag = crate::db::outbox::oldest_age_secs(c)?;
         // Uses the partial index on flagged orders.
         let attention: i64 = o::orders
             .filter(o::attention.is_not_null())

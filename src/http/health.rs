@@ -82,7 +82,7 @@ pub async fn metrics(
         metrics.load_shared_calls(conn, queue.prefix()).await;
         stats
     };
-    let lag = db::unit(&state.pool, crate::db::owed::oldest_age_secs);
+    let lag = db::unit(&state.pool, crate::db::outbox::oldest_age_secs);
     let (stats, lag) = futures_util::join!(shared, lag);
     metrics
         .queues

@@ -178,7 +178,7 @@ pub async fn cancel_order(
     state: web::Data<AppState>,
     gateway: web::Data<crate::partners::payment::PaymentGateway>,
 ) -> Result<HttpResponse, ApiError> {
-    use crate::db::{orders::CancelRefusal, owed};
+    use crate::db::{orders::CancelRefusal, outbox};
     let id = parse_order_id(&path)?;
     let cancelled = db::unit(&state.pool, move |c| orders::cancel(c, id)).await?;
     let cancelled = match cancelled {
@@ -210,7 +210,7 @@ pub async fn cancel_order(
                 db::unit(&state.pool, move |c| {
                     c.build_transaction().run(|c| {
                         orders::record_refund(c, id, &intent)?;
-                        owed::settle(c, owed::OwedKind::Refund, id)
+                        outbox::done(c, outbox::OutboxKind::Refund, id)
                     })
                 })
                 .await?;
@@ -248,7 +248,10 @@ pub async fn retry_delivery(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_order_id(&path)?;
-    let requeued = db::unit(&state.pool, move |c| orders::requeue_failed_delivery(c, id)).await?;
+    let requeued = db::unit(&state.pool, move |c| {
+        crate::db::delivery::requeue_failed_delivery(c, id)
+    })
+    .await?;
     let order = db::unit(&state.pool, move |c| orders::find(c, id))
         .await?
         .ok_or(ApiError::NotFound)?;

@@ -7,8 +7,8 @@ use std::time::Duration;
 use apalis::prelude::{AbortError, BoxDynError};
 use rand::Rng;
 
-use super::{JobQueue, OwedJob};
-use crate::db::owed;
+use super::{JobQueue, OutboxJob};
+use crate::db::outbox;
 use crate::db::DbPool;
 use crate::metrics::JobMetrics;
 use crate::partners::executor::PartnerExecutor;
@@ -53,30 +53,30 @@ impl JobContext {
 }
 
 impl JobContext {
-    /// Claims an attempt of the owed item `job` was woken for (see
-    /// [`owed::claim`]): `None` when this wake-up has nothing to do.
-    pub async fn claim<J: OwedJob>(
+    /// Claims an attempt of the outbox item `job` was woken for (see
+    /// [`outbox::claim`]): `None` when this wake-up has nothing to do.
+    pub async fn claim<J: OutboxJob>(
         &self,
         job: &J,
         task: String,
     ) -> Result<Option<i32>, crate::db::DbError> {
         let (lease, order_id) = (self.policy.lease, job.order_id());
         let claim = crate::db::unit(&self.pool, move |c| {
-            owed::claim(c, J::OWED, order_id, &task, lease)
+            outbox::claim(c, J::OUTBOX, order_id, &task, lease)
         })
         .await?;
         Ok(match claim {
-            owed::Claim::Run { attempt } => Some(attempt),
-            owed::Claim::NotYet | owed::Claim::NotOwed => None,
+            outbox::Claim::Run { attempt } => Some(attempt),
+            outbox::Claim::NotYet | outbox::Claim::NotOwed => None,
         })
     }
 
     /// After failed attempt `attempt` of `job`: the next attempt after a
-    /// jittered backoff (recorded on the owed row, woken by a delayed push),
+    /// jittered backoff (recorded on the outbox row, woken by a delayed push),
     /// or, past the budget, the order is flagged `why` for ops and the work
     /// is no longer owed. Never an apalis retry, which would start a second
     /// chain on its own schedule.
-    pub async fn retry_or_flag<J: OwedJob>(
+    pub async fn retry_or_flag<J: OutboxJob>(
         &self,
         job: J,
         attempt: i32,
@@ -88,7 +88,7 @@ impl JobContext {
             crate::db::unit(&self.pool, move |c| {
                 c.build_transaction().run(|c| {
                     crate::db::orders::flag_attention(c, order_id, why)?;
-                    owed::settle(c, J::OWED, order_id)
+                    outbox::done(c, J::OUTBOX, order_id)
                 })
             })
             .await?;
@@ -103,7 +103,7 @@ impl JobContext {
         }
         let delay = self.policy.backoff(attempt, None);
         crate::db::unit(&self.pool, move |c| {
-            owed::retry_in(c, J::OWED, order_id, delay)
+            outbox::retry_in(c, J::OUTBOX, order_id, delay)
         })
         .await?;
         tracing::info!(
@@ -120,7 +120,7 @@ impl JobContext {
     /// Pushes the wake-up of `job`'s next attempt, due in `delay` (the owed
     /// row already says when). If the push fails (Redis down, queue full),
     /// the sweeper pushes one once the attempt is overdue.
-    pub async fn wake_after<J: OwedJob>(&self, job: J, attempt: i32, delay: Duration) {
+    pub async fn wake_after<J: OutboxJob>(&self, job: J, attempt: i32, delay: Duration) {
         let id = format!("{}-a{attempt}", job.task_id());
         if let Err(e) = self.queue.push_with(job, id, delay).await {
             tracing::warn!(error = %e, "retry wake-up not pushed; the sweeper will push it");
@@ -141,7 +141,7 @@ pub struct RetryPolicy {
     pub max_attempts: i32,
     pub base: Duration,
     pub cap: Duration,
-    /// How long a started attempt owns its owed item: past it, with neither
+    /// How long a started attempt owns its outbox item: past it, with neither
     /// an outcome nor a retry recorded (a job lost with its worker), the
     /// sweeper may push the item again. Above the partner timeout.
     pub lease: Duration,

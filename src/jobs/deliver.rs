@@ -1,8 +1,8 @@
 //! Deliver: create the shipment of a paid order at the shipping partner.
 //!
 //! Pushed by the purchase path right after the order is marked paid (the
-//! `deliver` owed-work row is committed with that update), by the sweeper for
-//! owed rows that linger, by itself for a retry, and by ops' retry-delivery.
+//! `deliver` outbox row is committed with that update), by the sweeper for
+//! outbox rows that linger, by itself for a retry, and by ops' retry-delivery.
 //!
 //! Safe twice, or concurrently: the partner keys shipments by `reference` =
 //! order id (plus an Idempotency-Key), so it never makes two; the order moves
@@ -21,10 +21,10 @@ use apalis::prelude::{AbortError, BoxDynError, Data, TaskId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{JobContext, JobKind, OwedJob};
-use crate::db::orders::{AttemptFailure, DeliveryBegin};
-use crate::db::{self, orders};
-use crate::partners::shipping::ShippingError;
+use super::{JobContext, JobKind, OutboxJob};
+use crate::db;
+use crate::db::delivery::{self, AttemptFailure, DeliveryBegin};
+use crate::partners::shipping::{Shipment, ShippingError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deliver {
@@ -38,8 +38,8 @@ impl JobKind for Deliver {
     }
 }
 
-impl OwedJob for Deliver {
-    const OWED: crate::db::owed::OwedKind = crate::db::owed::OwedKind::Deliver;
+impl OutboxJob for Deliver {
+    const OUTBOX: crate::db::outbox::OutboxKind = crate::db::outbox::OutboxKind::Deliver;
     fn order_id(&self) -> Uuid {
         self.order_id
     }
@@ -65,7 +65,7 @@ async fn execute(
     let id = job.order_id;
     let lease = ctx.policy.lease;
     let begin = db::unit(&ctx.pool, move |c| {
-        orders::begin_delivery(c, id, &task, lease)
+        delivery::begin_delivery(c, id, &task, lease)
     })
     .await?;
     let start = match begin {
@@ -90,11 +90,22 @@ async fn execute(
             })
         })
         .await?;
+    record_attempt(&ctx, id, attempt, result).await
+}
+
+/// Records how attempt `attempt` ended: the shipment, a retry with its
+/// wake-up, or the failure for good.
+async fn record_attempt(
+    ctx: &JobContext,
+    id: Uuid,
+    attempt: i32,
+    result: Result<Shipment, ShippingError>,
+) -> Result<(), BoxDynError> {
     match result {
         Ok(shipment) => {
             let tracking = shipment.tracking_number.clone();
             db::unit(&ctx.pool, move |c| {
-                orders::record_shipment(c, id, &shipment.id, tracking.as_deref())
+                delivery::record_shipment(c, id, &shipment.id, tracking.as_deref())
             })
             .await?;
             tracing::info!(delivery.attempt = attempt, "shipment created");
@@ -107,7 +118,7 @@ async fn execute(
                 retry_in: None,
             };
             db::unit(&ctx.pool, move |c| {
-                orders::record_delivery_error(c, id, &error, failure)
+                delivery::record_delivery_error(c, id, &error, failure)
             })
             .await?;
             tracing::warn!(delivery.attempt = attempt, error = %message, "delivery failed for good");
@@ -126,7 +137,7 @@ async fn execute(
             };
             let error = message.clone();
             db::unit(&ctx.pool, move |c| {
-                orders::record_delivery_error(c, id, &error, failure)
+                delivery::record_delivery_error(c, id, &error, failure)
             })
             .await?;
             if give_up {

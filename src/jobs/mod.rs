@@ -3,7 +3,7 @@
 //! Job payloads carry ids only; a job re-reads the state it acts on. Every
 //! push uses a deterministic task id (`deliver-{order}`), so duplicate pushes
 //! of live work are dropped by Redis. A push is only a wake-up: the work
-//! itself is recorded in PostgreSQL (`owed_work`) in the same transaction as
+//! itself is recorded in PostgreSQL (`outbox`) in the same transaction as
 //! the state change that makes it owed, and a sweeper re-pushes what lingers.
 
 pub mod context;
@@ -37,10 +37,10 @@ pub trait JobKind: Serialize + Send + Sync + Unpin + 'static {
     fn task_id(&self) -> String;
 }
 
-/// A job that does owed work for one order (deliver, reconcile, refund):
-/// its `owed_work` kind and order, so claims and retries need only the job.
-pub trait OwedJob: JobKind + for<'de> serde::Deserialize<'de> {
-    const OWED: crate::db::owed::OwedKind;
+/// A job that does the outbox for one order (deliver, reconcile, refund):
+/// its `outbox` kind and order, so claims and retries need only the job.
+pub trait OutboxJob: JobKind + for<'de> serde::Deserialize<'de> {
+    const OUTBOX: crate::db::outbox::OutboxKind;
     fn order_id(&self) -> uuid::Uuid;
 }
 

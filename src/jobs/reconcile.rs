@@ -15,8 +15,8 @@ use apalis::prelude::{BoxDynError, Data, TaskId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Deliver, JobContext, JobKind, OwedJob};
-use crate::db::owed::{self, OwedKind};
+use super::{Deliver, JobContext, JobKind, OutboxJob};
+use crate::db::outbox::{self, OutboxKind};
 use crate::db::{self, orders};
 use crate::domain::{Attention, OrderStatus};
 use crate::partners::payment::{charge_of, ChargeOutcome};
@@ -33,8 +33,8 @@ impl JobKind for ReconcilePayment {
     }
 }
 
-impl OwedJob for ReconcilePayment {
-    const OWED: OwedKind = OwedKind::ReconcilePayment;
+impl OutboxJob for ReconcilePayment {
+    const OUTBOX: OutboxKind = OutboxKind::ReconcilePayment;
     fn order_id(&self) -> Uuid {
         self.order_id
     }
@@ -64,7 +64,7 @@ async fn execute(
     let order = db::unit(&ctx.pool, move |c| orders::find(c, id)).await?;
     let Some(order) = order.filter(|o| o.order.status == OrderStatus::PaymentPending) else {
         db::unit(&ctx.pool, move |c| {
-            owed::settle(c, OwedKind::ReconcilePayment, id)
+            outbox::done(c, OutboxKind::ReconcilePayment, id)
         })
         .await?;
         return Ok(());
@@ -89,8 +89,8 @@ async fn execute(
     let paid = matches!(outcome, ChargeOutcome::Succeeded { .. });
     let settled = db::unit(&ctx.pool, move |c| {
         c.build_transaction().run(|c| {
-            let changed = orders::settle_payment(c, id, &outcome.record())?.is_some();
-            owed::settle(c, OwedKind::ReconcilePayment, id)?;
+            let changed = orders::settle_payment(c, id, &outcome.payment_result())?.is_some();
+            outbox::done(c, OutboxKind::ReconcilePayment, id)?;
             Ok::<_, db::DbError>(changed)
         })
     })

@@ -16,8 +16,8 @@ use apalis::prelude::{BoxDynError, Data, TaskId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{JobContext, JobKind, OwedJob};
-use crate::db::owed::{self, OwedKind};
+use super::{JobContext, JobKind, OutboxJob};
+use crate::db::outbox::{self, OutboxKind};
 use crate::db::{self, orders};
 use crate::domain::{Attention, OrderStatus};
 use crate::partners::payment::{charge_of, ChargeOutcome};
@@ -34,8 +34,8 @@ impl JobKind for Refund {
     }
 }
 
-impl OwedJob for Refund {
-    const OWED: OwedKind = OwedKind::Refund;
+impl OutboxJob for Refund {
+    const OUTBOX: OutboxKind = OutboxKind::Refund;
     fn order_id(&self) -> Uuid {
         self.order_id
     }
@@ -56,7 +56,7 @@ async fn execute(job: Refund, ctx: Data<Arc<JobContext>>, task: String) -> Resul
     };
     let order = db::unit(&ctx.pool, move |c| orders::find(c, id)).await?;
     let done = |ctx: Data<Arc<JobContext>>| async move {
-        db::unit(&ctx.pool, move |c| owed::settle(c, OwedKind::Refund, id)).await
+        db::unit(&ctx.pool, move |c| outbox::done(c, OutboxKind::Refund, id)).await
     };
     let Some(order) = order.filter(|o| o.order.status == OrderStatus::Cancelled) else {
         return Ok(done(ctx).await?);
@@ -95,7 +95,7 @@ async fn execute(job: Refund, ctx: Data<Arc<JobContext>>, task: String) -> Resul
                     if let Some((intent, _refund_id)) = &refunded {
                         orders::record_refund(c, id, intent)?;
                     }
-                    owed::settle(c, OwedKind::Refund, id)
+                    outbox::done(c, OutboxKind::Refund, id)
                 })
             })
             .await?;

@@ -1,12 +1,12 @@
-//! Sweep owed work: push the job for every owed item whose wake-up was lost
+//! Sweep the outbox: push the job for every outbox item whose wake-up was lost
 //! (Redis down at purchase time, a job that died for good while PostgreSQL
 //! was down, a cancel whose inline refund failed) and owe a reconciliation
 //! for every order left `payment_pending`. It also deletes Idempotency-Key
 //! records past their retention, so that table stays bounded.
 //!
 //! An item is pushed only when its next attempt is overdue (see
-//! `owed::take_due`): never while its job runs or waits for its own retry,
-//! so there is one chain per owed item. Every worker process sweeps on its
+//! `outbox::take_due`): never while its job runs or waits for its own retry,
+//! so there is one chain per outbox item. Every worker process sweeps on its
 //! own timer; each item is taken by one sweeper per window (`FOR UPDATE
 //! SKIP LOCKED` plus `last_pushed_at`). Pushes are paced: a sweep tops each
 //! queue up to `jobs::MAX_SCHEDULED` entries and no further (apalis-redis
@@ -15,11 +15,11 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{Deliver, JobContext, JobKind, ReconcilePayment, Refund};
-use crate::db::{self, owed};
+use crate::db::{self, outbox};
 
 #[derive(Debug, Clone, Copy)]
 pub struct SweepPolicy {
-    /// How overdue an owed item's next attempt must be before the sweeper
+    /// How overdue an outbox item's next attempt must be before the sweeper
     /// pushes it (the normal path pushes it on time).
     pub grace: Duration,
     /// How long after a push the item may be pushed again.
@@ -46,53 +46,55 @@ pub struct SweepReport {
     pub pushed: usize,
     pub stale_payments: usize,
     pub purged_keys: usize,
-    /// A queue was full: its owed items wait for the next sweep.
+    /// A queue was full: its outbox items wait for the next sweep.
     pub skipped_backlog: bool,
 }
 
 /// One sweep: owe stale payments, purge expired keys, and top every queue
-/// up to [`super::MAX_SCHEDULED`] with its overdue owed items.
+/// up to [`super::MAX_SCHEDULED`] with its overdue outbox items.
 pub async fn sweep_once(
     ctx: &JobContext,
     policy: &SweepPolicy,
 ) -> Result<SweepReport, anyhow::Error> {
     let mut report = SweepReport::default();
     let stale = policy.stale_payment;
-    report.stale_payments =
-        db::unit(&ctx.pool, move |c| owed::owe_stale_payments(c, stale, 1000)).await?;
+    report.stale_payments = db::unit(&ctx.pool, move |c| {
+        outbox::owe_stale_payments(c, stale, 1000)
+    })
+    .await?;
     // Idempotency-Key records past their 24 h retention.
     report.purged_keys = db::unit(&ctx.pool, |c| {
         crate::db::idempotency::purge_expired(c, 1000)
     })
     .await?;
     for kind in [
-        owed::OwedKind::Deliver,
-        owed::OwedKind::ReconcilePayment,
-        owed::OwedKind::Refund,
+        outbox::OutboxKind::Deliver,
+        outbox::OutboxKind::ReconcilePayment,
+        outbox::OutboxKind::Refund,
     ] {
         sweep_kind(ctx, policy, kind, &mut report).await?;
     }
     Ok(report)
 }
 
-/// Pushes the overdue owed items of one kind, as many as its queue has room.
+/// Pushes the overdue outbox items of one kind, as many as its queue has room.
 async fn sweep_kind(
     ctx: &JobContext,
     policy: &SweepPolicy,
-    kind: owed::OwedKind,
+    kind: outbox::OutboxKind,
     report: &mut SweepReport,
 ) -> Result<(), anyhow::Error> {
     let queue = jobs_queue(ctx, kind);
     let room = super::MAX_SCHEDULED.saturating_sub(ctx.queue.scheduled_len(&queue).await?);
     if room == 0 {
         report.skipped_backlog = true;
-        tracing::warn!(queue = %queue, "queue full; its owed work waits for the next sweep");
+        tracing::warn!(queue = %queue, "queue full; its outbox items wait for the next sweep");
         return Ok(());
     }
     let (grace, repush) = (policy.grace, policy.repush_after);
     let limit = policy.batch.min(room as i64);
     let due = db::unit(&ctx.pool, move |c| {
-        owed::take_due(c, kind, grace, repush, limit)
+        outbox::take_due(c, kind, grace, repush, limit)
     })
     .await?;
     let stamp = SystemTime::now()
@@ -103,11 +105,11 @@ async fn sweep_kind(
         // A fresh task id per sweep: an old task with the default id may
         // still be stored (dead or done) and would swallow the push.
         let pushed = match kind {
-            owed::OwedKind::Deliver => push_fresh(ctx, Deliver { order_id }, stamp).await,
-            owed::OwedKind::ReconcilePayment => {
+            outbox::OutboxKind::Deliver => push_fresh(ctx, Deliver { order_id }, stamp).await,
+            outbox::OutboxKind::ReconcilePayment => {
                 push_fresh(ctx, ReconcilePayment { order_id }, stamp).await
             }
-            owed::OwedKind::Refund => push_fresh(ctx, Refund { order_id }, stamp).await,
+            outbox::OutboxKind::Refund => push_fresh(ctx, Refund { order_id }, stamp).await,
         };
         match pushed {
             Ok(()) => report.pushed += 1,
@@ -121,11 +123,11 @@ async fn sweep_kind(
     Ok(())
 }
 
-fn jobs_queue(ctx: &JobContext, kind: owed::OwedKind) -> String {
+fn jobs_queue(ctx: &JobContext, kind: outbox::OutboxKind) -> String {
     match kind {
-        owed::OwedKind::Deliver => ctx.queue.queue_name::<Deliver>(),
-        owed::OwedKind::ReconcilePayment => ctx.queue.queue_name::<ReconcilePayment>(),
-        owed::OwedKind::Refund => ctx.queue.queue_name::<Refund>(),
+        outbox::OutboxKind::Deliver => ctx.queue.queue_name::<Deliver>(),
+        outbox::OutboxKind::ReconcilePayment => ctx.queue.queue_name::<ReconcilePayment>(),
+        outbox::OutboxKind::Refund => ctx.queue.queue_name::<Refund>(),
     }
 }
 

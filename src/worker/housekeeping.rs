@@ -1,4 +1,4 @@
-//! The worker's timers: the owed-work sweep and the Redis vacuum.
+//! The worker's timers: the outbox sweep and the Redis vacuum.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,7 +32,7 @@ pub(super) async fn housekeeping(
                 tracing::info!(
                     sweep.pushed = r.pushed,
                     sweep.stale_payments = r.stale_payments,
-                    "swept owed work"
+                    "swept the outbox"
                 )
             }
             Ok(_) => {}

@@ -202,111 +202,130 @@ pub async fn run(
     let ctx = Arc::new(job_context(&settings, &opts, &metrics, &partners)?);
     let refresh_rt = refresh_runtime(opts.refresh_nice)?;
     let refresh_ctx = Arc::new(refresh_context(&settings, &opts, &metrics, partners, &ctx)?);
-    let metrics_endpoint = match settings.worker_metrics_addr {
+    let endpoint = match settings.worker_metrics_addr {
         Some(addr) => Some(metrics_endpoint::serve(addr, metrics.registry.clone())?),
         None => None,
     };
     let Some(conn) = connect_redis(&settings, &mut stop).await else {
         return Ok(());
     };
-    let prefix = settings.redis_prefix.clone();
-    tracing::info!(redis.prefix = %prefix, "worker started");
+    tracing::info!(redis.prefix = %settings.redis_prefix, "worker started");
     let (halt_tx, halt) = halt_on(stop.clone());
-    let restart = Restart {
-        metrics: ctx.metrics.clone(),
-        stop: halt.clone(),
-    };
     let w = Wiring {
-        conn: conn.clone(),
-        prefix: prefix.clone(),
-        opts: opts.clone(),
-        halt: halt.clone(),
-        restart,
+        conn,
+        prefix: settings.redis_prefix.clone(),
+        opts,
+        restart: Restart {
+            metrics: ctx.metrics.clone(),
+            stop: halt.clone(),
+        },
+        halt,
     };
-    let deliver = keep_worker!(
-        &w,
-        Deliver,
-        jobs::deliver::run,
-        ctx,
-        64,
-        opts.deliver_concurrency
+    let (refreshed, (), ()) = tokio::join!(
+        refresh_workers(&w, &refresh_rt, &refresh_ctx, halt_tx),
+        job_workers(&w, &ctx),
+        timers(&w, &ctx, &metrics),
     );
-    let reconcile = keep_worker!(
-        &w,
-        ReconcilePayment,
-        jobs::reconcile::run,
-        ctx,
-        16,
-        opts.payment_concurrency
-    );
-    let refund = keep_worker!(
-        &w,
-        Refund,
-        jobs::refund::run,
-        ctx,
-        16,
-        opts.payment_concurrency
-    );
-    let on_refresh_rt = |task| watch_refresh_task(task, halt_tx.clone());
-    let plan = refresh_rt.handle().spawn(keep_worker!(
-        &w,
-        board::RefreshPlan,
-        board::plan::run,
-        refresh_ctx,
-        4,
-        4
-    ));
-    let batch = refresh_rt.handle().spawn(keep_worker!(
-        &w,
-        board::RefreshBatch,
-        board::batch::run,
-        refresh_ctx,
-        8,
-        16
-    ));
-    let housekeeping = housekeeping::housekeeping(
-        ctx.clone(),
-        conn.clone(),
-        prefix.clone(),
-        opts.clone(),
-        halt.clone(),
-    );
-    let share_calls = {
-        let conn = conn.clone();
-        let connect = move || {
-            let conn = conn.clone();
-            async move { Some(conn) }
-        };
-        metrics.partner.flush_every(
-            prefix.clone(),
-            Duration::from_secs(1),
-            connect,
-            halt.clone(),
-        )
-    };
-    let schedule =
-        board::schedule::schedule(&ctx.queue, conn.clone(), opts.refresh_every, halt.clone());
-    let ((), (), (), p, b, (), (), ()) = tokio::join!(
-        deliver,
-        reconcile,
-        refund,
-        on_refresh_rt(plan),
-        on_refresh_rt(batch),
-        housekeeping,
-        schedule,
-        share_calls
-    );
-    if let Err(e) = metrics.partner.flush(&mut conn.clone(), &prefix).await {
+    if let Err(e) = metrics.partner.flush(&mut w.conn.clone(), &w.prefix).await {
         tracing::warn!(error = %e, "partner call metrics not flushed at exit");
     }
-    if let Some(endpoint) = metrics_endpoint {
+    if let Some(endpoint) = endpoint {
         endpoint.stop(true).await;
     }
-    p?;
-    b?;
+    refreshed?;
     if !*stop.borrow() {
         anyhow::bail!("workers stopped without a shutdown signal");
     }
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// Deliveries, reconciliation and refunds, until the process halts.
+async fn job_workers(w: &Wiring, ctx: &Arc<JobContext>) {
+    let deliver = keep_worker!(
+        w,
+        Deliver,
+        jobs::deliver::run,
+        ctx,
+        64,
+        w.opts.deliver_concurrency
+    );
+    let reconcile = keep_worker!(
+        w,
+        ReconcilePayment,
+        jobs::reconcile::run,
+        ctx,
+        16,
+        w.opts.payment_concurrency
+    );
+    let refund = keep_worker!(
+        w,
+        Refund,
+        jobs::refund::run,
+        ctx,
+        16,
+        w.opts.payment_concurrency
+    );
+    tokio::join!(deliver, reconcile, refund);
+}
+
+/// The status refresh's two workers, on the refresh runtime; a panic there
+/// halts the process.
+async fn refresh_workers(
+    w: &Wiring,
+    rt: &BackgroundRuntime,
+    ctx: &Arc<RefreshContext>,
+    halt: watch::Sender<bool>,
+) -> anyhow::Result<()> {
+    let plan = rt.handle().spawn(keep_worker!(
+        w,
+        board::RefreshPlan,
+        board::plan::run,
+        ctx,
+        4,
+        4
+    ));
+    let batch = rt.handle().spawn(keep_worker!(
+        w,
+        board::RefreshBatch,
+        board::batch::run,
+        ctx,
+        8,
+        16
+    ));
+    let (p, b) = tokio::join!(
+        watch_refresh_task(plan, halt.clone()),
+        watch_refresh_task(batch, halt)
+    );
+    p.and(b)
+}
+
+/// The sweeper and vacuum, the refresh schedule, and the sharing of this
+/// process' partner-call counts, until the process halts.
+async fn timers(w: &Wiring, ctx: &Arc<JobContext>, metrics: &Metrics) {
+    let housekeeping = housekeeping::housekeeping(
+        ctx.clone(),
+        w.conn.clone(),
+        w.prefix.clone(),
+        w.opts.clone(),
+        w.halt.clone(),
+    );
+    let schedule = board::schedule::schedule(
+        &ctx.queue,
+        w.conn.clone(),
+        w.opts.refresh_every,
+        w.halt.clone(),
+    );
+    let conn = w.conn.clone();
+    let connect = move || {
+        let conn = conn.clone();
+        async move { Some(conn) }
+    };
+    let share_calls = metrics.partner.flush_every(
+        w.prefix.clone(),
+        Duration::from_secs(1),
+        connect,
+        w.halt.clone(),
+    );
+    tokio::join!(housekeeping, schedule, share_calls);
 }

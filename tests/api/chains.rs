@@ -1,4 +1,4 @@
-//! One chain per owed item, outcomes that are not known, and attempt
+//! One chain per outbox item, outcomes that are not known, and attempt
 //! budgets that end in an ops flag rather than retries forever.
 
 use std::time::Duration;
@@ -179,7 +179,7 @@ async fn cancels_racing_delivery_starts_never_deadlock() {
                 let mut c = pool.get().unwrap();
                 for id in ids {
                     let r = if side == 0 {
-                        orderflow::db::orders::begin_delivery(
+                        orderflow::db::delivery::begin_delivery(
                             &mut c,
                             id,
                             "t",

@@ -330,14 +330,14 @@ impl TestApp {
     }
 
     /// Inserts `n` paid orders whose delivery is owed (owed since
-    /// `owed_since`, e.g. `now() - interval '1 hour'`), straight in SQL.
-    pub async fn seed_paid_orders(&self, n: usize, owed_since: &'static str) {
+    /// `created_at`, e.g. `now() - interval '1 hour'`), straight in SQL.
+    pub async fn seed_paid_orders(&self, n: usize, created_at: &'static str) {
         self.db(move |c| {
             use diesel::connection::SimpleConnection;
             c.batch_execute(&format!(
                 "INSERT INTO orders (id, status, customer_email, customer_name, currency, total_cents, shipping_address, payment_method, delivery_status) \
                  SELECT gen_random_uuid(), 'paid', 'a@example.com', 'A', 'usd', 100, '{{}}', 'pm_card_visa', 'queued' FROM generate_series(1, {n}); \
-                 INSERT INTO owed_work (kind, order_id, owed_since) SELECT 'deliver', id, {owed_since} FROM orders;"
+                 INSERT INTO outbox (kind, order_id, created_at) SELECT 'deliver', id, {created_at} FROM orders;"
             ))
             .expect("seed paid orders");
         })
@@ -398,8 +398,8 @@ impl TestApp {
 
     pub async fn owed(&self, kind: &'static str, order: Uuid) -> bool {
         self.db(move |c| {
-            use orderflow::db::schema::owed_work::dsl as w;
-            diesel::select(diesel::dsl::exists(w::owed_work.find((kind, order))))
+            use orderflow::db::schema::outbox::dsl as w;
+            diesel::select(diesel::dsl::exists(w::outbox.find((kind, order))))
                 .get_result::<bool>(c)
                 .expect("owed")
         })

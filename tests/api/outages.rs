@@ -54,7 +54,7 @@ async fn redis_unreachable_still_sells_and_owes_the_delivery_in_postgres() {
     let id = order_id(&resp);
     assert!(
         app.owed("deliver", id).await,
-        "the owed delivery must be durable in PostgreSQL"
+        "the outbox delivery must be durable in PostgreSQL"
     );
     let ready = app.get("/readyz").await;
     assert_eq!(ready.status, 503);

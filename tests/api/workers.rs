@@ -1,5 +1,5 @@
 //! Workers against the real Redis and PostgreSQL: deliveries exactly once,
-//! retries and failures, reconciliation, the owed-work sweep, cancel and
+//! retries and failures, reconciliation, the outbox sweep, cancel and
 //! refund, retry-delivery.
 
 use std::time::Duration;
@@ -438,9 +438,9 @@ async fn concurrent_sweeps_push_each_owed_item_once_per_window() {
         let pool = pool.clone();
         async move {
             orderflow::db::unit(&pool, |c| {
-                orderflow::db::owed::take_due(
+                orderflow::db::outbox::take_due(
                     c,
-                    orderflow::db::owed::OwedKind::Deliver,
+                    orderflow::db::outbox::OutboxKind::Deliver,
                     Duration::ZERO,
                     Duration::from_secs(60),
                     1000,
@@ -457,9 +457,9 @@ async fn concurrent_sweeps_push_each_owed_item_once_per_window() {
     assert_eq!(n, 300, "every item taken once across the four sweepers");
     assert_eq!(all.len(), 300);
     let again = orderflow::db::unit(&pool, |c| {
-        orderflow::db::owed::take_due(
+        orderflow::db::outbox::take_due(
             c,
-            orderflow::db::owed::OwedKind::Deliver,
+            orderflow::db::outbox::OutboxKind::Deliver,
             Duration::ZERO,
             Duration::from_secs(60),
             1000,

@@ -1,4 +1,4 @@
-//! 20,000 owed deliveries (as after a long Redis outage) all complete, with
+//! 20,000 outbox deliveries (as after a long Redis outage) all complete, with
 //! no worker dying: the sweeper paces its pushes below apalis-redis 1.0's
 //! fatal 8,000 due entries.
 
@@ -22,7 +22,7 @@ async fn twenty_thousand_owed_deliveries_all_complete_without_a_worker_dying() {
                '{{\"line1\": \"1 Main St\", \"city\": \"London\", \"postal_code\": \"N1\", \"country\": \"GB\"}}', \
                'pm_card_visa', 'pi_backlog', 'succeeded', 'queued' FROM generate_series(1, {N}); \
              INSERT INTO order_items SELECT id, 0, 'SKU-1', 'Analytical Engine T-shirt', 1, 1299, 1299 FROM orders; \
-             INSERT INTO owed_work (kind, order_id, owed_since) SELECT 'deliver', id, now() - interval '1 hour' FROM orders;"
+             INSERT INTO outbox (kind, order_id, created_at) SELECT 'deliver', id, now() - interval '1 hour' FROM orders;"
         ))
         .unwrap();
     })
@@ -41,8 +41,8 @@ async fn twenty_thousand_owed_deliveries_all_complete_without_a_worker_dying() {
         let left: i64 = app
             .db(|c| {
                 use diesel::prelude::*;
-                use orderflow::db::schema::owed_work::dsl as w;
-                w::owed_work.count().get_result(c).unwrap()
+                use orderflow::db::schema::outbox::dsl as w;
+                w::outbox.count().get_result(c).unwrap()
             })
             .await;
         max_scheduled = max_scheduled.max(redis.zcard(&scheduled_key).unwrap_or(0));
@@ -82,7 +82,7 @@ async fn twenty_thousand_owed_deliveries_all_complete_without_a_worker_dying() {
         max_scheduled < 8000,
         "scheduled set reached {max_scheduled}"
     );
-    eprintln!("20,000 owed deliveries drained in {took:?}; max scheduled {max_scheduled}");
+    eprintln!("20,000 outbox deliveries drained in {took:?}; max scheduled {max_scheduled}");
 }
 
 #[actix_rt::test]
@@ -119,8 +119,8 @@ async fn purchases_while_no_worker_runs_then_two_workers_ship_each_once_and_none
         let owed: i64 = app
             .db(|c| {
                 use diesel::prelude::*;
-                use orderflow::db::schema::owed_work::dsl as w;
-                w::owed_work.count().get_result(c).unwrap()
+                use orderflow::db::schema::outbox::dsl as w;
+                w::outbox.count().get_result(c).unwrap()
             })
             .await;
         max_scheduled = max_scheduled.max(redis.zcard(&scheduled_key).unwrap_or(0));

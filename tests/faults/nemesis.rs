@@ -225,8 +225,8 @@ async fn all_orders(app: &TestApp) -> Vec<Value> {
 async fn owed_count(app: &TestApp) -> i64 {
     app.db(|c| {
         use diesel::prelude::*;
-        use orderflow::db::schema::owed_work::dsl as w;
-        w::owed_work.count().get_result(c).unwrap()
+        use orderflow::db::schema::outbox::dsl as w;
+        w::outbox.count().get_result(c).unwrap()
     })
     .await
 }
@@ -294,7 +294,7 @@ async fn random_faults_under_purchases_and_cancels_never_lose_or_double_money_or
     let deadline = Instant::now() + Duration::from_secs(180);
     let orders = loop {
         // Nothing owed first, then the orders: an attempt in flight holds
-        // its owed row until it has recorded its outcome, so the listing
+        // its outbox row until it has recorded its outcome, so the listing
         // read after it is final (read before it, an order could still be
         // mid-delivery).
         let owed = owed_count(&owner).await;

@@ -1,4 +1,4 @@
-//! Owed work: the transactional outbox (see the first migration's comment).
+//! The outbox: work a state change owes (see the first migration's comment).
 //! Rows are written by the statement that makes work owed
 //! (`orders::settle_payment` owes `deliver`) and deleted by the job that
 //! completes it; the worker's sweeper re-pushes rows that linger.
@@ -9,12 +9,12 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Double, Nullable, Text, Uuid as SqlUuid};
 use uuid::Uuid;
 
-use super::schema::owed_work::dsl as w;
+use super::schema::outbox::dsl as w;
 use super::DbError;
 
 crate::domain::status::text_enum! {
-    /// Kinds of owed work; the column's CHECK lists the same values.
-    OwedKind {
+    /// Kinds of outbox work; the column's CHECK lists the same values.
+    OutboxKind {
         Deliver => "deliver",
         ReconcilePayment => "reconcile_payment",
         Refund => "refund",
@@ -22,8 +22,8 @@ crate::domain::status::text_enum! {
 }
 
 /// Records that `kind` is owed for `order_id`; idempotent.
-pub fn owe(conn: &mut PgConnection, kind: OwedKind, order_id: Uuid) -> Result<(), DbError> {
-    diesel::insert_into(w::owed_work)
+pub fn add(conn: &mut PgConnection, kind: OutboxKind, order_id: Uuid) -> Result<(), DbError> {
+    diesel::insert_into(w::outbox)
         .values((w::kind.eq(kind), w::order_id.eq(order_id)))
         .on_conflict_do_nothing()
         .execute(conn)?;
@@ -31,8 +31,8 @@ pub fn owe(conn: &mut PgConnection, kind: OwedKind, order_id: Uuid) -> Result<()
 }
 
 /// The work is done (or moot): forget it.
-pub fn settle(conn: &mut PgConnection, kind: OwedKind, order_id: Uuid) -> Result<(), DbError> {
-    diesel::delete(w::owed_work.find((kind, order_id))).execute(conn)?;
+pub fn done(conn: &mut PgConnection, kind: OutboxKind, order_id: Uuid) -> Result<(), DbError> {
+    diesel::delete(w::outbox.find((kind, order_id))).execute(conn)?;
     Ok(())
 }
 
@@ -42,7 +42,7 @@ struct Due {
     order_id: Uuid,
 }
 
-/// Takes up to `limit` owed items of `kind` whose next attempt is more than
+/// Takes up to `limit` outbox items of `kind` whose next attempt is more than
 /// `grace` overdue (no job started or re-armed them: a lost wake-up, a job
 /// that died for good) and that were not pushed in the last
 /// `repush_after`, and marks them pushed now. An item whose job is running
@@ -51,14 +51,14 @@ struct Due {
 /// concurrent sweeper are skipped.
 pub fn take_due(
     conn: &mut PgConnection,
-    kind: OwedKind,
+    kind: OutboxKind,
     grace: Duration,
     repush_after: Duration,
     limit: i64,
 ) -> Result<Vec<Uuid>, DbError> {
     let rows: Vec<Due> = diesel::sql_query(
-        "UPDATE owed_work SET last_pushed_at = now() WHERE (kind, order_id) IN ( \
-           SELECT kind, order_id FROM owed_work \
+        "UPDATE outbox SET last_pushed_at = now() WHERE (kind, order_id) IN ( \
+           SELECT kind, order_id FROM outbox \
            WHERE kind = $1 AND next_attempt_at < now() - make_interval(secs => $2) \
              AND (last_pushed_at IS NULL OR last_pushed_at < now() - make_interval(secs => $3)) \
            ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
@@ -72,7 +72,7 @@ pub fn take_due(
     Ok(rows.into_iter().map(|r| r.order_id).collect())
 }
 
-/// What a woken job may do with its owed item.
+/// What a woken job may do with its outbox item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
     /// Run attempt number `attempt` (1 for the first) now.
@@ -97,13 +97,13 @@ struct Attempts {
 /// a job that neither finishes nor re-arms within it is the sweeper's again.
 pub fn claim(
     conn: &mut PgConnection,
-    kind: OwedKind,
+    kind: OutboxKind,
     order_id: Uuid,
     task: &str,
     lease: Duration,
 ) -> Result<Claim, DbError> {
     let claimed: Option<Attempts> = diesel::sql_query(
-        "UPDATE owed_work SET \
+        "UPDATE outbox SET \
            attempts = attempts + CASE WHEN attempt_task = $3 THEN 0 ELSE 1 END, \
            attempt_task = $3, next_attempt_at = now() + make_interval(secs => $4) \
          WHERE kind = $1 AND order_id = $2 \
@@ -121,7 +121,7 @@ pub fn claim(
             attempt: a.attempts,
         });
     }
-    let owed: i64 = w::owed_work
+    let owed: i64 = w::outbox
         .filter(w::kind.eq(kind))
         .filter(w::order_id.eq(order_id))
         .count()
@@ -137,12 +137,12 @@ pub fn claim(
 /// released and the sweeper leaves the item alone until then.
 pub fn retry_in(
     conn: &mut PgConnection,
-    kind: OwedKind,
+    kind: OutboxKind,
     order_id: Uuid,
     delay: Duration,
 ) -> Result<(), DbError> {
     diesel::sql_query(
-        "UPDATE owed_work SET attempt_task = NULL, \
+        "UPDATE outbox SET attempt_task = NULL, \
            next_attempt_at = now() + make_interval(secs => $3) \
          WHERE kind = $1 AND order_id = $2",
     )
@@ -161,7 +161,7 @@ pub fn owe_stale_payments(
     limit: i64,
 ) -> Result<usize, DbError> {
     Ok(diesel::sql_query(
-        "INSERT INTO owed_work (kind, order_id) \
+        "INSERT INTO outbox (kind, order_id) \
          SELECT 'reconcile_payment', id FROM orders \
          WHERE status = 'payment_pending' AND attention IS NULL \
            AND updated_at < now() - make_interval(secs => $1) \
@@ -178,10 +178,10 @@ struct Lag {
     seconds: Option<f64>,
 }
 
-/// Age in seconds of the oldest owed item (0 when nothing is owed).
+/// Age in seconds of the oldest outbox item (0 when nothing is owed).
 pub fn oldest_age_secs(conn: &mut PgConnection) -> Result<f64, DbError> {
     let lag: Lag = diesel::sql_query(
-        "SELECT EXTRACT(EPOCH FROM now() - min(owed_since))::float8 AS seconds FROM owed_work",
+        "SELECT EXTRACT(EPOCH FROM now() - min(created_at))::float8 AS seconds FROM outbox",
     )
     .get_result(conn)?;
     Ok(lag.seconds.unwrap_or(0.0).max(0.0))

@@ -14,6 +14,11 @@ use serde_json::Value;
 use url::Url;
 use uuid::Uuid;
 
+mod classify;
+
+pub use classify::classify_charge;
+use classify::str_field;
+
 use super::call::{Body, CallError, PartnerHttp};
 use super::Partner;
 use crate::metrics::PartnerMetrics;
@@ -47,7 +52,7 @@ pub enum ChargeOutcome {
 
 impl ChargeOutcome {
     /// How this outcome is recorded on the order; `None` settles nothing.
-    pub fn record(&self) -> crate::db::orders::PaymentResult<'_> {
+    pub fn payment_result(&self) -> crate::db::orders::PaymentResult<'_> {
         use crate::db::orders::PaymentResult;
         match self {
             ChargeOutcome::Succeeded { intent_id, status } => PaymentResult::Paid {
@@ -264,13 +269,7 @@ impl PaymentGateway {
         let path = format!("/v1/payment_intents/{}/cancel", urlencode(intent_id));
         let key = format!("orderflow-cancel-{intent_id}");
         let (status, body) = self
-            .call(
-                "cancel_intent",
-                Method::POST,
-                &path,
-                Some(&[]),
-                Some(&key),
-            )
+            .call("cancel_intent", Method::POST, &path, Some(&[]), Some(&key))
             .await?;
         if status >= 300 {
             return Err(status_error(status, body));
@@ -302,10 +301,6 @@ fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-fn str_field(v: &Value, key: &str) -> Option<String> {
-    v.get(key).and_then(Value::as_str).map(str::to_owned)
-}
-
 fn status_error(status: u16, body: Value) -> GatewayError {
     let message = body
         .pointer("/error/message")
@@ -316,211 +311,5 @@ fn status_error(status: u16, body: Value) -> GatewayError {
         status,
         message,
         body,
-    }
-}
-
-/// Maps a create/retrieve response to an outcome. Pure, so it is unit tested
-/// on recorded shapes from Stripe and localstripe.
-pub fn classify_charge(status: u16, body: &Value) -> ChargeOutcome {
-    let intent_id = str_field(body, "id").filter(|id| id.starts_with("pi_"));
-    let intent_status = str_field(body, "status");
-    match status {
-        200..=299 => match (intent_id, intent_status.as_deref()) {
-            (Some(id), Some("succeeded")) => ChargeOutcome::Succeeded {
-                intent_id: id,
-                status: "succeeded".into(),
-            },
-            (Some(id), Some("requires_action" | "requires_source_action")) => {
-                ChargeOutcome::RequiresAction { intent_id: id }
-            }
-            (Some(id), Some("requires_payment_method" | "canceled")) => {
-                let err = body.get("last_payment_error").unwrap_or(&Value::Null);
-                ChargeOutcome::Declined {
-                    intent_id: Some(id),
-                    status: intent_status,
-                    decline_code: str_field(err, "decline_code")
-                        .or_else(|| str_field(err, "code"))
-                        .unwrap_or_else(|| "generic_decline".into()),
-                    message: str_field(err, "message")
-                        .unwrap_or_else(|| "The payment was declined.".into()),
-                }
-            }
-            (id, s) => ChargeOutcome::Unknown {
-                intent_id: id,
-                status: intent_status.clone(),
-                reason: format!("intent in state {}", s.unwrap_or("(none)")),
-            },
-        },
-        // 402 is always a decline, with or without a decline_code. A 400 or
-        // 404 with a Stripe error object is a definite refusal too: a
-        // request the gateway will never accept (a card error, an unknown
-        // payment method, an amount or currency it cannot charge), so the
-        // payment fails instead of staying pending forever. Auth, rate
-        // limits and idempotency conflicts are ours, and unknown.
-        400..=499 => {
-            let err = body.get("error").unwrap_or(&Value::Null);
-            let err_type = str_field(err, "type").unwrap_or_default();
-            let err_code = str_field(err, "code").unwrap_or_default();
-            let is_decline = status == 402
-                || err_type == "card_error"
-                // localstripe: an unknown payment method is a JSON 404
-                // without a code (an unknown route is a plain-text 404).
-                || (matches!(status, 400 | 404) && err.is_object());
-            let is_ours =
-                matches!(status, 401 | 403 | 409 | 429) || err_type == "idempotency_error";
-            if is_decline && !is_ours {
-                ChargeOutcome::Declined {
-                    intent_id: err
-                        .pointer("/payment_intent/id")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned),
-                    status: err
-                        .pointer("/payment_intent/status")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned),
-                    decline_code: str_field(err, "decline_code")
-                        .or_else(|| (!err_code.is_empty()).then(|| err_code.clone()))
-                        .or_else(|| {
-                            (status != 402 && !err_type.is_empty()).then(|| err_type.clone())
-                        })
-                        .unwrap_or_else(|| "generic_decline".into()),
-                    message: str_field(err, "message")
-                        .unwrap_or_else(|| "The payment was declined.".into()),
-                }
-            } else {
-                if matches!(status, 401 | 403) {
-                    tracing::error!(
-                        http.status = status,
-                        "payment gateway rejected our credentials; check PAYMENT_API_KEY"
-                    );
-                }
-                ChargeOutcome::Unknown {
-                    intent_id: None,
-                    status: None,
-                    reason: format!("gateway answered {status} {err_type} {err_code}"),
-                }
-            }
-        }
-        _ => ChargeOutcome::Unknown {
-            intent_id: None,
-            status: None,
-            reason: format!("gateway answered {status}"),
-        },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn a_succeeded_intent_is_paid_even_with_embedded_charges() {
-        let body = json!({"id": "pi_1", "object": "payment_intent", "status": "succeeded",
-                          "latest_charge": {"id": "ch_1"}, "unknown": [1, 2]});
-        assert_eq!(
-            classify_charge(200, &body),
-            ChargeOutcome::Succeeded {
-                intent_id: "pi_1".into(),
-                status: "succeeded".into()
-            }
-        );
-    }
-
-    #[test]
-    fn a_stripe_decline_keeps_its_decline_code() {
-        let body = json!({"error": {"type": "card_error", "code": "card_declined",
-                                    "decline_code": "insufficient_funds", "message": "Your card has insufficient funds.",
-                                    "payment_intent": {"id": "pi_9", "status": "requires_payment_method"}}});
-        match classify_charge(402, &body) {
-            ChargeOutcome::Declined {
-                intent_id,
-                decline_code,
-                ..
-            } => {
-                assert_eq!(intent_id.as_deref(), Some("pi_9"));
-                assert_eq!(decline_code, "insufficient_funds");
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_localstripe_decline_without_decline_code_is_still_a_decline() {
-        let body = json!({"error": {"type": "invalid_request_error", "code": "card_declined", "message": "Your card was declined."}});
-        assert!(
-            matches!(classify_charge(402, &body), ChargeOutcome::Declined { decline_code, .. } if decline_code == "card_declined")
-        );
-        assert!(
-            matches!(classify_charge(402, &Value::Null), ChargeOutcome::Declined { decline_code, .. } if decline_code == "generic_decline")
-        );
-    }
-
-    #[test]
-    fn an_unknown_payment_method_is_a_decline() {
-        let stripe = json!({"error": {"type": "invalid_request_error", "code": "resource_missing", "message": "No such PaymentMethod"}});
-        let localstripe =
-            json!({"error": {"message": "Not Found", "type": "invalid_request_error"}});
-        assert!(matches!(
-            classify_charge(400, &stripe),
-            ChargeOutcome::Declined { .. }
-        ));
-        assert!(matches!(
-            classify_charge(404, &localstripe),
-            ChargeOutcome::Declined { .. }
-        ));
-        assert!(matches!(
-            classify_charge(404, &Value::Null),
-            ChargeOutcome::Unknown { .. }
-        ));
-    }
-
-    #[test]
-    fn a_request_the_gateway_will_never_accept_is_a_decline_with_its_code() {
-        let amount = json!({"error": {"type": "invalid_request_error", "code": "amount_too_small",
-                                      "message": "Amount must be at least 50 cents"}});
-        let no_code =
-            json!({"error": {"type": "invalid_request_error", "message": "Invalid integer: 0"}});
-        assert!(
-            matches!(classify_charge(400, &amount), ChargeOutcome::Declined { decline_code, .. } if decline_code == "amount_too_small")
-        );
-        assert!(
-            matches!(classify_charge(400, &no_code), ChargeOutcome::Declined { decline_code, .. } if decline_code == "invalid_request_error")
-        );
-    }
-
-    #[test]
-    fn three_d_secure_requires_action() {
-        let body = json!({"id": "pi_3", "status": "requires_action", "next_action": {"type": "use_stripe_sdk"}});
-        assert_eq!(
-            classify_charge(200, &body),
-            ChargeOutcome::RequiresAction {
-                intent_id: "pi_3".into()
-            }
-        );
-    }
-
-    #[test]
-    fn server_errors_auth_errors_and_garbage_are_unknown_not_declines() {
-        for (status, body) in [
-            (500, Value::Null),
-            (503, json!({"error": {"type": "api_error"}})),
-            (429, json!({"error": {"type": "rate_limit_error"}})),
-            (
-                401,
-                json!({"error": {"message": "Unauthorized", "type": "invalid_request_error"}}),
-            ),
-            (400, json!({"error": {"type": "idempotency_error"}})),
-            (200, json!({"id": "pi_4", "status": "processing"})),
-            (200, json!("not an intent")),
-        ] {
-            assert!(
-                matches!(
-                    classify_charge(status, &body),
-                    ChargeOutcome::Unknown { .. }
-                ),
-                "{status} {body}"
-            );
-        }
     }
 }
