@@ -3,6 +3,8 @@
 //! the order row before the outbox row, the order every transaction here
 //! takes them in.
 
+use std::collections::{HashMap, HashSet};
+
 use diesel::prelude::*;
 use uuid::Uuid;
 
@@ -32,108 +34,213 @@ pub enum DeliveryBegin {
     Nothing,
 }
 
-/// Starts a delivery attempt on a paid order for the job `task`: marks the
-/// delivery `requested` (so the order cannot be cancelled while the
-/// shipment is being created), counts the attempt, and claims the owed
-/// delivery's attempt (see [`outbox::claim`]); a claim that is not granted
-/// rolls the whole start back. The order row is locked first and the owed
-/// row second, the order every transaction here takes them in (cancel,
-/// settle, record): the other way round, a cancel and a delivery deadlock.
+/// A woken delivery job's request to start its attempt.
+#[derive(Debug, Clone)]
+pub struct BeginRequest {
+    pub order_id: Uuid,
+    /// The job's apalis task id (see [`outbox::claim`]).
+    ///
+    /// [`outbox::claim`]: super::outbox::claim
+    pub task: String,
+}
+
+/// Starts delivery attempts on paid orders, one transaction for all of
+/// `reqs`, answering each in order. For each order: it is locked first (in
+/// id order, so concurrent batches and a cancel never deadlock), its outbox
+/// row second, the order every transaction here takes them in. An order
+/// not awaiting a shipment (shipped, cancelled, failed, gone) answers
+/// `Nothing` and its outbox row goes; one awaiting it claims the attempt
+/// (see [`outbox::claim`]): when granted, its delivery becomes `requested`
+/// (so it cannot be cancelled while the shipment is made) and the attempt
+/// is counted; when not, nothing changes and it answers `NotYet` (another
+/// job holds the attempt, or it is not due) or `Nothing` (nothing owed).
 ///
 /// [`outbox::claim`]: super::outbox::claim
+pub fn begin_deliveries(
+    conn: &mut PgConnection,
+    reqs: &[BeginRequest],
+    lease: std::time::Duration,
+) -> Result<Vec<DeliveryBegin>, DbError> {
+    use super::outbox::OutboxKind;
+    use super::prepared::{ClaimMany, DropOutbox, LockDeliverable, StartDeliveries};
+    conn.transaction(|conn| {
+        let mut ids: Vec<Uuid> = reqs.iter().map(|r| r.order_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let deliverable: HashSet<Uuid> = LockDeliverable { ids: &ids }
+            .load::<Uuid>(conn)?
+            .into_iter()
+            .collect();
+        let moot: Vec<Uuid> = ids
+            .iter()
+            .copied()
+            .filter(|id| !deliverable.contains(id))
+            .collect();
+        if !moot.is_empty() {
+            DropOutbox {
+                kind: OutboxKind::Deliver,
+                ids: &moot,
+            }
+            .execute(conn)?;
+        }
+        let asking: Vec<&BeginRequest> = reqs
+            .iter()
+            .filter(|r| deliverable.contains(&r.order_id))
+            .collect();
+        let claim_ids: Vec<Uuid> = asking.iter().map(|r| r.order_id).collect();
+        let claim_tasks: Vec<&str> = asking.iter().map(|r| r.task.as_str()).collect();
+        let granted: HashMap<Uuid, String> = ClaimMany {
+            kind: OutboxKind::Deliver,
+            ids: &claim_ids,
+            tasks: &claim_tasks,
+            lease_secs: lease.as_secs_f64(),
+        }
+        .load::<(Uuid, Option<String>)>(conn)?
+        .into_iter()
+        .filter_map(|(id, task)| Some((id, task?)))
+        .collect();
+        let started_ids: Vec<Uuid> = granted.keys().copied().collect();
+        let mut started: HashMap<Uuid, (i32, serde_json::Value)> = HashMap::new();
+        let mut items: HashMap<Uuid, Vec<(String, i32)>> = HashMap::new();
+        if !started_ids.is_empty() {
+            for (id, attempt, address) in
+                (StartDeliveries { ids: &started_ids })
+                    .load::<(Uuid, i32, serde_json::Value)>(conn)?
+            {
+                started.insert(id, (attempt, address));
+            }
+            for i in items_of(conn, &started_ids)? {
+                items
+                    .entry(i.order_id)
+                    .or_default()
+                    .push((i.sku, i.quantity));
+            }
+        }
+        let waiting = still_owed(conn, &claim_ids, &granted)?;
+        Ok(reqs
+            .iter()
+            .map(|r| {
+                let id = r.order_id;
+                if granted.get(&id) == Some(&r.task) {
+                    if let Some((attempt, address)) = started.remove(&id) {
+                        return DeliveryBegin::Start(DeliveryStart {
+                            attempt,
+                            address,
+                            items: items.remove(&id).unwrap_or_default(),
+                        });
+                    }
+                }
+                if waiting.contains(&id) {
+                    DeliveryBegin::NotYet
+                } else {
+                    DeliveryBegin::Nothing
+                }
+            })
+            .collect())
+    })
+}
+
+/// Of `ids`, the orders whose delivery is owed: granted now, or owed but
+/// not claimable by this request (a duplicate wake-up).
+fn still_owed(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    granted: &HashMap<Uuid, String>,
+) -> Result<HashSet<Uuid>, DbError> {
+    use super::outbox::OutboxKind;
+    use super::schema::outbox::dsl as w;
+    let ungranted: Vec<Uuid> = ids
+        .iter()
+        .copied()
+        .filter(|id| !granted.contains_key(id))
+        .collect();
+    let mut owed: HashSet<Uuid> = granted.keys().copied().collect();
+    if !ungranted.is_empty() {
+        owed.extend(
+            w::outbox
+                .filter(w::kind.eq(OutboxKind::Deliver))
+                .filter(w::order_id.eq_any(&ungranted))
+                .select(w::order_id)
+                .load::<Uuid>(conn)?,
+        );
+    }
+    Ok(owed)
+}
+
+/// [`begin_deliveries`] for one order.
 pub fn begin_delivery(
     conn: &mut PgConnection,
     id: Uuid,
     task: &str,
     lease: std::time::Duration,
 ) -> Result<DeliveryBegin, DbError> {
-    use super::outbox::{self, Claim, OutboxKind};
-    /// Why a start was rolled back.
-    enum Undo {
-        Claim(DeliveryBegin),
-        Db(DbError),
-    }
-    impl From<diesel::result::Error> for Undo {
-        fn from(e: diesel::result::Error) -> Self {
-            Undo::Db(e.into())
-        }
-    }
-    impl From<DbError> for Undo {
-        fn from(e: DbError) -> Self {
-            Undo::Db(e)
-        }
-    }
-    let started = conn.transaction(|conn| {
-        let started: Option<(i32, serde_json::Value)> = diesel::update(
-            orders::table
-                .find(id)
-                .filter(orders::status.eq(OrderStatus::Paid))
-                .filter(
-                    orders::delivery_status
-                        .eq_any([DeliveryStatus::Queued, DeliveryStatus::Requested]),
-                ),
-        )
-        .set((
-            orders::delivery_status.eq(DeliveryStatus::Requested),
-            orders::delivery_attempts.eq(orders::delivery_attempts + 1),
-            orders::updated_at.eq(diesel::dsl::now),
-        ))
-        .returning((orders::delivery_attempts, orders::shipping_address))
-        .get_result(conn)
-        .optional()?;
-        let Some((attempt, address)) = started else {
-            // Not awaiting a shipment (shipped, cancelled, failed, gone).
-            outbox::done(conn, OutboxKind::Deliver, id)?;
-            return Ok(DeliveryBegin::Nothing);
-        };
-        match outbox::claim(conn, OutboxKind::Deliver, id, task, lease)? {
-            Claim::Run { .. } => {}
-            Claim::NotYet => return Err(Undo::Claim(DeliveryBegin::NotYet)),
-            Claim::NotOwed => return Err(Undo::Claim(DeliveryBegin::Nothing)),
-        }
-        let items = items_of(conn, &[id])?
-            .into_iter()
-            .map(|i| (i.sku, i.quantity))
-            .collect();
-        Ok(DeliveryBegin::Start(DeliveryStart {
-            attempt,
-            address,
-            items,
-        }))
-    });
-    match started {
-        Ok(begin) | Err(Undo::Claim(begin)) => Ok(begin),
-        Err(Undo::Db(e)) => Err(e),
-    }
+    let req = BeginRequest {
+        order_id: id,
+        task: task.to_owned(),
+    };
+    Ok(begin_deliveries(conn, &[req], lease)?
+        .pop()
+        .unwrap_or(DeliveryBegin::Nothing))
 }
 
-/// Records the shipment the partner created: `paid → fulfilling`, and the
-/// outbox delivery is settled. Returns false if the order was not `paid`.
+/// A shipment the partner created, to record.
+#[derive(Debug, Clone)]
+pub struct ShipmentRecord {
+    pub order_id: Uuid,
+    pub shipment_id: String,
+    pub tracking: Option<String>,
+}
+
+/// Records the shipments the partner created, one transaction for all:
+/// each `paid` order moves to `fulfilling` with its shipment, and its
+/// outbox delivery is done. Answers, per record, whether its order moved
+/// (false if it was not `paid`).
+pub fn record_shipments(
+    conn: &mut PgConnection,
+    records: &[ShipmentRecord],
+) -> Result<Vec<bool>, DbError> {
+    use super::outbox::OutboxKind;
+    use super::prepared::{DropOutbox, RecordShipments};
+    let mut sorted: Vec<&ShipmentRecord> = records.iter().collect();
+    sorted.sort_unstable_by_key(|r| r.order_id);
+    sorted.dedup_by_key(|r| r.order_id);
+    let ids: Vec<Uuid> = sorted.iter().map(|r| r.order_id).collect();
+    let shipment_ids: Vec<&str> = sorted.iter().map(|r| r.shipment_id.as_str()).collect();
+    let tracking: Vec<Option<&str>> = sorted.iter().map(|r| r.tracking.as_deref()).collect();
+    conn.transaction(|conn| {
+        let moved: HashSet<Uuid> = RecordShipments {
+            ids: &ids,
+            shipment_ids: &shipment_ids,
+            tracking: &tracking,
+        }
+        .load::<Uuid>(conn)?
+        .into_iter()
+        .collect();
+        DropOutbox {
+            kind: OutboxKind::Deliver,
+            ids: &ids,
+        }
+        .execute(conn)?;
+        Ok(records
+            .iter()
+            .map(|r| moved.contains(&r.order_id))
+            .collect())
+    })
+}
+
+/// [`record_shipments`] for one shipment.
 pub fn record_shipment(
     conn: &mut PgConnection,
     id: Uuid,
     shipment_id: &str,
     tracking: Option<&str>,
 ) -> Result<bool, DbError> {
-    conn.transaction(|conn| {
-        let n = diesel::update(
-            orders::table
-                .find(id)
-                .filter(orders::status.eq(OrderStatus::Paid)),
-        )
-        .set((
-            orders::status.eq(OrderStatus::Fulfilling),
-            orders::delivery_status.eq(DeliveryStatus::Requested),
-            orders::shipment_id.eq(shipment_id),
-            orders::tracking_number.eq(tracking),
-            orders::delivery_last_error.eq(None::<String>),
-            orders::delivery_outcome_unknown.eq(false),
-            orders::updated_at.eq(diesel::dsl::now),
-        ))
-        .execute(conn)?;
-        super::outbox::done(conn, super::outbox::OutboxKind::Deliver, id)?;
-        Ok(n == 1)
-    })
+    let record = ShipmentRecord {
+        order_id: id,
+        shipment_id: shipment_id.to_owned(),
+        tracking: tracking.map(str::to_owned),
+    };
+    Ok(record_shipments(conn, &[record])?.pop().unwrap_or(false))
 }
 
 /// How a failed delivery attempt ended.

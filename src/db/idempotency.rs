@@ -15,6 +15,7 @@ use diesel::sql_types::BigInt;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::models::OrderRow;
 use super::schema::idempotency_keys::dsl as k;
 use super::DbError;
 
@@ -38,10 +39,33 @@ pub enum KeyClaim {
     Reused,
     /// Another request with this key is running.
     InProgress,
-    /// Replay this response.
-    Completed { status: u16, body: Value },
+    /// Replay the first answer.
+    Completed(Replay),
     /// The previous owner went silent; resume its order (if it got that far).
     TakenOver { order_id: Option<Uuid> },
+}
+
+/// A live key's record, as a retry with it reads it.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = super::schema::idempotency_keys, check_for_backend(diesel::pg::Pg))]
+struct StoredKey {
+    request_hash: String,
+    state: KeyState,
+    order_id: Option<Uuid>,
+    response_order: Option<Value>,
+    response_status: Option<i16>,
+    response_body: Option<Value>,
+    locked_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// What a completed key answers again.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Replay {
+    /// The order as the statement that settled it returned it: the answer
+    /// is rendered from it, as the first one was.
+    Order(Box<OrderRow>),
+    /// A response stored rendered (records completed by older versions).
+    Rendered { status: u16, body: Value },
 }
 
 /// Claims `key` for a request whose body hashes to `request_hash`.
@@ -67,34 +91,34 @@ pub fn claim(
     }
 
     // The row exists and is live; ON CONFLICT already locked it.
-    let (hash, state, order_id, status, body, locked_at): (
-        String,
-        KeyState,
-        Option<Uuid>,
-        Option<i16>,
-        Option<Value>,
-        chrono::DateTime<chrono::Utc>,
-    ) = k::idempotency_keys
+    let stored: StoredKey = k::idempotency_keys
         .find(key)
-        .select((
-            k::request_hash,
-            k::state,
-            k::order_id,
-            k::response_status,
-            k::response_body,
-            k::locked_at,
-        ))
+        .select(StoredKey::as_select())
         .for_update()
         .first(conn)?;
+    let StoredKey {
+        request_hash: hash,
+        state,
+        order_id,
+        response_order: row,
+        response_status: status,
+        response_body: body,
+        locked_at,
+    } = stored;
     if hash != request_hash {
         return Ok(KeyClaim::Reused);
     }
     if state == KeyState::Completed {
+        if let Some(row) = row {
+            let row: OrderRow = serde_json::from_value(row)
+                .map_err(|e| DbError::Other(anyhow::anyhow!("stored order unreadable: {e}")))?;
+            return Ok(KeyClaim::Completed(Replay::Order(Box::new(row))));
+        }
         if let (Some(status), Some(body)) = (status, body) {
-            return Ok(KeyClaim::Completed {
+            return Ok(KeyClaim::Completed(Replay::Rendered {
                 status: u16::try_from(status).unwrap_or(500),
                 body,
-            });
+            }));
         }
     }
     let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
@@ -107,19 +131,11 @@ pub fn claim(
     Ok(KeyClaim::TakenOver { order_id })
 }
 
-/// Stores the response to replay.
-pub fn complete(
-    conn: &mut PgConnection,
-    key: &str,
-    status: u16,
-    body: &Value,
-) -> Result<(), DbError> {
-    super::prepared::CompleteKey {
-        key,
-        response_status: status as i16,
-        response_body: body,
-    }
-    .execute(conn)?;
+/// Completes `key` with the order its request answered from (the answer
+/// is rendered again from it on replay).
+pub fn complete(conn: &mut PgConnection, key: &str, order: &OrderRow) -> Result<(), DbError> {
+    let order = serde_json::to_value(order).map_err(|e| DbError::Other(e.into()))?;
+    super::prepared::CompleteKey { key, order: &order }.execute(conn)?;
     Ok(())
 }
 

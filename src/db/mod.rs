@@ -7,6 +7,7 @@
 //! transaction is ever held while a partner is called.
 
 pub mod delivery;
+pub mod group;
 pub mod idempotency;
 pub mod models;
 pub mod orders;

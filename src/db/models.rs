@@ -40,7 +40,9 @@ pub struct ProductChanges {
     pub active: Option<bool>,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+/// Also (de)serialized as JSON: an Idempotency-Key keeps the row its
+/// request answered from (`to_jsonb` of the row: the same field names).
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, serde::Serialize, serde::Deserialize)]
 #[diesel(table_name = orders, check_for_backend(diesel::pg::Pg))]
 pub struct OrderRow {
     pub id: Uuid,

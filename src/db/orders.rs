@@ -183,14 +183,15 @@ fn with_items(
         .collect())
 }
 
-/// Records a charge outcome on a `payment_pending` order and owes its
-/// delivery when paid, as one prepared statement. Returns the order as it is
-/// now, or `None` (and changes nothing) if it had already left
-/// `payment_pending`.
+/// Records a charge outcome on a `payment_pending` order, owes its delivery
+/// when paid, and completes the Idempotency-Key `key` with the updated row,
+/// as one prepared statement. Returns the order as it is now, or `None`
+/// (and changes nothing) if it had already left `payment_pending`.
 pub fn settle_payment(
     conn: &mut PgConnection,
     id: Uuid,
     result: &PaymentResult<'_>,
+    key: Option<&str>,
 ) -> Result<Option<OrderRow>, DbError> {
     let cols = result.columns();
     Ok(super::prepared::SettlePayment {
@@ -201,6 +202,7 @@ pub fn settle_payment(
         decline_code: cols.decline_code,
         delivery_status: cols.delivery_status,
         owe_delivery: cols.status == OrderStatus::Paid,
+        key,
     }
     .get_result(conn)
     .optional()?)

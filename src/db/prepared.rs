@@ -1,4 +1,5 @@
-//! The purchase path's write statements as hand-written query fragments.
+//! The hot paths' statements (the purchase, deliveries) as hand-written
+//! query fragments.
 //!
 //! Diesel prepares and caches a statement per connection only when it can
 //! prove the SQL text is fixed; it never does for UPDATEs, multi-row INSERTs
@@ -12,7 +13,8 @@ use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::query_builder::{AsQuery, AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{
-    Array, BigInt, Bool, Int2, Int4, Int8, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+    Array, BigInt, Bool, Double, Int2, Int4, Int8, Jsonb, Nullable, Text, Timestamptz,
+    Uuid as SqlUuid,
 };
 use diesel::{PgConnection, QueryResult, RunQueryDsl};
 use serde_json::Value;
@@ -139,9 +141,11 @@ const ORDER_COLUMNS: &str = "id, status, customer_email, customer_name, currency
      delivery_status, shipment_id, tracking_number, delivery_attempts, delivery_last_error, \
      created_at, updated_at, delivery_outcome_unknown, attention, attention_since";
 
-/// Records a charge outcome on a `payment_pending` order and owes its
-/// delivery when `owe_delivery`. Returns the order as updated (one row), or
-/// no row when it had already left `payment_pending` (then nothing changed).
+/// Records a charge outcome on a `payment_pending` order, owes its delivery
+/// when `owe_delivery`, and completes the Idempotency-Key `key` (if any)
+/// with the updated row, all in one statement. Returns the order as
+/// updated (one row), or no row when it had already left `payment_pending`
+/// (then nothing changed).
 pub struct SettlePayment<'a> {
     pub id: Uuid,
     pub status: OrderStatus,
@@ -150,6 +154,7 @@ pub struct SettlePayment<'a> {
     pub decline_code: Option<&'a str>,
     pub delivery_status: Option<DeliveryStatus>,
     pub owe_delivery: bool,
+    pub key: Option<&'a str>,
 }
 cached!(SettlePayment);
 
@@ -179,18 +184,21 @@ impl QueryFragment<Pg> for SettlePayment<'_> {
         out.push_bind_param::<Text, _>(&OutboxKind::Deliver)?;
         out.push_sql(", id FROM o WHERE ");
         out.push_bind_param::<Bool, _>(&self.owe_delivery)?;
-        out.push_sql(" ON CONFLICT DO NOTHING) SELECT ");
+        out.push_sql(" ON CONFLICT DO NOTHING), k AS (UPDATE idempotency_keys SET state = ");
+        out.push_bind_param::<Text, _>(&KeyState::Completed)?;
+        out.push_sql(", response_order = (SELECT to_jsonb(o) FROM o) WHERE key = ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.key)?;
+        out.push_sql(" AND EXISTS (SELECT 1 FROM o)) SELECT ");
         out.push_sql(ORDER_COLUMNS);
         out.push_sql(" FROM o");
         Ok(())
     }
 }
 
-/// Stores the response to replay on an Idempotency-Key.
+/// Completes an Idempotency-Key with the order its request answered from.
 pub struct CompleteKey<'a> {
     pub key: &'a str,
-    pub response_status: i16,
-    pub response_body: &'a Value,
+    pub order: &'a Value,
 }
 cached!(CompleteKey);
 
@@ -198,12 +206,151 @@ impl QueryFragment<Pg> for CompleteKey<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql("UPDATE idempotency_keys SET state = ");
         out.push_bind_param::<Text, _>(&KeyState::Completed)?;
-        out.push_sql(", response_status = ");
-        out.push_bind_param::<Int2, _>(&self.response_status)?;
-        out.push_sql(", response_body = ");
-        out.push_bind_param::<Jsonb, _>(self.response_body)?;
+        out.push_sql(", response_order = ");
+        out.push_bind_param::<Jsonb, _>(self.order)?;
         out.push_sql(" WHERE key = ");
         out.push_bind_param::<Text, _>(&self.key)?;
+        Ok(())
+    }
+}
+
+/// Locks the orders of `ids` that await a shipment (`paid`, delivery
+/// `queued` or `requested`), in id order (so two batches never deadlock),
+/// and selects their ids.
+pub struct LockDeliverable<'a> {
+    pub ids: &'a [Uuid],
+}
+cached!(LockDeliverable);
+
+impl Query for LockDeliverable<'_> {
+    type SqlType = SqlUuid;
+}
+
+impl QueryFragment<Pg> for LockDeliverable<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("SELECT id FROM orders WHERE id = ANY(");
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.ids)?;
+        out.push_sql(") AND status = ");
+        out.push_bind_param::<Text, _>(&OrderStatus::Paid)?;
+        out.push_sql(" AND delivery_status IN (");
+        out.push_bind_param::<Text, _>(&DeliveryStatus::Queued)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&DeliveryStatus::Requested)?;
+        out.push_sql(") ORDER BY id FOR UPDATE");
+        Ok(())
+    }
+}
+
+/// Claims the attempts of `kind` for the (order, task) pairs, as
+/// [`super::outbox::claim`] does for one: granted when due or already the
+/// task's. Selects (order id, task) of each granted claim.
+pub struct ClaimMany<'a> {
+    pub kind: OutboxKind,
+    pub ids: &'a [Uuid],
+    pub tasks: &'a [&'a str],
+    pub lease_secs: f64,
+}
+cached!(ClaimMany);
+
+impl Query for ClaimMany<'_> {
+    type SqlType = (SqlUuid, Nullable<Text>);
+}
+
+impl QueryFragment<Pg> for ClaimMany<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "UPDATE outbox o SET attempts = o.attempts + CASE WHEN o.attempt_task = t.task THEN 0 ELSE 1 END, \
+             attempt_task = t.task, next_attempt_at = now() + make_interval(secs => ",
+        );
+        out.push_bind_param::<Double, _>(&self.lease_secs)?;
+        out.push_sql(") FROM unnest(");
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.tasks)?;
+        out.push_sql(") AS t(id, task) WHERE o.kind = ");
+        out.push_bind_param::<Text, _>(&self.kind)?;
+        out.push_sql(
+            " AND o.order_id = t.id AND (o.next_attempt_at <= clock_timestamp() OR o.attempt_task = t.task) \
+             RETURNING o.order_id, o.attempt_task",
+        );
+        Ok(())
+    }
+}
+
+/// Starts a delivery attempt on each of `ids` (already locked and checked):
+/// delivery `requested`, attempt counted. Selects (id, attempt, address).
+pub struct StartDeliveries<'a> {
+    pub ids: &'a [Uuid],
+}
+cached!(StartDeliveries);
+
+impl Query for StartDeliveries<'_> {
+    type SqlType = (SqlUuid, Int4, Jsonb);
+}
+
+impl QueryFragment<Pg> for StartDeliveries<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("UPDATE orders SET delivery_status = ");
+        out.push_bind_param::<Text, _>(&DeliveryStatus::Requested)?;
+        out.push_sql(
+            ", delivery_attempts = delivery_attempts + 1, updated_at = now() WHERE id = ANY(",
+        );
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.ids)?;
+        out.push_sql(") RETURNING id, delivery_attempts, shipping_address");
+        Ok(())
+    }
+}
+
+/// Records the shipments the partner created: each `paid` order of `ids`
+/// moves to `fulfilling` with its shipment id and tracking number. Selects
+/// the ids of the orders that moved.
+pub struct RecordShipments<'a> {
+    pub ids: &'a [Uuid],
+    pub shipment_ids: &'a [&'a str],
+    pub tracking: &'a [Option<&'a str>],
+}
+cached!(RecordShipments);
+
+impl Query for RecordShipments<'_> {
+    type SqlType = SqlUuid;
+}
+
+impl QueryFragment<Pg> for RecordShipments<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("UPDATE orders o SET status = ");
+        out.push_bind_param::<Text, _>(&OrderStatus::Fulfilling)?;
+        out.push_sql(", delivery_status = ");
+        out.push_bind_param::<Text, _>(&DeliveryStatus::Requested)?;
+        out.push_sql(
+            ", shipment_id = t.shipment_id, tracking_number = t.tracking, delivery_last_error = NULL, \
+             delivery_outcome_unknown = false, updated_at = now() FROM unnest(",
+        );
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.shipment_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.tracking)?;
+        out.push_sql(") AS t(id, shipment_id, tracking) WHERE o.id = t.id AND o.status = ");
+        out.push_bind_param::<Text, _>(&OrderStatus::Paid)?;
+        out.push_sql(" RETURNING o.id");
+        Ok(())
+    }
+}
+
+/// Deletes the outbox rows of `kind` for `ids` (done, or moot).
+pub struct DropOutbox<'a> {
+    pub kind: OutboxKind,
+    pub ids: &'a [Uuid],
+}
+cached!(DropOutbox);
+
+impl QueryFragment<Pg> for DropOutbox<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("DELETE FROM outbox WHERE kind = ");
+        out.push_bind_param::<Text, _>(&self.kind)?;
+        out.push_sql(" AND order_id = ANY(");
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.ids)?;
+        out.push_sql(")");
         Ok(())
     }
 }

@@ -11,6 +11,7 @@ diesel::table! {
         locked_at -> Timestamptz,
         created_at -> Timestamptz,
         expires_at -> Timestamptz,
+        response_order -> Nullable<Jsonb>,
     }
 }
 

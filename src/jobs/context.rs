@@ -20,6 +20,8 @@ pub struct JobContext {
     pub queue: Arc<JobQueue>,
     pub policy: RetryPolicy,
     pub metrics: JobMetrics,
+    /// The deliver jobs' database work, run together (`db::group`).
+    pub deliveries: super::deliver::DeliveryUnits,
 }
 
 impl JobContext {

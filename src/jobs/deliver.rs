@@ -16,6 +16,7 @@
 //! the job ends with `AbortError` (dead in Redis, no backend retries).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use apalis::prelude::{AbortError, BoxDynError, Data, TaskId};
 use serde::{Deserialize, Serialize};
@@ -23,8 +24,43 @@ use uuid::Uuid;
 
 use super::{JobContext, JobKind, OutboxJob};
 use crate::db;
-use crate::db::delivery::{self, AttemptFailure, DeliveryBegin};
+use crate::db::delivery::{self, AttemptFailure, BeginRequest, DeliveryBegin, ShipmentRecord};
+use crate::db::group::Group;
+use crate::db::DbPool;
 use crate::partners::shipping::{Shipment, ShippingError};
+
+/// The deliver jobs' two units of work, each shared by every job waiting
+/// for it at that moment: starting attempts and recording shipments.
+#[derive(Clone)]
+pub struct DeliveryUnits {
+    begin: Group<BeginRequest, DeliveryBegin>,
+    record: Group<ShipmentRecord, bool>,
+}
+
+/// Units of each kind at once, and requests per unit.
+const UNITS_IN_FLIGHT: usize = 4;
+const PER_UNIT: usize = 64;
+
+impl DeliveryUnits {
+    /// Starts the runners on the current runtime; `lease` is the attempt
+    /// lease (see [`RetryPolicy`](super::RetryPolicy)).
+    pub fn start(pool: &DbPool, lease: Duration) -> Self {
+        DeliveryUnits {
+            begin: Group::start(
+                pool.clone(),
+                UNITS_IN_FLIGHT,
+                PER_UNIT,
+                Arc::new(move |c, reqs| delivery::begin_deliveries(c, reqs, lease)),
+            ),
+            record: Group::start(
+                pool.clone(),
+                UNITS_IN_FLIGHT,
+                PER_UNIT,
+                Arc::new(delivery::record_shipments),
+            ),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deliver {
@@ -63,11 +99,11 @@ async fn execute(
     task: String,
 ) -> Result<(), BoxDynError> {
     let id = job.order_id;
-    let lease = ctx.policy.lease;
-    let begin = db::unit(&ctx.pool, move |c| {
-        delivery::begin_delivery(c, id, &task, lease)
-    })
-    .await?;
+    let begin = ctx
+        .deliveries
+        .begin
+        .call(BeginRequest { order_id: id, task })
+        .await?;
     let start = match begin {
         DeliveryBegin::Start(start) => start,
         DeliveryBegin::NotYet => {
@@ -103,11 +139,12 @@ async fn record_attempt(
 ) -> Result<(), BoxDynError> {
     match result {
         Ok(shipment) => {
-            let tracking = shipment.tracking_number.clone();
-            db::unit(&ctx.pool, move |c| {
-                delivery::record_shipment(c, id, &shipment.id, tracking.as_deref())
-            })
-            .await?;
+            let record = ShipmentRecord {
+                order_id: id,
+                shipment_id: shipment.id,
+                tracking: shipment.tracking_number,
+            };
+            ctx.deliveries.record.call(record).await?;
             tracing::info!(delivery.attempt = attempt, "shipment created");
             Ok(())
         }

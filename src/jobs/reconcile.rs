@@ -89,7 +89,7 @@ async fn execute(
     let paid = matches!(outcome, ChargeOutcome::Succeeded { .. });
     let settled = db::unit(&ctx.pool, move |c| {
         c.build_transaction().run(|c| {
-            let changed = orders::settle_payment(c, id, &outcome.payment_result())?.is_some();
+            let changed = orders::settle_payment(c, id, &outcome.payment_result(), None)?.is_some();
             outbox::done(c, OutboxKind::ReconcilePayment, id)?;
             Ok::<_, db::DbError>(changed)
         })

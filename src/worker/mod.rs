@@ -58,8 +58,10 @@ fn job_context(
     metrics: &Metrics,
     partners: &PartnerConfig,
 ) -> anyhow::Result<JobContext> {
+    let pool = db::build_pool(settings, "orderflow-worker");
     Ok(JobContext {
-        pool: db::build_pool(settings, "orderflow-worker"),
+        deliveries: jobs::deliver::DeliveryUnits::start(&pool, opts.retry.lease),
+        pool,
         partners: PartnerExecutor::start(partners.clone(), metrics.partner.clone())?,
         queue: Arc::new(JobQueue::new(settings)?),
         policy: opts.retry,

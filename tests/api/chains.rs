@@ -207,3 +207,137 @@ async fn cancels_racing_delivery_starts_never_deadlock() {
         errors.first()
     );
 }
+
+/// One set-based unit answers each request of a batch as the one-order
+/// start would: started, a duplicate (another task, or not due), or moot.
+#[actix_rt::test]
+async fn a_batch_of_delivery_starts_answers_each_request_as_alone() {
+    use diesel::connection::SimpleConnection;
+    use diesel::prelude::*;
+    use orderflow::db::delivery::{self, BeginRequest, DeliveryBegin, ShipmentRecord};
+    use orderflow::db::schema::{orders::dsl as o, outbox::dsl as w};
+    let app = spawn_app().await;
+    app.seed_paid_orders(5, "now()").await;
+    let mut ids: Vec<uuid::Uuid> = app
+        .db(|c| o::orders.select(o::id).order(o::id).load(c).unwrap())
+        .await;
+    let (due, twice, cancelled, unowed, later) = (ids[0], ids[1], ids[2], ids[3], ids[4]);
+    app.db(move |c| {
+        c.batch_execute(&format!(
+            "UPDATE orders SET status = 'cancelled', delivery_status = 'not_requested' WHERE id = '{cancelled}';
+             DELETE FROM outbox WHERE order_id = '{unowed}';
+             UPDATE outbox SET next_attempt_at = now() + interval '1 hour' WHERE order_id = '{later}';"
+        ))
+        .unwrap()
+    })
+    .await;
+    let req = |id, task: &str| BeginRequest {
+        order_id: id,
+        task: task.to_owned(),
+    };
+    let reqs = vec![
+        req(due, "a"),
+        req(twice, "b1"),
+        req(twice, "b2"),
+        req(cancelled, "c"),
+        req(unowed, "d"),
+        req(later, "e"),
+    ];
+    let answers = app
+        .db(move |c| delivery::begin_deliveries(c, &reqs, Duration::from_secs(30)).unwrap())
+        .await;
+    let kinds: Vec<&str> = answers
+        .iter()
+        .map(|a| match a {
+            DeliveryBegin::Start(s) if s.attempt == 1 && s.items.is_empty() => "start",
+            DeliveryBegin::Start(_) => "start (wrong attempt)",
+            DeliveryBegin::NotYet => "not yet",
+            DeliveryBegin::Nothing => "nothing",
+        })
+        .collect();
+    // `twice`: one of its two wake-ups gets the attempt, the other is a duplicate.
+    let twice_answers = &kinds[1..3];
+    assert!(
+        twice_answers.contains(&"start") && twice_answers.contains(&"not yet"),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        [kinds[0], kinds[3], kinds[4], kinds[5]],
+        ["start", "nothing", "nothing", "not yet"]
+    );
+    let state = move |id| {
+        move |c: &mut diesel::PgConnection| {
+            let (d, n): (String, i32) = o::orders
+                .find(id)
+                .select((o::delivery_status, o::delivery_attempts))
+                .first::<(orderflow::domain::DeliveryStatus, i32)>(c)
+                .map(|(d, n)| (d.as_str().to_owned(), n))
+                .unwrap();
+            let owed: i64 = w::outbox
+                .filter(w::order_id.eq(id))
+                .count()
+                .get_result(c)
+                .unwrap();
+            (d, n, owed)
+        }
+    };
+    assert_eq!(app.db(state(due)).await, ("requested".into(), 1, 1));
+    assert_eq!(
+        app.db(state(twice)).await,
+        ("requested".into(), 1, 1),
+        "counted once"
+    );
+    assert_eq!(
+        app.db(state(cancelled)).await.2,
+        0,
+        "a moot delivery leaves the outbox"
+    );
+    assert_eq!(
+        app.db(state(unowed)).await,
+        ("queued".into(), 0, 0),
+        "nothing owed: untouched"
+    );
+    assert_eq!(
+        app.db(state(later)).await,
+        ("queued".into(), 0, 1),
+        "not due: untouched"
+    );
+
+    // Recording: the paid ones move, the cancelled one does not; every
+    // delivery of the batch leaves the outbox.
+    let rec = |id, s: &str| ShipmentRecord {
+        order_id: id,
+        shipment_id: s.to_owned(),
+        tracking: Some(format!("T-{s}")),
+    };
+    let records = vec![
+        rec(due, "shp_1"),
+        rec(cancelled, "shp_2"),
+        rec(twice, "shp_3"),
+    ];
+    let moved = app
+        .db(move |c| delivery::record_shipments(c, &records).unwrap())
+        .await;
+    assert_eq!(moved, vec![true, false, true]);
+    ids.truncate(3);
+    let after: Vec<(uuid::Uuid, String, Option<String>)> = app
+        .db(move |c| {
+            o::orders
+                .filter(o::id.eq_any(&ids))
+                .select((o::id, o::status, o::tracking_number))
+                .order(o::id)
+                .load::<(uuid::Uuid, orderflow::domain::OrderStatus, Option<String>)>(c)
+                .unwrap()
+                .into_iter()
+                .map(|(id, s, t)| (id, s.as_str().to_owned(), t))
+                .collect()
+        })
+        .await;
+    assert_eq!(after[0].1, "fulfilling");
+    assert_eq!(after[0].2.as_deref(), Some("T-shp_1"));
+    assert_eq!(after[1].1, "fulfilling");
+    assert_eq!(after[2].1, "cancelled");
+    for id in [due, twice, cancelled] {
+        assert_eq!(app.db(state(id)).await.2, 0);
+    }
+}

@@ -160,3 +160,31 @@ async fn without_a_key_every_request_is_a_new_purchase() {
     assert_ne!(order_id(&a), order_id(&b));
     assert_eq!(app.order_count().await, 2);
 }
+
+/// The replay is the first answer, even after the order moved on: the key
+/// keeps the order as the statement that settled it returned it.
+#[actix_rt::test]
+async fn a_replay_after_the_order_moved_on_is_still_the_first_answer() {
+    let app = spawn_app().await;
+    let first = app.purchase(&visa(), Some("key-moved")).await;
+    assert_eq!(first.status, 201);
+    assert_eq!(first.body["status"], "paid");
+    let id = order_id(&first);
+    app.db(move |c| {
+        use diesel::connection::SimpleConnection;
+        c.batch_execute(&format!(
+            "UPDATE orders SET status = 'fulfilling', delivery_status = 'requested', \
+             shipment_id = 'shp_x', updated_at = now() WHERE id = '{id}'"
+        ))
+        .unwrap()
+    })
+    .await;
+    let again = app.purchase(&visa(), Some("key-moved")).await;
+    assert_eq!(again.status, 201);
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+    assert_eq!(
+        app.get(&format!("/api/v1/orders/{id}")).await.body["status"],
+        "fulfilling"
+    );
+}

@@ -5,12 +5,11 @@ use std::collections::HashMap;
 
 use actix_web::http::StatusCode;
 use chrono::{SubsecRound, Utc};
-use diesel::Connection;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::response_for;
-use crate::db::idempotency::{self, KeyClaim};
+use crate::db::idempotency::{self, KeyClaim, Replay};
 use crate::db::models::{OrderItemRow, OrderRow, OrderWithItems, ProductRow};
 use crate::db::{orders, products, DbError};
 use crate::domain::{currency, DeliveryStatus, OrderStatus, PurchaseRequest};
@@ -114,7 +113,20 @@ fn claim_key(
         },
         KeyClaim::Reused => Some(Started::Reused),
         KeyClaim::InProgress => Some(Started::InProgress),
-        KeyClaim::Completed { status, body } => Some(Started::Replay { status, body }),
+        KeyClaim::Completed(Replay::Rendered { status, body }) => {
+            Some(Started::Replay { status, body })
+        }
+        KeyClaim::Completed(Replay::Order(order)) => {
+            let items = orders::items_of(conn, &[order.id])?;
+            let (status, body) = response_for(OrderWithItems {
+                order: *order,
+                items,
+            });
+            Some(Started::Replay {
+                status: status.as_u16(),
+                body,
+            })
+        }
     })
 }
 
@@ -217,10 +229,9 @@ fn new_order(
     Ok(OrderWithItems { order, items })
 }
 
-/// Unit 2: record the charge outcome (owing delivery when paid) and store
-/// the response on the key, answering from the order as the update returned
-/// it. Without a key it is one statement; with one, a transaction of two.
-/// Returns (status, body, paid now).
+/// Unit 2: record the charge outcome (owing delivery when paid) and
+/// complete the key, one statement, answering from the order as the update
+/// returned it (and as a replay will). Returns (status, body, paid now).
 pub(super) fn record_charge(
     conn: &mut diesel::PgConnection,
     order: &OrderWithItems,
@@ -231,31 +242,28 @@ pub(super) fn record_charge(
         tracing::warn!(payment.reason = %reason, "payment outcome unknown; order left payment_pending");
     }
     let id = order.order.id;
-    let run = |conn: &mut diesel::PgConnection| {
-        let updated = match outcome {
-            Some(o) => orders::settle_payment(conn, id, &o.payment_result())?,
-            None => None,
-        };
-        let paid = updated
-            .as_ref()
-            .is_some_and(|r| r.status == OrderStatus::Paid);
-        let now = match updated {
-            Some(row) => OrderWithItems {
-                order: row,
-                items: order.items.clone(),
-            },
-            // Settled by someone else meanwhile (or resumed after settling):
-            // answer with what is stored.
-            None => orders::find(conn, id)?.ok_or(DbError::NotFound)?,
-        };
-        let (status, body) = response_for(now);
-        if let Some(key) = key {
-            idempotency::complete(conn, key, status.as_u16(), &body)?;
-        }
-        Ok::<_, DbError>((status, body, paid))
+    let updated = match outcome {
+        Some(o) => orders::settle_payment(conn, id, &o.payment_result(), key)?,
+        None => None,
     };
-    match key {
-        Some(_) => conn.transaction(run),
-        None => run(conn),
-    }
+    let paid = updated
+        .as_ref()
+        .is_some_and(|r| r.status == OrderStatus::Paid);
+    let now = match updated {
+        Some(row) => OrderWithItems {
+            order: row,
+            items: order.items.clone(),
+        },
+        // Settled by someone else meanwhile (or resumed after settling):
+        // answer with what is stored, and complete the key with it.
+        None => {
+            let current = orders::find(conn, id)?.ok_or(DbError::NotFound)?;
+            if let Some(key) = key {
+                idempotency::complete(conn, key, &current.order)?;
+            }
+            current
+        }
+    };
+    let (status, body) = response_for(now);
+    Ok((status, body, paid))
 }
