@@ -17,6 +17,8 @@
 //! - `WORKER_METRICS_ADDR` (default none): where `worker` serves its own metrics
 //! - `REFRESH_PARTNER_CONCURRENCY` (default 1024): concurrent calls per partner
 //!   during a status refresh, per worker process
+//! - `REFRESH_CALLS_PER_SEC` (default 500): the status refresh's call budget
+//!   per partner, per worker process (an on-demand refresh is not held to it)
 //! - `SWEEP_GRACE_SECS` (default 30): how overdue an outbox item's next attempt
 //!   must be before the sweeper pushes it again
 //! - `STALE_PAYMENT_SECS` (default 60): a `payment_pending` order older than
@@ -86,6 +88,7 @@ pub struct Settings {
     pub worker_metrics_addr: Option<SocketAddr>,
     /// Concurrent calls per partner during a status refresh, per worker.
     pub refresh_partner_concurrency: usize,
+    pub refresh_calls_per_sec: u32,
     /// `REFRESH_NICE`: the CPU priority (nice value, 0–19) of the threads
     /// that run status refreshes in `worker`, so that on a shared host
     /// `serve` and the deliveries win the cores; never raised; 0 keeps it.
@@ -171,6 +174,7 @@ impl Settings {
                 100_000,
             )? as usize,
             refresh_nice: env.bounded("REFRESH_NICE", 10, 0, 19)? as i32,
+            refresh_calls_per_sec: env.bounded("REFRESH_CALLS_PER_SEC", 500, 1, 1_000_000)? as u32,
             sweep_grace: env.secs("SWEEP_GRACE_SECS", 30, 0, 86_400)?,
             stale_payment: env.secs("STALE_PAYMENT_SECS", 60, 0, 86_400)?,
             job_max_attempts: env.bounded("JOB_MAX_ATTEMPTS", 8, 1, 1000)? as i32,

@@ -22,6 +22,9 @@ use crate::partners::Partner;
 pub struct RefreshBatch {
     pub run: i64,
     pub order_ids: Vec<Uuid>,
+    /// Ask every source, due or not, beyond the budget: an on-demand run.
+    #[serde(default)]
+    pub force: bool,
 }
 
 impl JobKind for RefreshBatch {
@@ -46,11 +49,12 @@ pub async fn run(job: RefreshBatch, ctx: Data<Arc<RefreshContext>>) -> Result<()
 #[tracing::instrument(name = "job.refresh_batch", skip_all, fields(refresh.run = job.run, refresh.orders = job.order_ids.len()))]
 async fn execute(job: RefreshBatch, ctx: &RefreshContext) -> Result<(), BoxDynError> {
     let (orders, previous) = load(ctx, &job.order_ids).await?;
-    let (answers, tallies) = fetch(ctx, &orders).await;
+    let (answers, tallies) = fetch(ctx, &orders, &previous, job.force).await;
     let now = Utc::now();
+    let schedule = &ctx.bounds.schedule;
     let merged: Vec<Merged> = orders
         .iter()
-        .map(|o| merge(o, previous.get(&o.order.id), &answers, now))
+        .map(|o| merge(o, previous.get(&o.order.id), &answers, schedule, now))
         .collect();
     persist(ctx, job.run, merged, &tallies).await
 }

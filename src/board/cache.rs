@@ -8,7 +8,8 @@
 //! every read meanwhile still gets the previous bytes, so no read waits on
 //! Redis; past [`BOARD_MAX_STALE`] reads wait for the render. The board
 //! itself changes once per refresh run, and `stale` flags computed up to
-//! `BOARD_MAX_STALE` early are immaterial against a 3-interval threshold.
+//! `BOARD_MAX_STALE` early are immaterial against thresholds of 3 polling
+//! intervals (45 s and more).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,7 +21,7 @@ use futures_util::future::{BoxFuture, FutureExt, Shared};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use super::{store, BoardEntry};
+use super::{store, BoardEntry, Due};
 use crate::domain::OrderStatus;
 use crate::jobs::JobQueue;
 
@@ -62,8 +63,6 @@ pub struct BoardCache {
     generation: watch::Sender<Option<i64>>,
     renders: prometheus::IntCounter,
     queue: Arc<JobQueue>,
-    /// `STATUS_REFRESH_INTERVAL_SECS`: sources older than 3 are stale.
-    interval: Duration,
 }
 
 /// What a read does with the cache.
@@ -74,17 +73,12 @@ enum Read {
 }
 
 impl BoardCache {
-    pub fn new(
-        queue: Arc<JobQueue>,
-        interval: Duration,
-        renders: prometheus::IntCounter,
-    ) -> Arc<Self> {
+    pub fn new(queue: Arc<JobQueue>, renders: prometheus::IntCounter) -> Arc<Self> {
         Arc::new(BoardCache {
             boards: Default::default(),
             generation: watch::Sender::new(None),
             renders,
             queue,
-            interval,
         })
     }
 
@@ -171,10 +165,7 @@ impl BoardCache {
                     .map_err(redis_down)?
             }
         };
-        let orders: Vec<Value> = entries
-            .iter()
-            .map(|e| entry_json(e, self.interval, now))
-            .collect();
+        let orders: Vec<Value> = entries.iter().map(|e| entry_json(e, now)).collect();
         serde_json::to_vec(&json!({"generated_at": now, "orders": orders}))
             .map(Bytes::from)
             .map_err(|e| e.to_string())
@@ -218,20 +209,21 @@ fn redis_down(e: impl std::fmt::Display) -> String {
     format!("redis: {e}")
 }
 
-/// Stale: the last refresh of the source failed, or is older than 3
-/// refresh intervals.
-fn stale(
-    ok: bool,
-    checked_at: Option<DateTime<Utc>>,
-    interval: Duration,
-    now: DateTime<Utc>,
-) -> bool {
-    let limit = chrono::Duration::from_std(interval * 3).unwrap_or(chrono::Duration::MAX);
-    !ok || checked_at.is_none_or(|t| now - t > limit)
+/// Stale: the last ask of the source failed, it was never asked, or it is
+/// older than 3 of its own polling intervals (`every_secs`; a source that is
+/// not polled, such as a settled payment, is never stale by age).
+fn stale(ok: bool, checked_at: Option<DateTime<Utc>>, due: &Due, now: DateTime<Utc>) -> bool {
+    let Some(checked_at) = checked_at else {
+        return true;
+    };
+    let too_old = due
+        .every_secs
+        .is_some_and(|s| now - checked_at > chrono::Duration::seconds(s.saturating_mul(3) as i64));
+    !ok || too_old
 }
 
 /// An entry as the API shows it.
-fn entry_json(e: &BoardEntry, interval: Duration, now: DateTime<Utc>) -> Value {
+fn entry_json(e: &BoardEntry, now: DateTime<Utc>) -> Value {
     json!({
         "id": e.id,
         "status": e.status,
@@ -244,19 +236,19 @@ fn entry_json(e: &BoardEntry, interval: Duration, now: DateTime<Utc>) -> Value {
         "payment": {
             "status": e.payment.status,
             "checked_at": e.payment.checked_at,
-            "stale": stale(e.payment.ok, e.payment.checked_at, interval, now),
+            "stale": stale(e.payment.ok, e.payment.checked_at, &e.payment.due, now),
         },
         "shipping": {
             "status": e.shipping.status,
             "tracking_number": e.shipping.tracking_number,
             "eta": e.shipping.eta,
             "checked_at": e.shipping.checked_at,
-            "stale": stale(e.shipping.ok, e.shipping.checked_at, interval, now),
+            "stale": stale(e.shipping.ok, e.shipping.checked_at, &e.shipping.due, now),
         },
         "warehouse": {
             "items": e.warehouse.items,
             "checked_at": e.warehouse.checked_at,
-            "stale": stale(e.warehouse.ok, e.warehouse.checked_at, interval, now),
+            "stale": stale(e.warehouse.ok, e.warehouse.checked_at, &e.warehouse.due, now),
         },
     })
 }
@@ -266,22 +258,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_source_is_stale_when_failed_or_older_than_three_intervals() {
+    fn a_source_is_stale_when_failed_unasked_or_older_than_three_of_its_intervals() {
         let now = Utc::now();
-        let i = Duration::from_secs(15);
-        assert!(!stale(
-            true,
-            Some(now - chrono::Duration::seconds(44)),
-            i,
-            now
-        ));
-        assert!(stale(
-            true,
-            Some(now - chrono::Duration::seconds(46)),
-            i,
-            now
-        ));
-        assert!(stale(false, Some(now), i, now));
-        assert!(stale(true, None, i, now));
+        let every = |s| Due {
+            every_secs: Some(s),
+            ..Due::default()
+        };
+        let ago = |s| Some(now - chrono::Duration::seconds(s));
+        assert!(!stale(true, ago(44), &every(15), now));
+        assert!(stale(true, ago(46), &every(15), now));
+        assert!(
+            !stale(true, ago(899), &every(300), now),
+            "a parcel in transit"
+        );
+        assert!(stale(true, ago(901), &every(300), now));
+        assert!(
+            !stale(true, ago(86_400), &Due::default(), now),
+            "not polled"
+        );
+        assert!(stale(false, Some(now), &every(15), now));
+        assert!(stale(true, None, &Due::default(), now));
     }
 }

@@ -1,17 +1,21 @@
-//! A refresh batch's partner fan-out: every order's payment intent and
-//! shipment, and the batch's skus at the warehouse, asked concurrently,
-//! within a per-partner concurrency bound and unless the partner's circuit
-//! is open.
+//! A refresh batch's partner fan-out: the due sources of its orders (an
+//! unsettled payment's intent, a shipment, the skus' stock), asked
+//! concurrently, within a per-partner call budget, a concurrency bound, and
+//! unless the partner's circuit is open.
 
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
 
 use futures_util::future::LocalBoxFuture;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use super::merge::Answers;
-use super::RefreshContext;
+use super::merge::{asks, Answers, Asks};
+use super::{BoardEntry, RefreshContext};
 use crate::db::models::OrderWithItems;
 use crate::partners::executor::Clients;
 use crate::partners::shipping::Shipment;
@@ -60,23 +64,87 @@ impl Tally {
     }
 }
 
-/// Asks the three partners about `orders`; returns their answers and each
-/// partner's tally.
+/// A per-partner call budget of this process: `per_sec` calls a second on
+/// average, of which a run may spend what accrued over `window` (the run
+/// interval). What is due beyond it waits for a later run, so the call rate
+/// stays bounded whatever the number of active orders.
+pub struct Budget {
+    per_sec: f64,
+    cap: f64,
+    state: Mutex<HashMap<Partner, (f64, Instant)>>,
+}
+
+impl Budget {
+    pub fn new(per_sec: u32, window: Duration) -> Self {
+        let per_sec = f64::from(per_sec.max(1));
+        Budget {
+            per_sec,
+            cap: per_sec * window.as_secs_f64().max(1.0),
+            state: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes up to `want` calls of `partner`'s budget; returns how many.
+    pub fn take(&self, partner: Partner, want: usize) -> usize {
+        let Ok(mut state) = self.state.lock() else {
+            return want;
+        };
+        let now = Instant::now();
+        let (tokens, last) = state.entry(partner).or_insert((self.cap, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_sec).min(self.cap);
+        *last = now;
+        let granted = (want as f64).min(tokens.floor()).max(0.0) as usize;
+        *tokens -= granted as f64;
+        granted
+    }
+}
+
+/// Asks the partners about the sources of `orders` that are due (all of
+/// them when `force`), within the call budget unless forced; returns their
+/// answers and each partner's tally.
 pub async fn fetch(
     ctx: &RefreshContext,
     orders: &[OrderWithItems],
+    previous: &HashMap<Uuid, BoardEntry>,
+    force: bool,
 ) -> (Answers, Vec<(Partner, Tally)>) {
-    let (payment_ids, intents): (Vec<Uuid>, Vec<String>) = orders
+    let now = Utc::now();
+    let due: Vec<(&OrderWithItems, Asks, Option<DateTime<Utc>>)> = orders
         .iter()
-        .filter_map(|o| Some((o.order.id, o.order.payment_intent_id.clone()?)))
-        .unzip();
-    let (shipping_ids, shipments): (Vec<Uuid>, Vec<String>) = orders
+        .map(|o| {
+            let prev = previous.get(&o.order.id);
+            (o, asks(o, prev, now, force), prev.map(oldest_due))
+        })
+        .collect();
+    let within = |partner: Partner, wants: &dyn Fn(&Asks) -> bool| -> Vec<&OrderWithItems> {
+        let mut asked: Vec<_> = due.iter().filter(|(_, a, _)| wants(a)).collect();
+        // The longest overdue first (never asked: first of all).
+        asked.sort_by_key(|(_, _, since)| *since);
+        let granted = if force {
+            asked.len()
+        } else {
+            ctx.bounds.budget.take(partner, asked.len())
+        };
+        asked
+            .into_iter()
+            .take(granted)
+            .map(|(o, _, _)| *o)
+            .collect()
+    };
+    let pay = within(Partner::Payment, &|a| a.payment);
+    let ship = within(Partner::Shipping, &|a| a.shipping);
+    let stock_orders = within(Partner::Warehouse, &|a| a.warehouse);
+    let intents: Vec<String> = pay
         .iter()
-        .filter_map(|o| Some((o.order.id, o.order.shipment_id.clone()?)))
-        .unzip();
+        .filter_map(|o| o.order.payment_intent_id.clone())
+        .collect();
+    let shipments: Vec<String> = ship
+        .iter()
+        .filter_map(|o| o.order.shipment_id.clone())
+        .collect();
     let payment = calls(ctx, Partner::Payment, intents, intent_status);
     let shipping = calls(ctx, Partner::Shipping, shipments, shipment);
-    let warehouse = calls(ctx, Partner::Warehouse, sku_chunks(orders), stock);
+    let warehouse = calls(ctx, Partner::Warehouse, sku_chunks(&stock_orders), stock);
     let (payment, shipping, warehouse) = futures_util::join!(payment, shipping, warehouse);
     let tallies = vec![
         (Partner::Payment, Tally::of(&payment)),
@@ -92,16 +160,31 @@ pub async fn fetch(
         }
     }
     let answers = Answers {
-        payment: payment_ids.into_iter().zip(payment).collect(),
-        shipping: shipping_ids.into_iter().zip(shipping).collect(),
+        payment: pay.iter().map(|o| o.order.id).zip(payment).collect(),
+        shipping: ship.iter().map(|o| o.order.id).zip(shipping).collect(),
         stock,
         warehouse_ok,
+        stock_asked: stock_orders.iter().map(|o| o.order.id).collect(),
     };
     (answers, tallies)
 }
 
-/// The batch's skus, de-duplicated, in chunks of the warehouse's batch size.
-fn sku_chunks(orders: &[OrderWithItems]) -> Vec<Vec<String>> {
+/// The earliest time any source of an entry is due: the most overdue are
+/// asked first (and orders the board has no entry for, `None`, before all).
+fn oldest_due(e: &BoardEntry) -> DateTime<Utc> {
+    [
+        e.payment.due.next_at,
+        e.shipping.due.next_at,
+        e.warehouse.due.next_at,
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// The skus of `orders`, de-duplicated, in chunks of the warehouse's batch size.
+fn sku_chunks(orders: &[&OrderWithItems]) -> Vec<Vec<String>> {
     let skus: Vec<String> = orders
         .iter()
         .flat_map(|o| o.items.iter().map(|i| i.sku.clone()))
@@ -192,5 +275,27 @@ where
     match run {
         Ok(results) => results,
         Err(e) => (0..n).map(|_| Err(e.to_string())).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_grants_what_accrued_up_to_a_window_per_partner() {
+        let b = Budget::new(100, Duration::from_secs(2));
+        assert_eq!(
+            b.take(Partner::Shipping, 150),
+            150,
+            "a full window to start"
+        );
+        assert_eq!(b.take(Partner::Shipping, 150), 50);
+        assert_eq!(b.take(Partner::Shipping, 10), 0, "spent");
+        assert_eq!(b.take(Partner::Payment, 10), 10, "per partner");
+        std::thread::sleep(Duration::from_millis(120));
+        let refilled = b.take(Partner::Shipping, 1000);
+        // 100/s for at least 120 ms (a sleep may overrun, never fall short).
+        assert!(refilled >= 12, "{refilled}");
     }
 }

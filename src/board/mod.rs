@@ -53,12 +53,28 @@ pub use plan::RefreshPlan;
 use crate::domain::{Attention, DeliveryStatus, OrderStatus};
 use crate::jobs::JobContext;
 
+/// When a source of an entry is asked next (see [`merge::Schedule`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Due {
+    /// When the source is next due; `None`: never again (a settled
+    /// payment, a delivered parcel) until a forced refresh.
+    pub next_at: Option<DateTime<Utc>>,
+    /// The interval the source is polled at now; `stale` is judged against
+    /// it. `None` with `next_at`: never polled, so never stale by age.
+    pub every_secs: Option<u64>,
+    /// Answers in a row that changed nothing (they back the interval off).
+    #[serde(default)]
+    pub unchanged: u32,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PaymentState {
     pub status: Option<String>,
     pub checked_at: Option<DateTime<Utc>>,
     /// Whether the last refresh of this source succeeded.
     pub ok: bool,
+    #[serde(default)]
+    pub due: Due,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -68,6 +84,8 @@ pub struct ShippingState {
     pub eta: Option<String>,
     pub checked_at: Option<DateTime<Utc>>,
     pub ok: bool,
+    #[serde(default)]
+    pub due: Due,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,6 +99,8 @@ pub struct WarehouseState {
     pub items: Vec<StockItem>,
     pub checked_at: Option<DateTime<Utc>>,
     pub ok: bool,
+    #[serde(default)]
+    pub due: Due,
 }
 
 /// What the board knows about one order.
@@ -113,8 +133,11 @@ pub struct RefreshContext {
     pub bounds: Arc<Bounds>,
 }
 
-/// The per-process bounds on refresh calls: concurrency and breakers.
+/// The per-process bounds on refresh calls: concurrency, breakers, the
+/// call budget, and the polling schedule.
 pub struct Bounds {
     pub breakers: health::Breakers,
     pub limits: fetch::Limits,
+    pub budget: fetch::Budget,
+    pub schedule: merge::Schedule,
 }

@@ -1,6 +1,8 @@
 //! The first job of a refresh run: claim the run slot, list the active
 //! orders and push one [`RefreshBatch`] per [`BATCH`] orders, so 50,000
-//! orders are 50 jobs, not 50,000.
+//! orders are 50 jobs, not 50,000. A scheduled run asks the partners only
+//! about the sources that are due, within the call budget; an on-demand
+//! run (ops' refresh) asks about every source.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,6 +81,7 @@ async fn execute(job: RefreshPlan, ctx: &JobContext) -> Result<(), BoxDynError> 
         let batch = RefreshBatch {
             run: job.run,
             order_ids: chunk.to_vec(),
+            force: job.on_demand,
         };
         let id = batch.task_id();
         ctx.queue.push_with(batch, id, Duration::ZERO).await?;

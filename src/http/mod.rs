@@ -77,7 +77,6 @@ impl Application {
             idempotency_lease: settings.partner_timeout * 2 + Duration::from_secs(30),
             board_cache: crate::board::cache::BoardCache::new(
                 Arc::clone(&queue),
-                settings.status_refresh_interval,
                 metrics.board_renders.clone(),
             ),
             queue,

@@ -78,6 +78,9 @@ fn refresh_context(
     jobs: &JobContext,
 ) -> anyhow::Result<RefreshContext> {
     let pool_size = settings.db_pool_size.min(REFRESH_DB_CONNECTIONS);
+    let run_interval = opts
+        .refresh_every
+        .unwrap_or(settings.status_refresh_interval);
     let executor = PartnerExecutor::start_named(
         partners,
         metrics.partner.clone(),
@@ -94,6 +97,8 @@ fn refresh_context(
         bounds: Arc::new(board::Bounds {
             breakers: board::health::Breakers::new(5, Duration::from_secs(10)),
             limits: board::fetch::Limits::new(opts.partner_concurrency),
+            budget: board::fetch::Budget::new(opts.partner_calls_per_sec, run_interval),
+            schedule: board::merge::Schedule::every_run(run_interval),
         }),
     })
 }

@@ -27,6 +27,9 @@ pub struct WorkerOptions {
     pub refresh_every: Option<Duration>,
     /// Concurrent calls per partner during a status refresh, per process.
     pub partner_concurrency: usize,
+    /// The refresh's call budget per partner, per process
+    /// (`REFRESH_CALLS_PER_SEC`).
+    pub partner_calls_per_sec: u32,
     /// Nice value of the threads that run status refreshes
     /// (`REFRESH_NICE`, see [`crate::priority`]).
     pub refresh_nice: i32,
@@ -47,6 +50,7 @@ impl Default for WorkerOptions {
             vacuum_every: Duration::from_secs(15),
             refresh_every: Some(Duration::from_secs(15)),
             partner_concurrency: 1024,
+            partner_calls_per_sec: 500,
             refresh_nice: 10,
         }
     }
@@ -59,6 +63,7 @@ impl WorkerOptions {
         WorkerOptions {
             refresh_every: Some(settings.status_refresh_interval),
             partner_concurrency: settings.refresh_partner_concurrency,
+            partner_calls_per_sec: settings.refresh_calls_per_sec,
             refresh_nice: settings.refresh_nice,
             sweep: SweepPolicy {
                 grace: settings.sweep_grace,
