@@ -153,8 +153,9 @@ pub fn retry_in(
     Ok(())
 }
 
-/// Owes a reconciliation for every order left `payment_pending` longer than
-/// `older_than` (a 202, or a request that died mid-charge).
+/// Owes a reconciliation for every order still `payment_pending` more than
+/// `older_than` after it was created (a 202, or a request that died
+/// mid-charge).
 pub fn owe_stale_payments(
     conn: &mut PgConnection,
     older_than: Duration,
@@ -162,13 +163,15 @@ pub fn owe_stale_payments(
 ) -> Result<usize, DbError> {
     Ok(diesel::sql_query(
         "INSERT INTO outbox (kind, order_id) \
-         SELECT 'reconcile_payment', id FROM orders \
-         WHERE status = 'payment_pending' AND attention IS NULL \
-           AND updated_at < now() - make_interval(secs => $1) \
-         ORDER BY updated_at LIMIT $2 ON CONFLICT DO NOTHING",
+         SELECT $3, id FROM orders \
+         WHERE status = $4 AND attention IS NULL \
+           AND created_at < now() - make_interval(secs => $1) \
+         ORDER BY created_at LIMIT $2 ON CONFLICT DO NOTHING",
     )
     .bind::<Double, _>(older_than.as_secs_f64())
     .bind::<BigInt, _>(limit)
+    .bind::<Text, _>(OutboxKind::ReconcilePayment)
+    .bind::<Text, _>(crate::domain::OrderStatus::PaymentPending)
     .execute(conn)?)
 }
 
