@@ -119,25 +119,35 @@ pub fn begin_deliveries(
         let waiting = still_owed(conn, &claim_ids, &granted)?;
         Ok(reqs
             .iter()
-            .map(|r| {
-                let id = r.order_id;
-                if granted.get(&id) == Some(&r.task) {
-                    if let Some((attempt, address)) = started.remove(&id) {
-                        return DeliveryBegin::Start(DeliveryStart {
-                            attempt,
-                            address,
-                            items: items.remove(&id).unwrap_or_default(),
-                        });
-                    }
-                }
-                if waiting.contains(&id) {
-                    DeliveryBegin::NotYet
-                } else {
-                    DeliveryBegin::Nothing
-                }
-            })
+            .map(|r| answer(r, &granted, &mut started, &mut items, &waiting))
             .collect())
     })
+}
+
+/// One request's answer: its start if its task holds the granted attempt
+/// (the first such request only), else a duplicate or nothing owed.
+fn answer(
+    r: &BeginRequest,
+    granted: &HashMap<Uuid, String>,
+    started: &mut HashMap<Uuid, (i32, serde_json::Value)>,
+    items: &mut HashMap<Uuid, Vec<(String, i32)>>,
+    waiting: &HashSet<Uuid>,
+) -> DeliveryBegin {
+    let id = r.order_id;
+    if granted.get(&id) == Some(&r.task) {
+        if let Some((attempt, address)) = started.remove(&id) {
+            return DeliveryBegin::Start(DeliveryStart {
+                attempt,
+                address,
+                items: items.remove(&id).unwrap_or_default(),
+            });
+        }
+    }
+    if waiting.contains(&id) {
+        DeliveryBegin::NotYet
+    } else {
+        DeliveryBegin::Nothing
+    }
 }
 
 /// Of `ids`, the orders whose delivery is owed: granted now, or owed but
