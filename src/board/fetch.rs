@@ -3,7 +3,7 @@
 //! concurrently, within a per-partner call budget, a concurrency bound, and
 //! unless the partner's circuit is open.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -116,24 +116,36 @@ pub async fn fetch(
             (o, asks(o, prev, now, force), prev.map(oldest_due))
         })
         .collect();
-    let within = |partner: Partner, wants: &dyn Fn(&Asks) -> bool| -> Vec<&OrderWithItems> {
+    // Each source's due orders, the longest overdue first (never asked:
+    // first of all).
+    let wanting = |wants: &dyn Fn(&Asks) -> bool| -> Vec<&OrderWithItems> {
         let mut asked: Vec<_> = due.iter().filter(|(_, a, _)| wants(a)).collect();
-        // The longest overdue first (never asked: first of all).
         asked.sort_by_key(|(_, _, since)| *since);
-        let granted = if force {
-            asked.len()
+        asked.into_iter().map(|(o, _, _)| *o).collect()
+    };
+    let granted = |partner: Partner, calls: usize| {
+        if force {
+            calls
         } else {
-            ctx.bounds.budget.take(partner, asked.len())
-        };
-        asked
+            ctx.bounds.budget.take(partner, calls)
+        }
+    };
+    let mut pay = wanting(&|a| a.payment);
+    pay.truncate(granted(Partner::Payment, pay.len()));
+    let mut ship = wanting(&|a| a.shipping);
+    ship.truncate(granted(Partner::Shipping, ship.len()));
+    // The warehouse answers 100 skus a call: the budget counts those calls,
+    // and an order is asked when every one of its skus made it in.
+    let stock_due = wanting(&|a| a.warehouse);
+    let mut chunks = sku_chunks(&stock_due);
+    chunks.truncate(granted(Partner::Warehouse, chunks.len()));
+    let stock_orders: Vec<&OrderWithItems> = {
+        let asked_skus: HashSet<&String> = chunks.iter().flatten().collect();
+        stock_due
             .into_iter()
-            .take(granted)
-            .map(|(o, _, _)| *o)
+            .filter(|o| o.items.iter().all(|i| asked_skus.contains(&i.sku)))
             .collect()
     };
-    let pay = within(Partner::Payment, &|a| a.payment);
-    let ship = within(Partner::Shipping, &|a| a.shipping);
-    let stock_orders = within(Partner::Warehouse, &|a| a.warehouse);
     let intents: Vec<String> = pay
         .iter()
         .filter_map(|o| o.order.payment_intent_id.clone())
@@ -144,7 +156,7 @@ pub async fn fetch(
         .collect();
     let payment = calls(ctx, Partner::Payment, intents, intent_status);
     let shipping = calls(ctx, Partner::Shipping, shipments, shipment);
-    let warehouse = calls(ctx, Partner::Warehouse, sku_chunks(&stock_orders), stock);
+    let warehouse = calls(ctx, Partner::Warehouse, chunks, stock);
     let (payment, shipping, warehouse) = futures_util::join!(payment, shipping, warehouse);
     let tallies = vec![
         (Partner::Payment, Tally::of(&payment)),

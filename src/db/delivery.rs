@@ -95,9 +95,9 @@ pub fn begin_deliveries(
             tasks: &claim_tasks,
             lease_secs: lease.as_secs_f64(),
         }
-        .load::<(Uuid, Option<String>)>(conn)?
+        .load::<(Uuid, Option<String>, i32)>(conn)?
         .into_iter()
-        .filter_map(|(id, task)| Some((id, task?)))
+        .filter_map(|(id, task, _)| Some((id, task?)))
         .collect();
         let started_ids: Vec<Uuid> = granted.keys().copied().collect();
         let mut started: HashMap<Uuid, (i32, serde_json::Value)> = HashMap::new();
@@ -177,22 +177,6 @@ fn still_owed(
     Ok(owed)
 }
 
-/// [`begin_deliveries`] for one order.
-pub fn begin_delivery(
-    conn: &mut PgConnection,
-    id: Uuid,
-    task: &str,
-    lease: std::time::Duration,
-) -> Result<DeliveryBegin, DbError> {
-    let req = BeginRequest {
-        order_id: id,
-        task: task.to_owned(),
-    };
-    Ok(begin_deliveries(conn, &[req], lease)?
-        .pop()
-        .unwrap_or(DeliveryBegin::Nothing))
-}
-
 /// A shipment the partner created, to record.
 #[derive(Debug, Clone)]
 pub struct ShipmentRecord {
@@ -236,21 +220,6 @@ pub fn record_shipments(
             .map(|r| moved.contains(&r.order_id))
             .collect())
     })
-}
-
-/// [`record_shipments`] for one shipment.
-pub fn record_shipment(
-    conn: &mut PgConnection,
-    id: Uuid,
-    shipment_id: &str,
-    tracking: Option<&str>,
-) -> Result<bool, DbError> {
-    let record = ShipmentRecord {
-        order_id: id,
-        shipment_id: shipment_id.to_owned(),
-        tracking: tracking.map(str::to_owned),
-    };
-    Ok(record_shipments(conn, &[record])?.pop().unwrap_or(false))
 }
 
 /// How a failed delivery attempt ended.
@@ -337,8 +306,8 @@ pub struct Advance {
 pub fn advance(
     conn: &mut PgConnection,
     moves: &[(Uuid, Advance)],
-) -> Result<std::collections::HashMap<Uuid, OrderStatus>, DbError> {
-    let mut moved = std::collections::HashMap::new();
+) -> Result<HashMap<Uuid, OrderStatus>, DbError> {
+    let mut moved = HashMap::new();
     for (id, m) in moves {
         let n = diesel::update(orders::table.find(id).filter(orders::status.eq_any(m.from)))
             .set((

@@ -84,12 +84,6 @@ pub enum Claim {
     NotOwed,
 }
 
-#[derive(QueryableByName)]
-struct Attempts {
-    #[diesel(sql_type = diesel::sql_types::Integer)]
-    attempts: i32,
-}
-
 /// Claims an attempt of owed `kind` for `order_id` for the job `task` (its
 /// apalis task id): granted when the next attempt is due, or when `task`
 /// already holds the current attempt (apalis re-running the same task after
@@ -102,24 +96,15 @@ pub fn claim(
     task: &str,
     lease: Duration,
 ) -> Result<Claim, DbError> {
-    let claimed: Option<Attempts> = diesel::sql_query(
-        "UPDATE outbox SET \
-           attempts = attempts + CASE WHEN attempt_task = $3 THEN 0 ELSE 1 END, \
-           attempt_task = $3, next_attempt_at = now() + make_interval(secs => $4) \
-         WHERE kind = $1 AND order_id = $2 \
-           AND (next_attempt_at <= clock_timestamp() OR attempt_task = $3) \
-         RETURNING attempts",
-    )
-    .bind::<Text, _>(kind.as_str())
-    .bind::<SqlUuid, _>(order_id)
-    .bind::<Text, _>(task)
-    .bind::<Double, _>(lease.as_secs_f64())
-    .get_result(conn)
-    .optional()?;
-    if let Some(a) = claimed {
-        return Ok(Claim::Run {
-            attempt: a.attempts,
-        });
+    let claimed = super::prepared::ClaimMany {
+        kind,
+        ids: &[order_id],
+        tasks: &[task],
+        lease_secs: lease.as_secs_f64(),
+    }
+    .load::<(Uuid, Option<String>, i32)>(conn)?;
+    if let Some((_, _, attempts)) = claimed.first() {
+        return Ok(Claim::Run { attempt: *attempts });
     }
     let owed: i64 = w::outbox
         .filter(w::kind.eq(kind))

@@ -241,9 +241,9 @@ impl QueryFragment<Pg> for LockDeliverable<'_> {
     }
 }
 
-/// Claims the attempts of `kind` for the (order, task) pairs, as
-/// [`super::outbox::claim`] does for one: granted when due or already the
-/// task's. Selects (order id, task) of each granted claim.
+/// Claims the attempts of `kind` for the (order, task) pairs (see
+/// [`super::outbox::claim`]): granted when due or already the task's.
+/// Selects (order id, task, attempts) of each granted claim.
 pub struct ClaimMany<'a> {
     pub kind: OutboxKind,
     pub ids: &'a [Uuid],
@@ -253,7 +253,7 @@ pub struct ClaimMany<'a> {
 cached!(ClaimMany);
 
 impl Query for ClaimMany<'_> {
-    type SqlType = (SqlUuid, Nullable<Text>);
+    type SqlType = (SqlUuid, Nullable<Text>, Int4);
 }
 
 impl QueryFragment<Pg> for ClaimMany<'_> {
@@ -271,7 +271,7 @@ impl QueryFragment<Pg> for ClaimMany<'_> {
         out.push_bind_param::<Text, _>(&self.kind)?;
         out.push_sql(
             " AND o.order_id = t.id AND (o.next_attempt_at <= clock_timestamp() OR o.attempt_task = t.task) \
-             RETURNING o.order_id, o.attempt_task",
+             RETURNING o.order_id, o.attempt_task, o.attempts",
         );
         Ok(())
     }

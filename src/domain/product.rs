@@ -26,7 +26,7 @@ impl ProductRequest {
     /// `create`, else a patch (any field, `sku` ignored: it is the path's).
     pub fn parse(body: &Map<String, Value>, create: bool) -> Result<Self, Vec<FieldError>> {
         let mut p = Fields::default();
-        let wanted = |key: &str| create || p_has(body, key);
+        let wanted = |key: &str| create || present(body, key);
         let sku = if create { sku(&mut p, body) } else { None };
         let name = wanted("name")
             .then(|| p.text(body, "name", "name", 200))
@@ -37,7 +37,7 @@ impl ProductRequest {
         let price_cents = wanted("price_cents")
             .then(|| p.whole(body, "price_cents", "price_cents", 1..=MAX_PRICE_CENTS))
             .flatten();
-        let active = p_has(body, "active")
+        let active = present(body, "active")
             .then(|| p.boolean(body, "active", "active"))
             .flatten();
         let request = ProductRequest {
@@ -51,7 +51,8 @@ impl ProductRequest {
     }
 }
 
-fn p_has(body: &Map<String, Value>, key: &str) -> bool {
+/// Whether `body` names `key` with a value (null counts as absent).
+fn present(body: &Map<String, Value>, key: &str) -> bool {
     body.get(key).is_some_and(|v| !v.is_null())
 }
 

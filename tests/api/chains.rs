@@ -179,10 +179,13 @@ async fn cancels_racing_delivery_starts_never_deadlock() {
                 let mut c = pool.get().unwrap();
                 for id in ids {
                     let r = if side == 0 {
-                        orderflow::db::delivery::begin_delivery(
+                        let start = orderflow::db::delivery::BeginRequest {
+                            order_id: id,
+                            task: "t".into(),
+                        };
+                        orderflow::db::delivery::begin_deliveries(
                             &mut c,
-                            id,
-                            "t",
+                            &[start],
                             Duration::from_secs(30),
                         )
                         .map(|_| ())

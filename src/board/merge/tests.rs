@@ -75,7 +75,33 @@ fn answers(
     }
 }
 
-const SCHEDULE: fn() -> Schedule = || Schedule::every_run(Duration::from_secs(15));
+fn schedule() -> Schedule {
+    Schedule::every_run(Duration::from_secs(15))
+}
+
+/// `o` merged after the shipping partner reported `status`.
+fn reported(
+    o: &OrderWithItems,
+    prev: Option<&BoardEntry>,
+    status: &str,
+    now: DateTime<Utc>,
+) -> Merged {
+    merge(
+        o,
+        prev,
+        &answers(o, None, Some(Ok(shipment(status)))),
+        &schedule(),
+        now,
+    )
+}
+
+fn ask(payment: bool, shipping: bool, warehouse: bool) -> Asks {
+    Asks {
+        payment,
+        shipping,
+        warehouse,
+    }
+}
 
 fn at(now: DateTime<Utc>, secs: i64) -> Option<DateTime<Utc>> {
     Some(now + chrono::Duration::seconds(secs))
@@ -85,13 +111,7 @@ fn at(now: DateTime<Utc>, secs: i64) -> Option<DateTime<Utc>> {
 fn answers_replace_what_the_board_knew_and_schedule_the_next_ask_by_state() {
     let o = fulfilling();
     let now = Utc::now();
-    let m = merge(
-        &o,
-        None,
-        &answers(&o, None, Some(Ok(shipment("label_created")))),
-        &SCHEDULE(),
-        now,
-    );
+    let m = reported(&o, None, "label_created", now);
     assert!(m.entry.payment.ok && m.entry.shipping.ok && m.entry.warehouse.ok);
     assert_eq!(m.entry.shipping.checked_at, Some(now));
     // The partner sent no tracking number: the order's stays.
@@ -110,26 +130,14 @@ fn answers_replace_what_the_board_knew_and_schedule_the_next_ask_by_state() {
         "a new label is asked again soon"
     );
     assert_eq!(m.entry.warehouse.due.next_at, at(now, 300));
-    let transit = merge(
-        &o,
-        Some(&m.entry),
-        &answers(&o, None, Some(Ok(shipment("in_transit")))),
-        &SCHEDULE(),
-        now,
-    );
+    let transit = reported(&o, Some(&m.entry), "in_transit", now);
     assert_eq!(
         transit.entry.shipping.due.next_at,
         at(now, 300),
         "in transit: every few minutes"
     );
     assert_eq!(transit.entry.shipping.due.unchanged, 0);
-    let delivered = merge(
-        &o,
-        Some(&transit.entry),
-        &answers(&o, None, Some(Ok(shipment("delivered")))),
-        &SCHEDULE(),
-        now,
-    );
+    let delivered = reported(&o, Some(&transit.entry), "delivered", now);
     assert_eq!(
         delivered.entry.shipping.due.next_at, None,
         "delivered: never again"
@@ -140,34 +148,14 @@ fn answers_replace_what_the_board_knew_and_schedule_the_next_ask_by_state() {
 fn unchanged_answers_back_off_up_to_a_cap() {
     let o = fulfilling();
     let now = Utc::now();
-    let mut e = merge(
-        &o,
-        None,
-        &answers(&o, None, Some(Ok(shipment("in_transit")))),
-        &SCHEDULE(),
-        now,
-    )
-    .entry;
+    let mut e = reported(&o, None, "in_transit", now).entry;
     let mut intervals = vec![e.shipping.due.every_secs];
     for _ in 0..5 {
-        e = merge(
-            &o,
-            Some(&e),
-            &answers(&o, None, Some(Ok(shipment("in_transit")))),
-            &SCHEDULE(),
-            now,
-        )
-        .entry;
+        e = reported(&o, Some(&e), "in_transit", now).entry;
         intervals.push(e.shipping.due.every_secs);
     }
     assert_eq!(intervals, [300, 600, 1200, 2400, 2400, 2400].map(Some));
-    let moved = merge(
-        &o,
-        Some(&e),
-        &answers(&o, None, Some(Ok(shipment("out_for_delivery")))),
-        &SCHEDULE(),
-        now,
-    );
+    let moved = reported(&o, Some(&e), "out_for_delivery", now);
     assert_eq!(
         moved.entry.shipping.due.every_secs,
         Some(120),
@@ -184,7 +172,7 @@ fn a_payment_is_asked_only_while_unsettled() {
         &pending,
         None,
         &answers(&pending, Some(Ok("processing")), None),
-        &SCHEDULE(),
+        &schedule(),
         now,
     );
     assert_eq!(
@@ -210,7 +198,7 @@ fn a_payment_is_asked_only_while_unsettled() {
         !asks(&paid, None, now, false).payment,
         "settled: PostgreSQL knows"
     );
-    let m = merge(&paid, None, &Answers::default(), &SCHEDULE(), now);
+    let m = merge(&paid, None, &Answers::default(), &schedule(), now);
     assert_eq!(m.entry.payment.status.as_deref(), Some("succeeded"));
     assert!(m.entry.payment.ok);
     assert_eq!(m.entry.payment.due.every_secs, None, "never stale by age");
@@ -228,22 +216,8 @@ fn a_payment_is_asked_only_while_unsettled() {
 fn only_due_sources_are_asked_and_the_rest_stay_as_they_were() {
     let o = fulfilling();
     let now = Utc::now();
-    assert_eq!(
-        asks(&o, None, now, false),
-        Asks {
-            payment: false,
-            shipping: true,
-            warehouse: true
-        }
-    );
-    let first = merge(
-        &o,
-        None,
-        &answers(&o, None, Some(Ok(shipment("in_transit")))),
-        &SCHEDULE(),
-        now,
-    )
-    .entry;
+    assert_eq!(asks(&o, None, now, false), ask(false, true, true));
+    let first = reported(&o, None, "in_transit", now).entry;
     let soon = now + chrono::Duration::seconds(60);
     assert_eq!(
         asks(&o, Some(&first), soon, false),
@@ -257,28 +231,17 @@ fn only_due_sources_are_asked_and_the_rest_stay_as_they_were() {
             warehouse_ok: true,
             ..Answers::default()
         },
-        &SCHEDULE(),
+        &schedule(),
         soon,
     )
     .entry;
     assert_eq!(untouched.shipping, first.shipping);
     assert_eq!(untouched.warehouse, first.warehouse);
     let later = now + chrono::Duration::seconds(301);
-    assert_eq!(
-        asks(&o, Some(&first), later, false),
-        Asks {
-            payment: false,
-            shipping: true,
-            warehouse: true
-        }
-    );
+    assert_eq!(asks(&o, Some(&first), later, false), ask(false, true, true));
     assert_eq!(
         asks(&o, Some(&first), soon, true),
-        Asks {
-            payment: true,
-            shipping: true,
-            warehouse: true
-        },
+        ask(true, true, true),
         "a forced refresh asks every source, a settled payment too"
     );
 }
@@ -287,18 +250,11 @@ fn only_due_sources_are_asked_and_the_rest_stay_as_they_were() {
 fn a_failed_source_keeps_its_last_value_is_marked_not_ok_and_is_due_again() {
     let o = fulfilling();
     let earlier = Utc::now() - chrono::Duration::seconds(30);
-    let prev = merge(
-        &o,
-        None,
-        &answers(&o, None, Some(Ok(shipment("in_transit")))),
-        &SCHEDULE(),
-        earlier,
-    )
-    .entry;
+    let prev = reported(&o, None, "in_transit", earlier).entry;
     let mut failing = answers(&o, None, Some(Err("503")));
     failing.warehouse_ok = false;
     let now = Utc::now();
-    let m = merge(&o, Some(&prev), &failing, &SCHEDULE(), now);
+    let m = merge(&o, Some(&prev), &failing, &schedule(), now);
     assert!(!m.entry.shipping.ok && !m.entry.warehouse.ok);
     assert_eq!(m.entry.shipping.status.as_deref(), Some("in_transit"));
     assert_eq!(m.entry.shipping.checked_at, Some(earlier));
@@ -320,14 +276,7 @@ fn a_failed_source_keeps_its_last_value_is_marked_not_ok_and_is_due_again() {
 fn nothing_to_ask_is_fresh_and_shows_the_orders_own_values() {
     let o = order(OrderStatus::Paid, None, None);
     let now = Utc::now();
-    assert_eq!(
-        asks(&o, None, now, false),
-        Asks {
-            payment: false,
-            shipping: false,
-            warehouse: true
-        }
-    );
+    assert_eq!(asks(&o, None, now, false), ask(false, false, true));
     let m = merge(
         &o,
         None,
@@ -335,7 +284,7 @@ fn nothing_to_ask_is_fresh_and_shows_the_orders_own_values() {
             warehouse_ok: true,
             ..Answers::default()
         },
-        &SCHEDULE(),
+        &schedule(),
         now,
     );
     assert!(m.entry.payment.ok && m.entry.shipping.ok);
@@ -356,7 +305,7 @@ fn shipping_progress_moves_orders_only_forward() {
             &o,
             None,
             &answers(&o, None, Some(Ok(shipment(status)))),
-            &SCHEDULE(),
+            &schedule(),
             Utc::now(),
         )
         .advance
@@ -383,7 +332,7 @@ fn the_entry_carries_the_orders_own_state() {
     let mut o = order(OrderStatus::Fulfilling, None, None);
     o.order.delivery_outcome_unknown = true;
     o.order.attention = Some(crate::domain::Attention::RefundUnsettled);
-    let m = merge(&o, None, &Answers::default(), &SCHEDULE(), Utc::now());
+    let m = merge(&o, None, &Answers::default(), &schedule(), Utc::now());
     assert_eq!(m.entry.status, OrderStatus::Fulfilling);
     assert_eq!(m.entry.delivery_status, DeliveryStatus::Requested);
     assert!(m.entry.delivery_outcome_unknown);

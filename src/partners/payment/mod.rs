@@ -6,6 +6,8 @@
 //! unknown fields are ignored and optional ones may be missing (localstripe,
 //! for one, sends no `decline_code` and embeds `latest_charge` as an object).
 
+mod classify;
+
 use std::time::Duration;
 
 use awc::http::Method;
@@ -13,8 +15,6 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use url::Url;
 use uuid::Uuid;
-
-mod classify;
 
 pub use classify::classify_charge;
 use classify::str_field;
