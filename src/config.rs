@@ -26,6 +26,13 @@
 //! - `JOB_MAX_ATTEMPTS` (default 8) and `JOB_RETRY_CAP_SECS` (default 120):
 //!   attempt budget of deliveries, reconciliations and refunds, and the
 //!   ceiling of their exponential backoff
+//!
+//! Webhooks and stuck orders (docs/API.md, "Order events, webhooks and stuck
+//! orders"): `WEBHOOK_MAX_ATTEMPTS` (default 10), `WEBHOOK_ALLOW_PRIVATE_TARGETS`
+//! (default false), `WEBHOOK_RETRY_BASE_MS` (default 30000: the first retry's
+//! delay, doubling to a 1 h ceiling), `WEBHOOK_CONCURRENCY` (default 256:
+//! requests in flight per endpoint), `STUCK_PAYMENT_PENDING_SECS` (900),
+//! `STUCK_PAID_SECS` (600), `STUCK_FULFILLING_SECS` (172800).
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -97,6 +104,43 @@ pub struct Settings {
     pub stale_payment: Duration,
     pub job_max_attempts: i32,
     pub job_retry_cap: Duration,
+    pub webhooks: WebhookSettings,
+    pub stuck: crate::domain::stuck::StuckRules,
+}
+
+/// How webhooks are delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// Attempts of one delivery before it is `failed`.
+    pub max_attempts: i32,
+    /// Whether an endpoint may target a loopback, private or link-local
+    /// address (development and tests only).
+    pub allow_private_targets: bool,
+    /// The first retry's delay; each next one doubles, up to an hour.
+    pub retry_base: Duration,
+    /// Requests in flight per endpoint, per worker process.
+    pub concurrency: usize,
+}
+
+impl WebhookSettings {
+    fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<'_, F>) -> Result<Self, ConfigError> {
+        Ok(WebhookSettings {
+            max_attempts: env.bounded("WEBHOOK_MAX_ATTEMPTS", 10, 1, 100)? as i32,
+            allow_private_targets: env.flag("WEBHOOK_ALLOW_PRIVATE_TARGETS")?,
+            retry_base: env.millis("WEBHOOK_RETRY_BASE_MS", 30_000, 1, 3_600_000)?,
+            concurrency: env.bounded("WEBHOOK_CONCURRENCY", 256, 1, 10_000)? as usize,
+        })
+    }
+}
+
+fn stuck_rules<F: Fn(&str) -> Option<String>>(
+    env: &Env<'_, F>,
+) -> Result<crate::domain::stuck::StuckRules, ConfigError> {
+    Ok(crate::domain::stuck::StuckRules {
+        payment_pending: env.secs("STUCK_PAYMENT_PENDING_SECS", 900, 1, 31_536_000)?,
+        paid: env.secs("STUCK_PAID_SECS", 600, 1, 31_536_000)?,
+        fulfilling: env.secs("STUCK_FULFILLING_SECS", 172_800, 1, 31_536_000)?,
+    })
 }
 
 impl Settings {
@@ -179,6 +223,8 @@ impl Settings {
             stale_payment: env.secs("STALE_PAYMENT_SECS", 60, 0, 86_400)?,
             job_max_attempts: env.bounded("JOB_MAX_ATTEMPTS", 8, 1, 1000)? as i32,
             job_retry_cap: env.secs("JOB_RETRY_CAP_SECS", 120, 1, 86_400)?,
+            webhooks: WebhookSettings::from_env(&env)?,
+            stuck: stuck_rules(&env)?,
             worker_metrics_addr: match env.get("WORKER_METRICS_ADDR") {
                 None => None,
                 Some(_) => Some(env.parsed("WORKER_METRICS_ADDR", "")?),
@@ -195,6 +241,18 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
         (self.0)(var)
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
+    }
+
+    /// `true`/`false` (also `1`/`0`), default false.
+    fn flag(&self, var: &'static str) -> Result<bool, ConfigError> {
+        match self.get(var).as_deref() {
+            None | Some("false") | Some("0") => Ok(false),
+            Some("true") | Some("1") => Ok(true),
+            Some(other) => Err(ConfigError {
+                var,
+                message: format!("expected `true` or `false`, got `{other}`"),
+            }),
+        }
     }
 
     fn non_empty(&self, var: &'static str, default: &str) -> Result<String, ConfigError> {

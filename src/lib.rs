@@ -19,4 +19,5 @@ pub mod partners;
 pub mod priority;
 pub mod sim;
 pub mod telemetry;
+pub mod webhooks;
 pub mod worker;

@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::{store, BoardEntry, Due};
+use crate::domain::stuck::StuckRules;
 use crate::domain::OrderStatus;
 use crate::jobs::JobQueue;
 
@@ -63,6 +64,7 @@ pub struct BoardCache {
     generation: watch::Sender<Option<i64>>,
     renders: prometheus::IntCounter,
     queue: Arc<JobQueue>,
+    stuck: StuckRules,
 }
 
 /// What a read does with the cache.
@@ -73,12 +75,17 @@ enum Read {
 }
 
 impl BoardCache {
-    pub fn new(queue: Arc<JobQueue>, renders: prometheus::IntCounter) -> Arc<Self> {
+    pub fn new(
+        queue: Arc<JobQueue>,
+        renders: prometheus::IntCounter,
+        stuck: StuckRules,
+    ) -> Arc<Self> {
         Arc::new(BoardCache {
             boards: Default::default(),
             generation: watch::Sender::new(None),
             renders,
             queue,
+            stuck,
         })
     }
 
@@ -165,7 +172,10 @@ impl BoardCache {
                     .map_err(redis_down)?
             }
         };
-        let orders: Vec<Value> = entries.iter().map(|e| entry_json(e, now)).collect();
+        let orders: Vec<Value> = entries
+            .iter()
+            .map(|e| entry_json(e, &self.stuck, now))
+            .collect();
         serde_json::to_vec(&json!({"generated_at": now, "orders": orders}))
             .map(Bytes::from)
             .map_err(|e| e.to_string())
@@ -223,7 +233,11 @@ fn stale(ok: bool, checked_at: Option<DateTime<Utc>>, due: &Due, now: DateTime<U
 }
 
 /// An entry as the API shows it.
-fn entry_json(e: &BoardEntry, now: DateTime<Utc>) -> Value {
+fn entry_json(e: &BoardEntry, rules: &StuckRules, now: DateTime<Utc>) -> Value {
+    let stuck = e
+        .status_since
+        .and_then(|since| rules.judge(e.status, since, now))
+        .map(|s| json!({"since": s.since, "reason": s.reason}));
     json!({
         "id": e.id,
         "status": e.status,
@@ -233,6 +247,7 @@ fn entry_json(e: &BoardEntry, now: DateTime<Utc>) -> Value {
         "customer_name": e.customer_name,
         "delivery": {"status": e.delivery_status, "outcome_unknown": e.delivery_outcome_unknown},
         "attention": e.attention,
+        "stuck": stuck,
         "payment": {
             "status": e.payment.status,
             "checked_at": e.payment.checked_at,

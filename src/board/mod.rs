@@ -121,6 +121,9 @@ pub struct BoardEntry {
     /// Why ops must look at the order, if they must.
     #[serde(default)]
     pub attention: Option<Attention>,
+    /// When the order entered its status (for the stuck mark).
+    #[serde(default)]
+    pub status_since: Option<DateTime<Utc>>,
     pub payment: PaymentState,
     pub shipping: ShippingState,
     pub warehouse: WarehouseState,

@@ -7,6 +7,7 @@
 //! transaction is ever held while a partner is called.
 
 pub mod delivery;
+pub mod events;
 pub mod group;
 pub mod idempotency;
 pub mod models;
@@ -15,6 +16,7 @@ pub mod outbox;
 pub mod prepared;
 pub mod products;
 pub mod schema;
+pub mod webhooks;
 
 use std::time::Duration;
 

@@ -66,6 +66,12 @@ pub struct OrderRow {
     pub delivery_outcome_unknown: bool,
     pub attention: Option<Attention>,
     pub attention_since: Option<DateTime<Utc>>,
+    /// The order's last event's `sequence` (kept by the events trigger).
+    #[serde(default)]
+    pub event_seq: i32,
+    /// When the order entered its status (kept by the events trigger).
+    #[serde(default = "Utc::now")]
+    pub status_since: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]

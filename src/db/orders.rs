@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::models::{OrderItemRow, OrderRow, OrderWithItems};
 use super::schema::{order_items, orders};
 use super::DbError;
+use crate::domain::stuck::StuckRules;
 use crate::domain::{DeliveryStatus, OrderStatus};
 
 /// Inserts the order and its lines in one prepared statement.
@@ -136,16 +137,37 @@ pub struct Cursor {
     pub id: Uuid,
 }
 
+/// What a listing shows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListFilter {
+    pub status: Option<OrderStatus>,
+    /// Only the orders these rules call stuck.
+    pub stuck: Option<StuckRules>,
+}
+
 /// One page of orders, newest first, strictly after `after`.
 pub fn list(
     conn: &mut PgConnection,
-    status: Option<OrderStatus>,
+    filter: ListFilter,
     after: Option<Cursor>,
     limit: i64,
 ) -> Result<Vec<OrderWithItems>, DbError> {
     let mut query = orders::table.select(OrderRow::as_select()).into_boxed();
-    if let Some(s) = status {
+    if let Some(s) = filter.status {
         query = query.filter(orders::status.eq(s));
+    }
+    if let Some(rules) = filter.stuck {
+        let mut stuck: Box<
+            dyn BoxableExpression<orders::table, diesel::pg::Pg, SqlType = diesel::sql_types::Bool>,
+        > = Box::new(diesel::dsl::sql::<diesel::sql_types::Bool>("false"));
+        for (status, cutoff) in stuck_cutoffs(&rules) {
+            stuck = Box::new(
+                stuck.or(orders::status
+                    .eq(status)
+                    .and(orders::status_since.lt(cutoff))),
+            );
+        }
+        query = query.filter(stuck);
     }
     if let Some(c) = after {
         // Row comparison (created_at, id) < (c.created_at, c.id), spelled out
@@ -161,6 +183,35 @@ pub fn list(
         .limit(limit)
         .load(conn)?;
     with_items(conn, rows)
+}
+
+/// Per status an order can be stuck in: it is stuck if it entered it
+/// before this instant.
+fn stuck_cutoffs(rules: &StuckRules) -> Vec<(OrderStatus, DateTime<Utc>)> {
+    let now = Utc::now();
+    rules
+        .limits()
+        .into_iter()
+        .filter_map(|(s, d)| Some((s, now - chrono::Duration::from_std(d).ok()?)))
+        .collect()
+}
+
+/// How many orders are stuck, by status (one index range each).
+pub fn stuck_counts(
+    conn: &mut PgConnection,
+    rules: &StuckRules,
+) -> Result<Vec<(OrderStatus, i64)>, DbError> {
+    stuck_cutoffs(rules)
+        .into_iter()
+        .map(|(status, cutoff)| {
+            let n: i64 = orders::table
+                .filter(orders::status.eq(status))
+                .filter(orders::status_since.lt(cutoff))
+                .count()
+                .get_result(conn)?;
+            Ok((status, n))
+        })
+        .collect()
 }
 
 /// Attaches their lines to `rows` (one query), keeping the rows' order.

@@ -139,7 +139,8 @@ impl QueryFragment<Pg> for InsertOrder<'_> {
 const ORDER_COLUMNS: &str = "id, status, customer_email, customer_name, currency, total_cents, \
      shipping_address, payment_method, payment_intent_id, payment_status, decline_code, \
      delivery_status, shipment_id, tracking_number, delivery_attempts, delivery_last_error, \
-     created_at, updated_at, delivery_outcome_unknown, attention, attention_since";
+     created_at, updated_at, delivery_outcome_unknown, attention, attention_since, event_seq, \
+     status_since";
 
 /// Records a charge outcome on a `payment_pending` order, owes its delivery
 /// when `owe_delivery`, and completes the Idempotency-Key `key` (if any)

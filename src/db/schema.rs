@@ -16,6 +16,19 @@ diesel::table! {
 }
 
 diesel::table! {
+    order_events (id) {
+        id -> Uuid,
+        order_id -> Uuid,
+        sequence -> Int4,
+        #[sql_name = "type"]
+        type_ -> Text,
+        created_at -> Timestamptz,
+        order_row -> Jsonb,
+        fanout_pending -> Bool,
+    }
+}
+
+diesel::table! {
     order_items (order_id, line_no) {
         order_id -> Uuid,
         line_no -> Int2,
@@ -50,6 +63,8 @@ diesel::table! {
         delivery_outcome_unknown -> Bool,
         attention -> Nullable<Text>,
         attention_since -> Nullable<Timestamptz>,
+        event_seq -> Int4,
+        status_since -> Timestamptz,
     }
 }
 
@@ -77,15 +92,68 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    webhook_attempts (id) {
+        id -> Int8,
+        delivery_id -> Int8,
+        endpoint_id -> Uuid,
+        attempt -> Int4,
+        status -> Text,
+        response_status -> Nullable<Int2>,
+        error -> Nullable<Text>,
+        duration_ms -> Int4,
+        attempted_at -> Timestamptz,
+        next_attempt_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (id) {
+        id -> Int8,
+        endpoint_id -> Uuid,
+        event_id -> Uuid,
+        status -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    webhook_endpoints (id) {
+        id -> Uuid,
+        url -> Text,
+        events -> Array<Nullable<Text>>,
+        description -> Text,
+        enabled -> Bool,
+        secret -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        last_success_at -> Nullable<Timestamptz>,
+        failing_since -> Nullable<Timestamptz>,
+        consecutive_failures -> Int4,
+        drain_task -> Nullable<Text>,
+        drain_until -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::joinable!(idempotency_keys -> orders (order_id));
+diesel::joinable!(order_events -> orders (order_id));
 diesel::joinable!(order_items -> orders (order_id));
 diesel::joinable!(order_items -> products (sku));
 diesel::joinable!(outbox -> orders (order_id));
+diesel::joinable!(webhook_attempts -> webhook_deliveries (delivery_id));
+diesel::joinable!(webhook_deliveries -> order_events (event_id));
+diesel::joinable!(webhook_deliveries -> webhook_endpoints (endpoint_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     idempotency_keys,
+    order_events,
     order_items,
     orders,
     outbox,
     products,
+    webhook_attempts,
+    webhook_deliveries,
+    webhook_endpoints,
 );

@@ -62,7 +62,8 @@ pub async fn orders(
     responses((status = 200, description = "Counts, queues, partner health, last refresh, outbox lag"), (status = 401), (status = 503))
 )]
 pub async fn summary(_: OpsAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let counts = db::unit(&state.pool, |c| {
+    let rules = state.stuck;
+    let counts = db::unit(&state.pool, move |c| {
         use crate::db::schema::orders::dsl as o;
         let rows: Vec<(String, i64)> = o::orders
             .group_by(o::status)
@@ -74,7 +75,11 @@ pub async fn summary(_: OpsAuth, state: web::Data<AppState>) -> Result<HttpRespo
             .filter(o::attention.is_not_null())
             .count()
             .get_result(c)?;
-        Ok((rows, lag, attention))
+        let stuck: i64 = crate::db::orders::stuck_counts(c, &rules)?
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
+        Ok((rows, lag, attention, stuck))
     });
     let redis = async {
         let mut conn = state.queue.connection().await.map_err(redis_down)?;
@@ -91,7 +96,7 @@ pub async fn summary(_: OpsAuth, state: web::Data<AppState>) -> Result<HttpRespo
         Ok::<_, ApiError>((queues, partners, last))
     };
     let (counts, redis) = futures_util::join!(counts, redis);
-    let (rows, lag, attention) = counts?;
+    let (rows, lag, attention, stuck) = counts?;
     let (queues, partners, last) = redis?;
     let mut by_status: BTreeMap<String, i64> = OrderStatus::ALL
         .iter()
@@ -113,6 +118,7 @@ pub async fn summary(_: OpsAuth, state: web::Data<AppState>) -> Result<HttpRespo
         "last_refresh": last,
         "outbox_lag_seconds": lag,
         "needs_attention": attention,
+        "stuck": stuck,
     })))
 }
 

@@ -82,8 +82,22 @@ pub async fn metrics(
         metrics.load_shared_calls(conn, queue.prefix()).await;
         stats
     };
-    let lag = db::unit(&state.pool, crate::db::outbox::oldest_age_secs);
-    let (stats, lag) = futures_util::join!(shared, lag);
+    let rules = state.stuck;
+    let lag = db::unit(&state.pool, move |c| {
+        let lag = crate::db::outbox::oldest_age_secs(c)?;
+        Ok((lag, crate::db::orders::stuck_counts(c, &rules)?))
+    });
+    let (stats, read) = futures_util::join!(shared, lag);
+    let (lag, stuck) = match read {
+        Ok((lag, stuck)) => (Ok(lag), Some(stuck)),
+        Err(e) => (Err(e), None),
+    };
+    for (status, n) in stuck.into_iter().flatten() {
+        metrics
+            .stuck_orders
+            .with_label_values(&[status.as_str()])
+            .set(n);
+    }
     metrics
         .queues
         .set(stats.as_deref().unwrap_or(&[]), lag.ok());

@@ -12,6 +12,7 @@ pub mod products;
 pub mod purchase;
 pub mod query;
 pub mod views;
+pub mod webhooks;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -44,6 +45,10 @@ pub struct AppState {
     /// The dashboard's micro-cache of rendered boards, and the board
     /// generation its event streams follow.
     pub board_cache: Arc<crate::board::cache::BoardCache>,
+    /// When an order is stuck (`STUCK_*_SECS`).
+    pub stuck: crate::domain::stuck::StuckRules,
+    /// Webhook registration rules (`WEBHOOK_ALLOW_PRIVATE_TARGETS`).
+    pub webhooks: crate::config::WebhookSettings,
 }
 
 /// A bound, not yet running, HTTP server.
@@ -78,8 +83,11 @@ impl Application {
             board_cache: crate::board::cache::BoardCache::new(
                 Arc::clone(&queue),
                 metrics.board_renders.clone(),
+                settings.stuck,
             ),
             queue,
+            stuck: settings.stuck,
+            webhooks: settings.webhooks,
         });
         actix_rt::spawn(Arc::clone(&state.board_cache).watch());
         let payment = PaymentConfig {
@@ -164,6 +172,31 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 )
                 .service(web::resource("/orders").route(web::get().to(orders::list_orders)))
                 .service(web::resource("/orders/{id}").route(web::get().to(orders::get_order)))
+                .service(
+                    web::resource("/orders/{id}/events").route(web::get().to(orders::order_events)),
+                )
+                .service(
+                    web::resource("/orders/{id}/webhook-deliveries")
+                        .route(web::get().to(webhooks::order_deliveries)),
+                )
+                .service(
+                    web::resource("/webhook-endpoints")
+                        .route(web::get().to(webhooks::list_endpoints))
+                        .route(web::post().to(webhooks::create_endpoint)),
+                )
+                .service(
+                    web::resource("/webhook-endpoints/{id}")
+                        .route(web::patch().to(webhooks::patch_endpoint))
+                        .route(web::delete().to(webhooks::delete_endpoint)),
+                )
+                .service(
+                    web::resource("/webhook-endpoints/{id}/deliveries")
+                        .route(web::get().to(webhooks::endpoint_deliveries)),
+                )
+                .service(
+                    web::resource("/webhook-endpoints/{id}/events/{event_id}/resend")
+                        .route(web::post().to(webhooks::resend)),
+                )
                 .service(
                     web::resource("/orders/{id}/cancel")
                         .route(web::post().to(orders::cancel_order)),

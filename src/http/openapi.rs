@@ -5,7 +5,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{dashboard, orders, products, purchase, views};
+use super::{dashboard, orders, products, purchase, views, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,11 +23,21 @@ use super::{dashboard, orders, products, purchase, views};
         dashboard::orders,
         dashboard::summary,
         dashboard::refresh,
+        orders::order_events,
+        webhooks::create_endpoint,
+        webhooks::list_endpoints,
+        webhooks::patch_endpoint,
+        webhooks::delete_endpoint,
+        webhooks::endpoint_deliveries,
+        webhooks::order_deliveries,
+        webhooks::resend,
     ),
     components(schemas(
         views::OrderView, views::OrderList, views::ProductView, views::ProductList,
         views::ErrorBody, views::ErrorDetail, views::PurchaseBody, views::AddressBody,
-        crate::error::FieldError,
+        crate::error::FieldError, views::EventView, views::EventList, views::StuckView,
+        webhooks::EndpointView, webhooks::EndpointList, webhooks::EndpointBody,
+        webhooks::WebhookDeliveryView, webhooks::WebhookDeliveryList,
     )),
     modifiers(&OpsToken),
     tags((name = "storefront"), (name = "ops", description = "Requires `Authorization: Bearer $OPS_TOKEN`"))

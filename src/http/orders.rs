@@ -35,6 +35,29 @@ pub async fn get_order(
     Ok(HttpResponse::Ok().json(OrderView::from(order)))
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/orders/{id}/events", tag = "ops", security(("ops_token" = [])),
+    params(("id" = String, Path, description = "Order id (UUID)")),
+    responses(
+        (status = 200, body = crate::http::views::EventList),
+        (status = 401, body = crate::http::views::ErrorBody),
+        (status = 404, body = crate::http::views::ErrorBody),
+    )
+)]
+pub async fn order_events(
+    _: OpsAuth,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_order_id(&path)?;
+    let events = db::unit(&state.pool, move |c| crate::db::events::of_order(c, id))
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(HttpResponse::Ok().json(crate::http::views::EventList {
+        events: events.into_iter().map(Into::into).collect(),
+    }))
+}
+
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 500;
 
@@ -54,6 +77,7 @@ fn decode_cursor(s: &str) -> Option<orders::Cursor> {
 #[derive(Debug)]
 struct ListQuery {
     status: Option<OrderStatus>,
+    stuck: bool,
     limit: i64,
     cursor: Option<orders::Cursor>,
 }
@@ -78,6 +102,7 @@ fn parse_list_query(query: &str) -> Result<ListQuery, ApiError> {
     }
     Ok(ListQuery {
         status: listing.status,
+        stuck: listing.stuck,
         limit: listing.limit as i64,
         cursor,
     })
@@ -87,6 +112,7 @@ fn parse_list_query(query: &str) -> Result<ListQuery, ApiError> {
     get, path = "/api/v1/orders", tag = "ops", security(("ops_token" = [])),
     params(
         ("status" = Option<String>, Query, description = "Only orders in this status"),
+        ("stuck" = Option<bool>, Query, description = "true: only stuck orders"),
         ("limit" = Option<i64>, Query, description = "1–500, default 50"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),
@@ -102,9 +128,13 @@ pub async fn list_orders(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let q = parse_list_query(req.query_string())?;
+    let filter = orders::ListFilter {
+        status: q.status,
+        stuck: q.stuck.then_some(state.stuck),
+    };
     // Fetch one extra row to know whether another page exists.
     let mut page = db::unit(&state.pool, move |conn| {
-        orders::list(conn, q.status, q.cursor, q.limit + 1)
+        orders::list(conn, filter, q.cursor, q.limit + 1)
     })
     .await?;
     let next_cursor = if page.len() as i64 > q.limit {
@@ -118,8 +148,15 @@ pub async fn list_orders(
     } else {
         None
     };
+    let rules = state.stuck;
     Ok(HttpResponse::Ok().json(OrderList {
-        orders: page.into_iter().map(OrderView::from).collect(),
+        orders: page
+            .into_iter()
+            .map(|o| {
+                let (status, since) = (o.order.status, o.order.status_since);
+                OrderView::from(o).judged(&rules, status, since)
+            })
+            .collect(),
         next_cursor,
     }))
 }

@@ -1,4 +1,5 @@
-//! The `status` and `limit` parameters shared by the listing endpoints.
+//! The `status`, `stuck` and `limit` parameters shared by the listing
+//! endpoints.
 
 use crate::domain::OrderStatus;
 use crate::error::{ApiError, FieldError};
@@ -8,12 +9,14 @@ use crate::error::{ApiError, FieldError};
 pub struct Listing {
     pub status: Option<OrderStatus>,
     pub limit: usize,
+    /// `stuck=true`: only stuck orders.
+    pub stuck: bool,
     pub rest: Vec<(String, String)>,
     pub errors: Vec<FieldError>,
 }
 
 impl Listing {
-    /// Parses `status` (an order status, empty = none) and `limit`
+    /// Parses `status` (an order status, empty = none), `stuck` and `limit`
     /// (1..=`max`, default `default`). Only a malformed query string fails
     /// here; field problems are collected in `errors`.
     pub fn parse(query: &str, default: usize, max: usize) -> Result<Listing, ApiError> {
@@ -26,6 +29,7 @@ impl Listing {
         let mut q = Listing {
             status: None,
             limit: default,
+            stuck: false,
             rest: Vec::new(),
             errors: Vec::new(),
         };
@@ -44,6 +48,13 @@ impl Listing {
                         "limit",
                         format!("must be an integer from 1 to {max}"),
                     )),
+                },
+                "stuck" => match v.as_str() {
+                    "true" => q.stuck = true,
+                    "false" | "" => q.stuck = false,
+                    _ => q
+                        .errors
+                        .push(FieldError::new("stuck", "must be true or false")),
                 },
                 _ => q.rest.push((k, v)),
             }

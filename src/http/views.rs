@@ -92,6 +92,86 @@ pub struct OrderView {
     pub attention: Option<AttentionView>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// In ops listings: why and since when the order is stuck, or null.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<StuckView>)]
+    pub stuck: Option<Option<StuckView>>,
+}
+
+/// An order that overstayed its status (docs/API.md, "Stuck orders").
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StuckView {
+    pub since: DateTime<Utc>,
+    pub reason: String,
+}
+
+impl OrderView {
+    /// The view as ops see it: with its `stuck` mark judged at `now`.
+    pub fn judged(
+        mut self,
+        rules: &crate::domain::stuck::StuckRules,
+        status: crate::domain::OrderStatus,
+        since: DateTime<Utc>,
+    ) -> Self {
+        self.stuck = Some(rules.judge(status, since, Utc::now()).map(|s| StuckView {
+            since: s.since,
+            reason: s.reason,
+        }));
+        self
+    }
+}
+
+/// An order event (docs/API.md, "Order events").
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EventView {
+    /// `evt_…`
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub order_id: Uuid,
+    /// 1 for the order's first event, +1 for each next one.
+    pub sequence: i32,
+    pub created_at: DateTime<Utc>,
+    pub data: EventData,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EventData {
+    /// The order as it was right after the change.
+    pub order: OrderView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventList {
+    pub events: Vec<EventView>,
+}
+
+/// The public id of an event.
+pub fn event_id(id: Uuid) -> String {
+    format!("evt_{}", id.simple())
+}
+
+/// The event an `evt_…` id names, if it is one.
+pub fn parse_event_id(raw: &str) -> Option<Uuid> {
+    Uuid::try_parse(raw.strip_prefix("evt_")?).ok()
+}
+
+impl From<crate::db::events::Event> for EventView {
+    fn from(e: crate::db::events::Event) -> Self {
+        EventView {
+            id: event_id(e.row.id),
+            kind: e.row.kind,
+            order_id: e.row.order_id,
+            sequence: e.row.sequence,
+            created_at: e.row.created_at,
+            data: EventData {
+                order: OrderView::from(OrderWithItems {
+                    order: e.order,
+                    items: e.items,
+                }),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -142,6 +222,7 @@ impl From<OrderWithItems> for OrderView {
             }),
             created_at: order.created_at,
             updated_at: order.updated_at,
+            stuck: None,
         }
     }
 }

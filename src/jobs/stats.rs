@@ -9,12 +9,13 @@ use super::{queue_name, Deliver, JobKind, ReconcilePayment, Refund};
 use crate::board::{RefreshBatch, RefreshPlan};
 
 /// The job kinds, with their queue suffixes.
-pub const KINDS: [&str; 5] = [
+pub const KINDS: [&str; 6] = [
     Deliver::QUEUE,
     ReconcilePayment::QUEUE,
     Refund::QUEUE,
     RefreshPlan::QUEUE,
     RefreshBatch::QUEUE,
+    crate::webhooks::WebhookDrain::QUEUE,
 ];
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]

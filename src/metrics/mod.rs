@@ -36,6 +36,8 @@ pub struct Metrics {
     /// Boards rendered from Redis by this `serve` (reads not served from
     /// its micro-cache).
     pub board_renders: prometheus::IntCounter,
+    /// Stuck orders by status, read from PostgreSQL at scrape time.
+    pub stuck_orders: prometheus::IntGaugeVec,
     /// The partner calls of every process, as last read from Redis.
     shared_calls: Arc<Mutex<Vec<CallTally>>>,
 }
@@ -56,9 +58,18 @@ impl Metrics {
             "Dashboard boards rendered from Redis by this process (the other reads come from its micro-cache)",
         ))?;
         registry.register(Box::new(board_renders.clone()))?;
+        let stuck_orders = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "orderflow_stuck_orders",
+                "Orders that overstayed their status (STUCK_*_SECS), by status",
+            ),
+            &["status"],
+        )?;
+        registry.register(Box::new(stuck_orders.clone()))?;
         Ok(Metrics {
             registry,
             board_renders,
+            stuck_orders,
             partner: PartnerMetrics {
                 calls,
                 latency,

@@ -153,7 +153,7 @@ impl PartnerHttp {
     }
 }
 
-fn send_error(e: SendRequestError) -> CallError {
+pub(crate) fn send_error(e: SendRequestError) -> CallError {
     match e {
         SendRequestError::Timeout => CallError::Timeout,
         SendRequestError::Connect(c) => CallError::Unreachable(c.to_string()),
@@ -163,9 +163,14 @@ fn send_error(e: SendRequestError) -> CallError {
 
 /// The outcome label of a call's result.
 pub fn outcome(result: &Result<Reply, CallError>) -> Outcome {
+    status_outcome(result.as_ref().map(|r| r.status))
+}
+
+/// [`outcome`] of an answer's status, or of why none came.
+pub fn status_outcome(result: Result<u16, &CallError>) -> Outcome {
     match result {
-        Ok(r) if (200..300).contains(&r.status) => Outcome::Ok,
-        Ok(r) if (400..500).contains(&r.status) => Outcome::ClientError,
+        Ok(s) if (200..300).contains(&s) => Outcome::Ok,
+        Ok(s) if (400..500).contains(&s) => Outcome::ClientError,
         Ok(_) => Outcome::ServerError,
         Err(CallError::Timeout) => Outcome::Timeout,
         Err(_) => Outcome::TransportError,

@@ -27,12 +27,24 @@ pub struct Clients {
     pub warehouse: Option<WarehouseClient>,
 }
 
-type Call = Box<dyn FnOnce(Rc<Clients>) -> LocalBoxFuture<'static, ()> + Send>;
+type Call<C> = Box<dyn FnOnce(Rc<C>) -> LocalBoxFuture<'static, ()> + Send>;
 
-#[derive(Clone)]
-pub struct PartnerExecutor {
-    tx: mpsc::UnboundedSender<Call>,
+/// A thread running an actix system that owns clients `C`, and runs the
+/// calls handed to it, each as its own local task.
+pub struct LocalExecutor<C: 'static> {
+    tx: mpsc::UnboundedSender<Call<C>>,
 }
+
+impl<C> Clone for LocalExecutor<C> {
+    fn clone(&self) -> Self {
+        LocalExecutor {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+/// The partners' executor (payment, shipping, warehouse).
+pub type PartnerExecutor = LocalExecutor<Clients>;
 
 #[derive(Debug, thiserror::Error)]
 #[error("the partner executor has stopped")]
@@ -81,40 +93,52 @@ impl PartnerExecutor {
         name: &str,
         nice: i32,
     ) -> std::io::Result<Self> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Call>();
+        LocalExecutor::spawn(name, nice, move || Clients {
+            payment: PaymentGateway::new(config.payment.clone(), metrics.clone()),
+            shipping: ShippingClient::new(
+                config.shipping_url.clone(),
+                config.timeout,
+                metrics.clone(),
+            ),
+            warehouse: config
+                .warehouse_url
+                .clone()
+                .map(|url| WarehouseClient::new(url, config.timeout, metrics)),
+        })
+    }
+}
+
+impl<C: 'static> LocalExecutor<C> {
+    /// Starts the thread `name` (at nice value `nice`), whose clients
+    /// `make` builds there. It stops when every handle is dropped.
+    pub fn spawn(
+        name: &str,
+        nice: i32,
+        make: impl FnOnce() -> C + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Call<C>>();
         std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
                 crate::priority::lower_current_thread(nice);
                 actix_rt::System::new().block_on(async move {
-                    let clients = Rc::new(Clients {
-                        payment: PaymentGateway::new(config.payment.clone(), metrics.clone()),
-                        shipping: ShippingClient::new(
-                            config.shipping_url.clone(),
-                            config.timeout,
-                            metrics.clone(),
-                        ),
-                        warehouse: config
-                            .warehouse_url
-                            .clone()
-                            .map(|url| WarehouseClient::new(url, config.timeout, metrics)),
-                    });
+                    let clients = Rc::new(make());
                     while let Some(call) = rx.recv().await {
                         actix_rt::spawn(call(Rc::clone(&clients)));
                     }
                 });
             })?;
-        Ok(PartnerExecutor { tx })
+        Ok(LocalExecutor { tx })
     }
 
-    /// Runs `f` with the partner clients on the executor thread.
+    /// Runs `f` with the clients on the executor thread.
     pub async fn run<T, F>(&self, f: F) -> Result<T, ExecutorGone>
     where
         T: Send + 'static,
-        F: FnOnce(Rc<Clients>) -> LocalBoxFuture<'static, T> + Send + 'static,
+        F: FnOnce(Rc<C>) -> LocalBoxFuture<'static, T> + Send + 'static,
     {
         let (done, result) = oneshot::channel();
-        let call: Call = Box::new(move |clients| {
+        let call: Call<C> = Box::new(move |clients| {
             Box::pin(async move {
                 let _ = done.send(f(clients).await);
             })

@@ -43,13 +43,20 @@ use crate::config::Settings;
 use crate::db;
 use crate::jobs::{self, Deliver, JobContext, JobQueue, ReconcilePayment, Refund};
 use crate::metrics::Metrics;
-use crate::partners::executor::{PartnerConfig, PartnerExecutor};
+use crate::partners::executor::{LocalExecutor, PartnerConfig, PartnerExecutor};
+use crate::webhooks::{
+    self, client::WebhookClient, WebhookContext as WebhooksContext, WebhookDrain,
+};
 use restart::{connect_redis, stopped, storage, unique_name, Restart};
 
 /// Database connections of a worker's status refresh, apart from the ones
 /// of its deliveries: a batch holds one only to read its orders and to
 /// record shipping progress, and waits on partners without one.
 const REFRESH_DB_CONNECTIONS: u32 = 4;
+
+/// Endpoints a worker process drains at once (each with up to
+/// `WEBHOOK_CONCURRENCY` requests in flight).
+const WEBHOOK_ENDPOINTS_AT_ONCE: usize = 64;
 
 /// The context of deliveries, reconciliation and refunds.
 fn job_context(
@@ -66,6 +73,28 @@ fn job_context(
         queue: Arc::new(JobQueue::new(settings)?),
         policy: opts.retry,
         metrics: crate::metrics::JobMetrics::new(&metrics.registry)?,
+    })
+}
+
+/// The webhooks' context: their own sender thread; the jobs' pool and queue.
+fn webhook_context(
+    settings: &Settings,
+    metrics: &Metrics,
+    jobs: &JobContext,
+) -> anyhow::Result<WebhooksContext> {
+    let (timeout, hooks, partner) = (
+        settings.partner_timeout,
+        settings.webhooks,
+        metrics.partner.clone(),
+    );
+    Ok(WebhooksContext {
+        pool: jobs.pool.clone(),
+        queue: jobs.queue.clone(),
+        sender: LocalExecutor::spawn("webhooks", 0, move || {
+            WebhookClient::new(timeout, hooks.allow_private_targets, partner)
+        })?,
+        settings: settings.webhooks,
+        lease: settings.partner_timeout * 2 + Duration::from_secs(5),
     })
 }
 
@@ -228,9 +257,11 @@ pub async fn run(
         },
         halt,
     };
-    let (refreshed, (), ()) = tokio::join!(
+    let hooks = Arc::new(webhook_context(&settings, &metrics, &ctx)?);
+    let (refreshed, (), (), ()) = tokio::join!(
         refresh_workers(&w, &refresh_rt, &refresh_ctx, halt_tx),
         job_workers(&w, &ctx),
+        webhook_workers(&w, &hooks),
         timers(&w, &ctx, &metrics),
     );
     if let Err(e) = metrics.partner.flush(&mut w.conn.clone(), &w.prefix).await {
@@ -274,6 +305,24 @@ async fn job_workers(w: &Wiring, ctx: &Arc<JobContext>) {
         w.opts.payment_concurrency
     );
     tokio::join!(deliver, reconcile, refund);
+}
+
+/// Webhook drains (one endpoint each) and the fan-out timer.
+async fn webhook_workers(w: &Wiring, ctx: &Arc<WebhooksContext>) {
+    let drains = keep_worker!(
+        w,
+        WebhookDrain,
+        webhooks::drain::run,
+        ctx,
+        16,
+        WEBHOOK_ENDPOINTS_AT_ONCE
+    );
+    let timing = webhooks::fanout::SweepTiming {
+        every: w.opts.sweep_every,
+        grace: w.opts.sweep.grace,
+    };
+    let fan_out = webhooks::fanout::fan_out_loop(ctx.clone(), timing, w.halt.clone());
+    tokio::join!(drains, fan_out);
 }
 
 /// The status refresh's two workers, on the refresh runtime; a panic there

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::helpers::*;
 
-async fn refresh_and_wait(app: &TestApp) -> Value {
+pub async fn refresh_and_wait(app: &TestApp) -> Value {
     let before =
         app.ops("GET", "/api/v1/dashboard/summary", None).await.body["last_refresh"].clone();
     let r = app.ops("POST", "/api/v1/dashboard/refresh", None).await;
@@ -27,7 +27,7 @@ async fn refresh_and_wait(app: &TestApp) -> Value {
     }
 }
 
-fn find(board: &Value, id: Uuid) -> Option<&Value> {
+pub fn find(board: &Value, id: Uuid) -> Option<&Value> {
     board["orders"]
         .as_array()
         .unwrap()
@@ -187,6 +187,17 @@ async fn shipping_progress_moves_orders_to_shipped_then_delivered_and_off_the_bo
     assert!(
         find(&board, id).is_none(),
         "delivered orders leave the board"
+    );
+    assert_eq!(
+        crate::events::event_types(&app, id).await,
+        [
+            "order.created",
+            "order.paid",
+            "order.fulfilling",
+            "order.shipped",
+            "order.delivered"
+        ],
+        "shipping progress records its events too"
     );
     worker.stop().unwrap();
 }

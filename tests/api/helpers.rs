@@ -44,6 +44,8 @@ pub struct Opts {
     pub payment_url: Option<String>,
     pub ship_stage_secs: u64,
     pub statement_timeout_ms: u64,
+    /// More settings, over the test defaults (e.g. `STUCK_PAID_SECS`).
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Default for Opts {
@@ -55,6 +57,7 @@ impl Default for Opts {
             payment_url: None,
             ship_stage_secs: 30,
             statement_timeout_ms: 5000,
+            env: Vec::new(),
         }
     }
 }
@@ -115,7 +118,7 @@ pub async fn spawn_app_with(opts: Opts) -> TestApp {
         .payment_url
         .clone()
         .unwrap_or_else(|| sims.payment_url());
-    let vars: HashMap<&str, String> = HashMap::from([
+    let mut vars: HashMap<&str, String> = HashMap::from([
         (
             "DATABASE_URL",
             opts.database_url
@@ -140,7 +143,11 @@ pub async fn spawn_app_with(opts: Opts) -> TestApp {
             "DB_STATEMENT_TIMEOUT_MS",
             opts.statement_timeout_ms.to_string(),
         ),
+        // The test receivers listen on 127.0.0.1; retries come fast.
+        ("WEBHOOK_ALLOW_PRIVATE_TARGETS", "true".into()),
+        ("WEBHOOK_RETRY_BASE_MS", "200".into()),
     ]);
+    vars.extend(opts.env.iter().cloned());
     let settings = Settings::from_lookup(|k| vars.get(k).cloned()).expect("settings");
     if std::env::var_os("TEST_LOG").is_some() {
         orderflow::telemetry::init(settings.log_format);

@@ -162,6 +162,7 @@ pub fn merge(
         delivery_status: o.order.delivery_status,
         delivery_outcome_unknown: o.order.delivery_outcome_unknown,
         attention: o.order.attention,
+        status_since: Some(o.order.status_since),
         payment: payment(o, prev, answers.payment.get(&id), schedule, now),
         shipping: shipping_state(o, prev, shipping, schedule, now),
         warehouse: warehouse(o, prev, answers, schedule, now),

@@ -28,6 +28,8 @@ fn order(status: OrderStatus, intent: Option<&str>, shipment: Option<&str>) -> O
             delivery_outcome_unknown: false,
             attention: None,
             attention_since: None,
+            event_seq: 0,
+            status_since: now,
         },
         items: vec![OrderItemRow {
             order_id: id,

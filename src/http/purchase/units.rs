@@ -225,6 +225,8 @@ fn new_order(
         delivery_outcome_unknown: false,
         attention: None,
         attention_since: None,
+        event_seq: 0,
+        status_since: now,
     };
     Ok(OrderWithItems { order, items })
 }

@@ -1,0 +1,10 @@
+DROP TRIGGER orders_record_events ON orders;
+DROP FUNCTION order_events_record();
+DROP FUNCTION order_event_types(orders, orders);
+DROP TABLE webhook_attempts;
+DROP TABLE webhook_deliveries;
+DROP TABLE order_events;
+DROP TABLE webhook_endpoints;
+DROP INDEX orders_stuck_idx;
+ALTER TABLE orders DROP COLUMN status_since;
+ALTER TABLE orders DROP COLUMN event_seq;

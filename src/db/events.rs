@@ -1,0 +1,72 @@
+//! Order events (migration 7): written by the events trigger inside the
+//! statement that changes the order; read here, oldest first.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use uuid::Uuid;
+
+use super::models::{OrderItemRow, OrderRow};
+use super::schema::{order_events, orders};
+use super::DbError;
+
+/// An event with the order as it was right after the change.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = order_events, check_for_backend(diesel::pg::Pg))]
+pub struct EventRow {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub sequence: i32,
+    #[diesel(column_name = type_)]
+    pub kind: String,
+    pub created_at: DateTime<Utc>,
+    pub order_row: serde_json::Value,
+}
+
+/// An event ready to render: its row, the order it carries, the lines.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub row: EventRow,
+    pub order: OrderRow,
+    pub items: Vec<OrderItemRow>,
+}
+
+/// The events of order `id`, oldest first; `None` if there is no such order.
+pub fn of_order(conn: &mut PgConnection, id: Uuid) -> Result<Option<Vec<Event>>, DbError> {
+    let exists: i64 = orders::table.find(id).count().get_result(conn)?;
+    if exists == 0 {
+        return Ok(None);
+    }
+    let rows = order_events::table
+        .filter(order_events::order_id.eq(id))
+        .order(order_events::sequence)
+        .select(EventRow::as_select())
+        .load(conn)?;
+    Ok(Some(with_orders(conn, rows)?))
+}
+
+/// Events by id, in no particular order.
+pub fn by_ids(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Event>, DbError> {
+    let rows = order_events::table
+        .filter(order_events::id.eq_any(ids))
+        .select(EventRow::as_select())
+        .load(conn)?;
+    with_orders(conn, rows)
+}
+
+fn with_orders(conn: &mut PgConnection, rows: Vec<EventRow>) -> Result<Vec<Event>, DbError> {
+    let mut ids: Vec<Uuid> = rows.iter().map(|r| r.order_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut lines: std::collections::HashMap<Uuid, Vec<OrderItemRow>> = Default::default();
+    for item in super::orders::items_of(conn, &ids)? {
+        lines.entry(item.order_id).or_default().push(item);
+    }
+    rows.into_iter()
+        .map(|row| {
+            let order: OrderRow = serde_json::from_value(row.order_row.clone())
+                .map_err(|e| DbError::Other(anyhow::anyhow!("event {}: order: {e}", row.id)))?;
+            let items = lines.get(&row.order_id).cloned().unwrap_or_default();
+            Ok(Event { row, order, items })
+        })
+        .collect()
+}

@@ -1,0 +1,22 @@
+//! Order event types (docs/API.md, "Order events"). The events trigger of
+//! migration 7 writes them; endpoints subscribe to them.
+
+crate::domain::status::text_enum! {
+    /// What changed. `order.<status>` each time the status changes.
+    EventType {
+        OrderCreated => "order.created",
+        OrderPaid => "order.paid",
+        OrderPaymentFailed => "order.payment_failed",
+        OrderFulfilling => "order.fulfilling",
+        OrderShipped => "order.shipped",
+        OrderDelivered => "order.delivered",
+        OrderCancelled => "order.cancelled",
+        DeliveryAttemptFailed => "delivery.attempt_failed",
+        DeliveryFailed => "delivery.failed",
+        DeliveryRetryRequested => "delivery.retry_requested",
+        PaymentRefunded => "payment.refunded",
+    }
+}
+
+/// Subscribes to every type.
+pub const ALL_EVENTS: &str = "*";

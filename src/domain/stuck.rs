@@ -1,0 +1,113 @@
+//! Stuck orders: an order that stays too long in a status it should leave
+//! (`payment_pending`, `paid` without a shipment, `fulfilling`). The rule is
+//! pure; PostgreSQL finds them by `(status, status_since)` (an index), and
+//! views mark them with [`StuckRules::judge`].
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::OrderStatus;
+
+/// How long an order may stay in each status that should move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StuckRules {
+    pub payment_pending: Duration,
+    pub paid: Duration,
+    pub fulfilling: Duration,
+}
+
+impl Default for StuckRules {
+    fn default() -> Self {
+        StuckRules {
+            payment_pending: Duration::from_secs(900),
+            paid: Duration::from_secs(600),
+            fulfilling: Duration::from_secs(172_800),
+        }
+    }
+}
+
+/// Why and since when an order is stuck.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stuck {
+    /// When the order overstayed (entered its status + the limit).
+    pub since: DateTime<Utc>,
+    pub reason: String,
+}
+
+impl StuckRules {
+    /// The statuses an order can be stuck in, each with its limit.
+    pub fn limits(&self) -> [(OrderStatus, Duration); 3] {
+        [
+            (OrderStatus::PaymentPending, self.payment_pending),
+            (OrderStatus::Paid, self.paid),
+            (OrderStatus::Fulfilling, self.fulfilling),
+        ]
+    }
+
+    pub fn limit(&self, status: OrderStatus) -> Option<Duration> {
+        self.limits()
+            .into_iter()
+            .find(|(s, _)| *s == status)
+            .map(|(_, d)| d)
+    }
+
+    /// Whether an order in `status` since `since` is stuck at `now`.
+    pub fn judge(
+        &self,
+        status: OrderStatus,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<Stuck> {
+        let limit = self.limit(status)?;
+        let over = since + chrono::Duration::from_std(limit).ok()?;
+        if over > now {
+            return None;
+        }
+        Some(Stuck {
+            since: over,
+            reason: reason(status, limit),
+        })
+    }
+}
+
+fn reason(status: OrderStatus, limit: Duration) -> String {
+    let what = match status {
+        OrderStatus::PaymentPending => "payment not settled",
+        OrderStatus::Paid => "paid but no shipment created",
+        _ => "shipment not moving",
+    };
+    format!("{what} for more than {} s", limit.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_order_is_stuck_only_past_its_status_limit() {
+        let rules = StuckRules {
+            payment_pending: Duration::from_secs(10),
+            paid: Duration::from_secs(20),
+            fulfilling: Duration::from_secs(30),
+        };
+        let t0 = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        assert_eq!(rules.judge(OrderStatus::Paid, t0, at(19)), None);
+        let stuck = rules.judge(OrderStatus::Paid, t0, at(21)).unwrap();
+        assert_eq!(stuck.since, at(20));
+        assert!(stuck.reason.contains("no shipment"), "{}", stuck.reason);
+        assert!(rules
+            .judge(OrderStatus::PaymentPending, t0, at(11))
+            .is_some());
+        assert!(rules.judge(OrderStatus::Fulfilling, t0, at(29)).is_none());
+        for settled in [
+            OrderStatus::Shipped,
+            OrderStatus::Delivered,
+            OrderStatus::Cancelled,
+            OrderStatus::PaymentFailed,
+        ] {
+            assert_eq!(rules.judge(settled, t0, at(1_000_000)), None);
+        }
+    }
+}

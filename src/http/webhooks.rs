@@ -1,0 +1,338 @@
+//! The webhook endpoints API (ops): register, list, change, delete, the
+//! delivery log, resend; and an order's deliveries for the page.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::auth::OpsAuth;
+use super::body::{json_object, BODY_LIMIT};
+use super::views::{event_id, parse_event_id};
+use super::AppState;
+use crate::db::webhooks::{self as store, EndpointChanges, EndpointRow, LogLine, NewEndpoint};
+use crate::db::{self};
+use crate::error::{ApiError, FieldError};
+use crate::webhooks::{endpoint, endpoint_id, guard, parse_endpoint_id, WebhookDrain};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndpointHealth {
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub failing_since: Option<DateTime<Utc>>,
+    pub consecutive_failures: i32,
+}
+
+/// An endpoint; `secret` only in the registration's answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndpointView {
+    /// `we_…`
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub description: String,
+    pub enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub health: EndpointHealth,
+}
+
+impl EndpointView {
+    fn of(row: EndpointRow, with_secret: bool) -> Self {
+        EndpointView {
+            id: endpoint_id(row.id),
+            events: row.event_types(),
+            url: row.url,
+            description: row.description,
+            enabled: row.enabled,
+            secret: with_secret.then_some(row.secret),
+            created_at: row.created_at,
+            health: EndpointHealth {
+                last_success_at: row.last_success_at,
+                failing_since: row.failing_since,
+                consecutive_failures: row.consecutive_failures,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndpointList {
+    pub endpoints: Vec<EndpointView>,
+}
+
+/// One line of a delivery log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookDeliveryView {
+    pub endpoint_id: String,
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub order_id: Uuid,
+    pub attempt: i32,
+    /// `pending | delivered | retrying | failed`
+    pub status: String,
+    pub response_status: Option<i16>,
+    pub error: Option<String>,
+    pub duration_ms: Option<i32>,
+    pub attempted_at: Option<DateTime<Utc>>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+impl From<LogLine> for WebhookDeliveryView {
+    fn from(l: LogLine) -> Self {
+        WebhookDeliveryView {
+            endpoint_id: endpoint_id(l.endpoint_id),
+            event_id: event_id(l.event_id),
+            kind: l.kind,
+            order_id: l.order_id,
+            attempt: l.attempt,
+            status: l.status.as_str().to_owned(),
+            response_status: l.response_status,
+            error: l.error,
+            duration_ms: l.duration_ms,
+            attempted_at: l.attempted_at,
+            next_attempt_at: l.next_attempt_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookDeliveryList {
+    pub deliveries: Vec<WebhookDeliveryView>,
+}
+
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct EndpointBody {
+    pub url: String,
+    /// Event types, or `["*"]`.
+    pub events: Vec<String>,
+    pub description: Option<String>,
+    pub enabled: Option<bool>,
+}
+
+/// Parses and checks a body: shape, then (for a new URL) the target.
+async fn input(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    creating: bool,
+) -> Result<endpoint::EndpointInput, ApiError> {
+    let body: Map<String, Value> = json_object(req, payload, BODY_LIMIT).await?;
+    let input = endpoint::parse(&Value::Object(body), creating).map_err(ApiError::Validation)?;
+    if let Some(url) = &input.url {
+        guard::check_target(url, state.webhooks.allow_private_targets)
+            .await
+            .map_err(|e| ApiError::Validation(vec![FieldError::new("url", e.to_string())]))?;
+    }
+    Ok(input)
+}
+
+fn known_endpoint(raw: &str) -> Result<Uuid, ApiError> {
+    parse_endpoint_id(raw).ok_or(ApiError::NotFound)
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/webhook-endpoints", tag = "ops", security(("ops_token" = [])),
+    request_body = EndpointBody,
+    responses((status = 201, body = EndpointView), (status = 401), (status = 422, body = crate::http::views::ErrorBody))
+)]
+pub async fn create_endpoint(
+    _: OpsAuth,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let input = input(&req, payload, &state, true).await?;
+    let (Some(url), Some(events)) = (input.url, input.events) else {
+        return Err(ApiError::Unexpected(anyhow::anyhow!(
+            "required fields passed validation unset"
+        )));
+    };
+    let new = NewEndpoint {
+        id: Uuid::new_v4(),
+        url: url.to_string(),
+        events,
+        description: input.description.unwrap_or_default(),
+        secret: endpoint::new_secret(),
+    };
+    let mut row = db::unit(&state.pool, move |c| store::create(c, &new)).await?;
+    if input.enabled == Some(false) {
+        let id = row.id;
+        let off = EndpointChanges {
+            enabled: Some(false),
+            ..Default::default()
+        };
+        row = db::unit(&state.pool, move |c| store::update(c, id, &off))
+            .await?
+            .ok_or(ApiError::NotFound)?;
+    }
+    Ok(HttpResponse::Created().json(EndpointView::of(row, true)))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/webhook-endpoints", tag = "ops", security(("ops_token" = [])),
+    responses((status = 200, body = EndpointList), (status = 401))
+)]
+pub async fn list_endpoints(
+    _: OpsAuth,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let rows = db::unit(&state.pool, store::list).await?;
+    Ok(HttpResponse::Ok().json(EndpointList {
+        endpoints: rows
+            .into_iter()
+            .map(|r| EndpointView::of(r, false))
+            .collect(),
+    }))
+}
+
+#[utoipa::path(
+    patch, path = "/api/v1/webhook-endpoints/{id}", tag = "ops", security(("ops_token" = [])),
+    params(("id" = String, Path, description = "we_…")),
+    request_body = EndpointBody,
+    responses((status = 200, body = EndpointView), (status = 401), (status = 404), (status = 422))
+)]
+pub async fn patch_endpoint(
+    _: OpsAuth,
+    path: web::Path<String>,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = known_endpoint(&path)?;
+    let input = input(&req, payload, &state, false).await?;
+    let changes = EndpointChanges {
+        url: input.url.map(|u| u.to_string()),
+        events: input.events,
+        description: input.description,
+        enabled: input.enabled,
+    };
+    let row = db::unit(&state.pool, move |c| store::update(c, id, &changes))
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if input.enabled == Some(true) {
+        wake(&state, id).await;
+    }
+    Ok(HttpResponse::Ok().json(EndpointView::of(row, false)))
+}
+
+#[utoipa::path(
+    delete, path = "/api/v1/webhook-endpoints/{id}", tag = "ops", security(("ops_token" = [])),
+    params(("id" = String, Path, description = "we_…")),
+    responses((status = 204), (status = 401), (status = 404))
+)]
+pub async fn delete_endpoint(
+    _: OpsAuth,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = known_endpoint(&path)?;
+    if db::unit(&state.pool, move |c| store::delete(c, id)).await? {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+const LOG_DEFAULT: usize = 50;
+const LOG_MAX: usize = 500;
+
+#[utoipa::path(
+    get, path = "/api/v1/webhook-endpoints/{id}/deliveries", tag = "ops", security(("ops_token" = [])),
+    params(("id" = String, Path, description = "we_…"), ("limit" = Option<i64>, Query, description = "1–500, default 50")),
+    responses((status = 200, body = WebhookDeliveryList), (status = 401), (status = 404), (status = 422))
+)]
+pub async fn endpoint_deliveries(
+    _: OpsAuth,
+    path: web::Path<String>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = known_endpoint(&path)?;
+    let limit = log_limit(req.query_string())?;
+    let lines = db::unit(&state.pool, move |c| {
+        let known = store::list(c)?.iter().any(|e| e.id == id);
+        known
+            .then(|| store::log_of_endpoint(c, id, limit))
+            .transpose()
+    })
+    .await?
+    .ok_or(ApiError::NotFound)?;
+    Ok(HttpResponse::Ok().json(WebhookDeliveryList {
+        deliveries: lines.into_iter().map(Into::into).collect(),
+    }))
+}
+
+fn log_limit(query: &str) -> Result<i64, ApiError> {
+    let q = super::query::Listing::parse(query, LOG_DEFAULT, LOG_MAX)?;
+    if q.errors.is_empty() {
+        Ok(q.limit as i64)
+    } else {
+        Err(ApiError::Validation(q.errors))
+    }
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/orders/{id}/webhook-deliveries", tag = "ops", security(("ops_token" = [])),
+    params(("id" = String, Path, description = "Order id (UUID)")),
+    responses((status = 200, body = WebhookDeliveryList), (status = 401), (status = 404))
+)]
+pub async fn order_deliveries(
+    _: OpsAuth,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = super::orders::parse_order_id(&path)?;
+    let lines = db::unit(&state.pool, move |c| {
+        Ok(match crate::db::orders::find(c, id)? {
+            Some(_) => Some(store::log_of_order(c, id, LOG_MAX as i64)?),
+            None => None,
+        })
+    })
+    .await?
+    .ok_or(ApiError::NotFound)?;
+    Ok(HttpResponse::Ok().json(WebhookDeliveryList {
+        deliveries: lines.into_iter().map(Into::into).collect(),
+    }))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/webhook-endpoints/{id}/events/{event_id}/resend", tag = "ops", security(("ops_token" = [])),
+    params(("id" = String, Path, description = "we_…"), ("event_id" = String, Path, description = "evt_…")),
+    responses((status = 202), (status = 401), (status = 404))
+)]
+pub async fn resend(
+    _: OpsAuth,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (endpoint, event) = path.into_inner();
+    let endpoint = known_endpoint(&endpoint)?;
+    let event = parse_event_id(&event).ok_or(ApiError::NotFound)?;
+    if !db::unit(&state.pool, move |c| store::resend(c, endpoint, event)).await? {
+        return Err(ApiError::NotFound);
+    }
+    wake(&state, endpoint).await;
+    Ok(HttpResponse::Accepted().json(serde_json::json!({"status": "pending"})))
+}
+
+/// Wakes the endpoint's drainer now; if Redis is down, the sweep does.
+async fn wake(state: &AppState, endpoint_id: Uuid) {
+    let job = WebhookDrain { endpoint_id };
+    let id = format!(
+        "{}-h{}",
+        crate::jobs::JobKind::task_id(&job),
+        Utc::now().timestamp_millis()
+    );
+    if let Err(e) = state
+        .queue
+        .push_with(job, id, std::time::Duration::ZERO)
+        .await
+    {
+        tracing::debug!(error = %e, "webhook wake-up not pushed; the sweep will push it");
+    }
+}

@@ -1,0 +1,326 @@
+//! `WebhookDrain{endpoint}`: send an endpoint's due deliveries.
+//!
+//! Pushed by the fan-out when an endpoint gets deliveries, by a drainer for
+//! its next retry, by the sweep for an endpoint whose wake-up was lost, and
+//! on resend or re-enable. Safe any number of times: a job first takes the
+//! endpoint's drain lease, so one drainer per endpoint runs in the whole
+//! fleet and the others end at once. The drainer keeps up to
+//! `WEBHOOK_CONCURRENCY` POSTs in flight, claims more as they finish,
+//! records finished attempts in batches, and ends when nothing is due; a
+//! future retry gets a delayed wake-up. At least once: a drainer killed
+//! mid-flight leaves its claims to come due again after their lease.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use apalis::prelude::{BoxDynError, Data, TaskId};
+use chrono::Utc;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::client::Post;
+use super::signature;
+use super::WebhookContext;
+use crate::db::webhooks::{self as store, AttemptRecord, Claimed, DeliveryState, Target};
+use crate::db::{self, events};
+use crate::http::views::{event_id, EventView};
+use crate::jobs::JobKind;
+use crate::partners::call::CallError;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookDrain {
+    pub endpoint_id: Uuid,
+}
+
+impl JobKind for WebhookDrain {
+    const QUEUE: &'static str = "webhook";
+    fn task_id(&self) -> String {
+        format!("webhook-{}", self.endpoint_id)
+    }
+}
+
+/// How often a drainer with nothing new to claim looks again.
+const RECHECK: Duration = Duration::from_millis(50);
+/// Finished attempts recorded per statement, at most.
+const RECORD_BATCH: usize = 128;
+/// A retry due sooner than this is waited for by the drainer itself.
+const STAY_FOR: Duration = Duration::from_secs(2);
+/// The first retry's delay doubles up to this.
+const RETRY_CAP: Duration = Duration::from_secs(3600);
+
+pub async fn run(
+    job: WebhookDrain,
+    ctx: Data<Arc<WebhookContext>>,
+    task: TaskId,
+) -> Result<(), BoxDynError> {
+    drain(&ctx, job.endpoint_id, &task.to_string())
+        .await
+        .map_err(|e| {
+            tracing::warn!(endpoint = %super::endpoint_id(job.endpoint_id), error = %e, "webhook drain stopped; the sweep wakes it again");
+            e.into()
+        })
+}
+
+/// A claimed attempt, rendered and ready to send.
+struct Ready {
+    claim: Claimed,
+    post: Post,
+}
+
+async fn drain(ctx: &WebhookContext, endpoint: Uuid, task: &str) -> anyhow::Result<()> {
+    let Some(target) = hold(ctx, endpoint, task).await? else {
+        return Ok(());
+    };
+    let mut round = Round::new(ctx.settings.concurrency);
+    loop {
+        if round.wants_more() {
+            let ready = claim(ctx, endpoint, task, &target, round.room()).await?;
+            round.found(ready.len());
+            for r in ready {
+                round.inflight.push(send(ctx, r));
+            }
+        }
+        if round.inflight.is_empty() {
+            record(ctx, endpoint, std::mem::take(&mut round.finished)).await?;
+            if !finish_or_stay(ctx, endpoint, task).await? {
+                return Ok(());
+            }
+            round.idle_since = None;
+            continue;
+        }
+        round.wait().await;
+        if round.finished.len() >= RECORD_BATCH || round.inflight.len() <= round.limit / 2 {
+            record(ctx, endpoint, std::mem::take(&mut round.finished)).await?;
+        }
+    }
+}
+
+/// A drainer's moving window of POSTs.
+struct Round {
+    limit: usize,
+    inflight: FuturesUnordered<futures_util::future::BoxFuture<'static, AttemptRecord>>,
+    finished: Vec<AttemptRecord>,
+    /// When a claim last found nothing.
+    idle_since: Option<Instant>,
+}
+
+impl Round {
+    fn new(limit: usize) -> Self {
+        Round {
+            limit,
+            inflight: FuturesUnordered::new(),
+            finished: Vec::new(),
+            idle_since: None,
+        }
+    }
+
+    fn room(&self) -> usize {
+        self.limit - self.inflight.len()
+    }
+
+    /// Claim when half the window is free, and not more often than every
+    /// [`RECHECK`] while claims find nothing.
+    fn wants_more(&self) -> bool {
+        self.inflight.len() <= self.limit / 2
+            && self.idle_since.is_none_or(|t| t.elapsed() >= RECHECK)
+    }
+
+    fn found(&mut self, n: usize) {
+        self.idle_since = if n == 0 { Some(Instant::now()) } else { None };
+    }
+
+    /// Waits for one POST to finish (or for the recheck time), then takes
+    /// every other one that has.
+    async fn wait(&mut self) {
+        tokio::select! {
+            Some(done) = self.inflight.next() => self.finished.push(done),
+            _ = tokio::time::sleep(RECHECK) => {}
+        }
+        while let Some(Some(done)) = futures_util::FutureExt::now_or_never(self.inflight.next()) {
+            self.finished.push(done);
+        }
+    }
+}
+
+async fn hold(ctx: &WebhookContext, endpoint: Uuid, task: &str) -> anyhow::Result<Option<Target>> {
+    let (task, lease) = (task.to_owned(), ctx.lease);
+    Ok(db::unit(&ctx.pool, move |c| {
+        store::take_drain(c, endpoint, &task, lease)
+    })
+    .await?)
+}
+
+/// Renews the lease and claims up to `room` due deliveries, rendered.
+async fn claim(
+    ctx: &WebhookContext,
+    endpoint: Uuid,
+    task: &str,
+    target: &Target,
+    room: usize,
+) -> anyhow::Result<Vec<Ready>> {
+    let (task, lease) = (task.to_owned(), ctx.lease);
+    let (claims, evts) = db::unit(&ctx.pool, move |c| {
+        if store::take_drain(c, endpoint, &task, lease)?.is_none() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let claims = store::claim_due(c, endpoint, room as i64, lease)?;
+        let mut ids: Vec<Uuid> = claims.iter().map(|c| c.event_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Ok((claims, events::by_ids(c, &ids)?))
+    })
+    .await?;
+    let bodies: std::collections::HashMap<Uuid, actix_web::web::Bytes> = evts
+        .into_iter()
+        .map(|e| {
+            let id = e.row.id;
+            let body = serde_json::to_vec(&EventView::from(e)).unwrap_or_default();
+            (id, actix_web::web::Bytes::from(body))
+        })
+        .collect();
+    Ok(claims
+        .into_iter()
+        .filter_map(|claim| {
+            let body = bodies.get(&claim.event_id)?.clone();
+            let t = Utc::now().timestamp();
+            let post = Post {
+                url: target.url.clone(),
+                event_id: event_id(claim.event_id),
+                signature: signature::sign(&target.secret, t, &body),
+                body,
+            };
+            Some(Ready { claim, post })
+        })
+        .collect())
+}
+
+/// Sends one attempt on the webhook thread and judges its answer.
+fn send(
+    ctx: &WebhookContext,
+    ready: Ready,
+) -> futures_util::future::BoxFuture<'static, AttemptRecord> {
+    let sender = ctx.sender.clone();
+    let settings = ctx.settings;
+    Box::pin(async move {
+        let attempted_at = Utc::now();
+        let started = Instant::now();
+        let Ready { claim, post } = ready;
+        let answer = sender
+            .run(move |client| Box::pin(async move { client.send(post).await }))
+            .await
+            .unwrap_or_else(|_| Err(CallError::Transport("webhook sender stopped".into())));
+        let (response_status, error) = match &answer {
+            Ok(s) if (200..300).contains(s) => (Some(*s as i16), None),
+            Ok(s) => (Some(*s as i16), Some(format!("answered HTTP {s}"))),
+            Err(e) => (None, Some(e.to_string().chars().take(300).collect())),
+        };
+        let state = judge(error.is_none(), claim.attempt, settings.max_attempts);
+        AttemptRecord {
+            delivery_id: claim.delivery_id,
+            attempt: claim.attempt,
+            state,
+            retry_in: retry_delay(settings.retry_base, claim.attempt),
+            response_status,
+            error,
+            duration_ms: started.elapsed().as_millis().min(i32::MAX as u128) as i32,
+            attempted_at,
+        }
+    })
+}
+
+/// A 2xx is delivered; anything else is retried until the budget is used.
+pub fn judge(delivered: bool, attempt: i32, max_attempts: i32) -> DeliveryState {
+    if delivered {
+        DeliveryState::Delivered
+    } else if attempt >= max_attempts {
+        DeliveryState::Failed
+    } else {
+        DeliveryState::Retrying
+    }
+}
+
+/// The wait after failed attempt `attempt`: `base` doubling per attempt up
+/// to an hour, plus up to 25 % jitter (never less, so the schedule's total
+/// span is at least the documented one).
+pub fn retry_delay(base: Duration, attempt: i32) -> Duration {
+    let doublings = (attempt.max(1) - 1).min(30) as u32;
+    let delay = base
+        .saturating_mul(1u32 << doublings.min(31))
+        .min(RETRY_CAP);
+    delay.mul_f64(rand::rng().random_range(1.0..=1.25))
+}
+
+async fn record(
+    ctx: &WebhookContext,
+    endpoint: Uuid,
+    finished: Vec<AttemptRecord>,
+) -> anyhow::Result<()> {
+    if finished.is_empty() {
+        return Ok(());
+    }
+    Ok(db::unit(&ctx.pool, move |c| store::record(c, endpoint, &finished)).await?)
+}
+
+/// Nothing in flight: gives the lease back, unless a delivery is due now
+/// or within [`STAY_FOR`] (then waits and goes on: true). A later retry
+/// gets a delayed wake-up.
+async fn finish_or_stay(ctx: &WebhookContext, endpoint: Uuid, task: &str) -> anyhow::Result<bool> {
+    let next = db::unit(&ctx.pool, move |c| store::next_due(c, endpoint)).await?;
+    let wait = next.map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO));
+    if let Some(wait) = wait.filter(|w| *w <= STAY_FOR) {
+        tokio::time::sleep(wait).await;
+        return Ok(hold(ctx, endpoint, task).await?.is_some());
+    }
+    let owned = task.to_owned();
+    db::unit(&ctx.pool, move |c| {
+        store::release_drain(c, endpoint, &owned)
+    })
+    .await?;
+    // A delivery made between the look and the release found the lease
+    // held and its wake-up ended at once: look again now that it is free.
+    let again = db::unit(&ctx.pool, move |c| store::next_due(c, endpoint)).await?;
+    if again.is_some_and(|at| at <= Utc::now()) {
+        return Ok(hold(ctx, endpoint, task).await?.is_some());
+    }
+    if let Some(wait) = wait {
+        wake_after(ctx, endpoint, wait).await;
+    }
+    Ok(false)
+}
+
+/// Pushes a drain of `endpoint` due in `delay`; if the push fails, the
+/// sweep pushes one once the delivery is overdue.
+pub async fn wake_after(ctx: &WebhookContext, endpoint: Uuid, delay: Duration) {
+    let job = WebhookDrain {
+        endpoint_id: endpoint,
+    };
+    let at = Utc::now().timestamp() + delay.as_secs() as i64;
+    let id = format!("{}-at{at}", job.task_id());
+    if let Err(e) = ctx.queue.push_with(job, id, delay).await {
+        tracing::warn!(error = %e, "webhook retry wake-up not pushed; the sweep will push it");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_double_to_an_hour_and_the_budget_ends_in_failed() {
+        let base = Duration::from_secs(30);
+        let d1 = retry_delay(base, 1);
+        assert!(d1 >= base && d1 <= base.mul_f64(1.25));
+        let d3 = retry_delay(base, 3);
+        assert!(d3 >= base * 4 && d3 <= (base * 4).mul_f64(1.25));
+        assert!(retry_delay(base, 20) <= RETRY_CAP.mul_f64(1.25));
+        // The default budget (10 attempts) spans at least an hour, and so
+        // do 8 attempts.
+        let span: Duration = (1..8).map(|a| retry_delay(base, a)).sum();
+        assert!(span >= Duration::from_secs(3600), "{span:?}");
+        assert_eq!(judge(true, 10, 10), DeliveryState::Delivered);
+        assert_eq!(judge(false, 9, 10), DeliveryState::Retrying);
+        assert_eq!(judge(false, 10, 10), DeliveryState::Failed);
+    }
+}

@@ -1,0 +1,60 @@
+//! Webhooks: signed notifications of order events to the storefront.
+//!
+//! ```text
+//! a change of an order ──(same statement: the events trigger)──▶ order_events
+//!        │ fanout_pending when an enabled endpoint subscribes to its type
+//!        ▼
+//! fanout (every worker, every 100 ms) ──▶ webhook_deliveries, one per endpoint
+//!        │ push WebhookDrain{endpoint} (a wake-up only; the sweep re-pushes)
+//!        ▼
+//! drain (apalis job): takes the endpoint's drain lease (one drainer per
+//!   endpoint in the fleet), claims due deliveries, POSTs them signed,
+//!   at most WEBHOOK_CONCURRENCY in flight, records each attempt
+//! ```
+//!
+//! PostgreSQL is the truth: an event that commits is delivered even if
+//! Redis is down then (the fan-out reads PostgreSQL; a lost wake-up is
+//! re-pushed by the sweep). A slow or dead endpoint holds only its own
+//! drainer: other endpoints have theirs, and deliveries, purchases and the
+//! refresh never wait for a webhook.
+
+pub mod client;
+pub mod drain;
+pub mod endpoint;
+pub mod fanout;
+pub mod guard;
+pub mod signature;
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+pub use drain::WebhookDrain;
+
+use crate::config::WebhookSettings;
+use crate::db::DbPool;
+use crate::jobs::JobQueue;
+use crate::partners::executor::LocalExecutor;
+
+/// What the webhook jobs share in a worker process.
+#[derive(Clone)]
+pub struct WebhookContext {
+    pub pool: DbPool,
+    pub queue: Arc<JobQueue>,
+    /// The webhook client's own thread, apart from the partners'.
+    pub sender: LocalExecutor<client::WebhookClient>,
+    pub settings: WebhookSettings,
+    /// How long a drainer's hold on its endpoint and on each claimed
+    /// delivery lasts without renewal: longer than an attempt can take.
+    pub lease: std::time::Duration,
+}
+
+/// The public id of an endpoint.
+pub fn endpoint_id(id: Uuid) -> String {
+    format!("we_{}", id.simple())
+}
+
+/// The endpoint a `we_…` id names, if it is one.
+pub fn parse_endpoint_id(raw: &str) -> Option<Uuid> {
+    Uuid::try_parse(raw.strip_prefix("we_")?).ok()
+}

@@ -1,0 +1,143 @@
+//! A real HTTP receiver for webhook tests: it records every request it is
+//! sent and answers as told (2xx, an error status, or not for a while).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use serde_json::Value;
+
+/// How the receiver answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Ok,
+    Status(u16),
+    /// Waits this long before answering 200 (a hang, past the timeout).
+    Hang(Duration),
+}
+
+/// One request as received.
+#[derive(Debug, Clone)]
+pub struct Got {
+    pub event_id: String,
+    pub signature: String,
+    pub content_type: String,
+    pub body: Vec<u8>,
+    /// Whether it was answered 2xx.
+    pub accepted: bool,
+}
+
+impl Got {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    got: Vec<Got>,
+    mode: Option<Mode>,
+}
+
+pub struct Receiver {
+    pub url: String,
+    state: Arc<Mutex<State>>,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl Receiver {
+    /// Listens on 127.0.0.1 (a free port) at `/hooks?token=…` (a query
+    /// the service must never log).
+    pub fn start(mode: Mode) -> Receiver {
+        let state = Arc::new(Mutex::new(State {
+            got: Vec::new(),
+            mode: Some(mode),
+        }));
+        let shared = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(shared.clone()))
+                .default_service(web::to(receive))
+        })
+        .workers(1)
+        .max_connections(100_000)
+        .bind(("127.0.0.1", 0))
+        .unwrap();
+        let port = server.addrs()[0].port();
+        let server = server.run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        Receiver {
+            url: format!("http://127.0.0.1:{port}/hooks?token=receiver-secret-token"),
+            state,
+            server: handle,
+        }
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.state.lock().unwrap().mode = Some(mode);
+    }
+
+    pub fn got(&self) -> Vec<Got> {
+        self.state.lock().unwrap().got.clone()
+    }
+
+    /// The requests answered 2xx.
+    pub fn accepted(&self) -> Vec<Got> {
+        self.got().into_iter().filter(|g| g.accepted).collect()
+    }
+
+    /// Waits until `done` holds for what was received, or panics.
+    pub async fn wait_for(&self, secs: u64, what: &str, done: impl Fn(&[Got]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let got = self.got();
+            if done(&got) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "receiver never got {what}: {} requests",
+                got.len()
+            );
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let server = self.server.clone();
+        actix_rt::spawn(async move { server.stop(false).await });
+    }
+}
+
+async fn receive(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<Arc<Mutex<State>>>,
+) -> HttpResponse {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let mode = state.lock().unwrap().mode.unwrap_or(Mode::Ok);
+    if let Mode::Hang(d) = mode {
+        actix_rt::time::sleep(d).await;
+    }
+    let status = match mode {
+        Mode::Status(s) => s,
+        _ => 200,
+    };
+    state.lock().unwrap().got.push(Got {
+        event_id: header("orderflow-event-id"),
+        signature: header("orderflow-signature"),
+        content_type: header("content-type"),
+        body: body.to_vec(),
+        accepted: (200..300).contains(&status) && !matches!(mode, Mode::Hang(_)),
+    });
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).finish()
+}

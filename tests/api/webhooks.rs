@@ -1,0 +1,504 @@
+//! Webhooks against a real receiver: signed, at least once, every
+//! subscribed event and nothing else; retried through a receiver's outage
+//! with the attempts in the log; a hanging receiver delays nobody; the
+//! endpoints API; stuck orders.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use orderflow::webhooks::signature::{verify, Refused};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::helpers::*;
+use crate::receiver::{Got, Mode, Receiver};
+
+/// Registers `url` for `events`: its id and secret.
+pub async fn register(app: &TestApp, url: &str, events: &[&str]) -> (String, String) {
+    let resp = app
+        .ops(
+            "POST",
+            "/api/v1/webhook-endpoints",
+            Some(&json!({"url": url, "events": events, "description": "test receiver"})),
+        )
+        .await;
+    assert_eq!(resp.status, 201, "{}", resp.body);
+    assert_eq!(resp.body["enabled"], true);
+    let id = resp.body["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("we_"));
+    let secret = resp.body["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
+    (id, secret)
+}
+
+fn fulfilling(o: &Value) -> bool {
+    o["status"] == "fulfilling"
+}
+
+/// The events of `ids` in PostgreSQL whose type is in `types`, by id.
+async fn events_in_db(app: &TestApp, ids: &[Uuid], types: &[&str]) -> BTreeSet<String> {
+    let mut all = BTreeSet::new();
+    for id in ids {
+        let body = app
+            .ops("GET", &format!("/api/v1/orders/{id}/events"), None)
+            .await
+            .body;
+        for e in body["events"].as_array().unwrap() {
+            if types.contains(&e["type"].as_str().unwrap()) {
+                all.insert(e["id"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    all
+}
+
+fn distinct_accepted(got: &[Got]) -> BTreeSet<String> {
+    got.iter()
+        .filter(|g| g.accepted)
+        .map(|g| g.event_id.clone())
+        .collect()
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+#[actix_rt::test]
+async fn a_verifying_receiver_gets_every_subscribed_event_signed_and_nothing_else() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start(Mode::Ok);
+    let subscribed = ["order.paid", "order.fulfilling"];
+    let (endpoint, secret) = register(&app, &receiver.url, &subscribed).await;
+    let worker = app.start_worker(fast_worker());
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(order_id(&app.purchase(&visa(), None).await));
+    }
+    let declined = app
+        .purchase(
+            &purchase_body(&[("SKU-1", 1)], "pm_card_chargeDeclined"),
+            None,
+        )
+        .await;
+    ids.push(
+        declined.body["error"]["order"]["id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap(),
+    );
+    for id in &ids[..5] {
+        app.wait_order(*id, 15, fulfilling).await;
+    }
+    let expected = events_in_db(&app, &ids, &subscribed).await;
+    assert_eq!(expected.len(), 10);
+    receiver
+        .wait_for(15, "every subscribed event", |got| {
+            distinct_accepted(got) == expected
+        })
+        .await;
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    for g in receiver.got() {
+        assert_eq!(g.content_type, "application/json");
+        let body = g.json();
+        assert_eq!(
+            body["id"],
+            g.event_id.as_str(),
+            "the header names the body's event"
+        );
+        assert!(
+            subscribed.contains(&body["type"].as_str().unwrap()),
+            "{body}"
+        );
+        assert_eq!(verify(&g.signature, &secret, &g.body, now(), 300), Ok(()));
+        assert_eq!(
+            verify(&g.signature, "whsec_wrong", &g.body, now(), 300),
+            Err(Refused::Mismatch),
+            "a wrong secret fails verification"
+        );
+        assert!(body["data"]["order"]["id"].is_string());
+    }
+    let log = app
+        .ops(
+            "GET",
+            &format!("/api/v1/webhook-endpoints/{endpoint}/deliveries?limit=500"),
+            None,
+        )
+        .await;
+    assert_eq!(log.status, 200, "{}", log.body);
+    let lines = log.body["deliveries"].as_array().unwrap();
+    assert!(lines.len() >= 10);
+    assert!(lines
+        .iter()
+        .all(|l| l["status"] == "delivered" && l["response_status"] == 200));
+    let listed = app.ops("GET", "/api/v1/webhook-endpoints", None).await.body;
+    let ep = &listed["endpoints"][0];
+    assert!(ep.get("secret").is_none(), "the secret is shown once: {ep}");
+    assert!(ep["health"]["last_success_at"].is_string(), "{ep}");
+    assert_eq!(ep["health"]["consecutive_failures"], 0);
+    worker.stop().unwrap();
+}
+
+#[actix_rt::test]
+async fn a_receiver_that_fails_for_a_while_gets_the_events_after_it_recovers() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start(Mode::Status(500));
+    let (endpoint, secret) = register(&app, &receiver.url, &["*"]).await;
+    let worker = app.start_worker(fast_worker());
+    let id = order_id(&app.purchase(&visa(), None).await);
+    app.wait_order(id, 15, fulfilling).await;
+    receiver
+        .wait_for(15, "three failed attempts", |got| got.len() >= 3)
+        .await;
+    let listed = app.ops("GET", "/api/v1/webhook-endpoints", None).await.body;
+    let health = &listed["endpoints"][0]["health"];
+    assert!(health["failing_since"].is_string(), "{health}");
+    assert!(
+        health["consecutive_failures"].as_i64().unwrap() >= 1,
+        "{health}"
+    );
+
+    receiver.set_mode(Mode::Ok);
+    let expected = events_in_db(
+        &app,
+        &[id],
+        &["order.created", "order.paid", "order.fulfilling"],
+    )
+    .await;
+    receiver
+        .wait_for(30, "every event after the recovery", |got| {
+            distinct_accepted(got) == expected
+        })
+        .await;
+    for g in receiver.accepted() {
+        assert_eq!(verify(&g.signature, &secret, &g.body, now(), 300), Ok(()));
+    }
+    let log = app
+        .ops(
+            "GET",
+            &format!("/api/v1/webhook-endpoints/{endpoint}/deliveries?limit=500"),
+            None,
+        )
+        .await
+        .body;
+    let lines = log["deliveries"].as_array().unwrap();
+    let retried: Vec<&Value> = lines.iter().filter(|l| l["status"] == "retrying").collect();
+    assert!(!retried.is_empty(), "{log}");
+    assert!(retried
+        .iter()
+        .all(|l| l["response_status"] == 500 && l["next_attempt_at"].is_string()));
+    let mut by_event: HashMap<&str, Vec<&Value>> = HashMap::new();
+    for l in lines {
+        by_event
+            .entry(l["event_id"].as_str().unwrap())
+            .or_default()
+            .push(l);
+    }
+    let mut redelivered = 0;
+    for (event, attempts) in by_event {
+        // Newest first: the last attempt delivered it, after its failures.
+        assert_eq!(attempts[0]["status"], "delivered", "{event}: {attempts:?}");
+        let n = attempts[0]["attempt"].as_i64().unwrap();
+        assert_eq!(
+            n as usize,
+            attempts.len(),
+            "one log line per attempt: {attempts:?}"
+        );
+        if n >= 2 {
+            redelivered += 1;
+        }
+    }
+    assert!(redelivered >= 1, "{log}");
+    let listed = app.ops("GET", "/api/v1/webhook-endpoints", None).await.body;
+    let health = &listed["endpoints"][0]["health"];
+    assert_eq!(health["consecutive_failures"], 0, "{health}");
+    assert!(health["failing_since"].is_null(), "{health}");
+    worker.stop().unwrap();
+}
+
+#[actix_rt::test]
+async fn a_hanging_receiver_delays_neither_purchases_nor_a_healthy_receiver() {
+    let app = spawn_app().await;
+    let hanging = Receiver::start(Mode::Hang(Duration::from_secs(60)));
+    let healthy = Receiver::start(Mode::Ok);
+    register(&app, &hanging.url, &["*"]).await;
+    register(&app, &healthy.url, &["*"]).await;
+    let worker = app.start_worker(fast_worker());
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        let resp = app.purchase(&visa(), None).await;
+        assert_eq!(resp.status, 201, "{}", resp.body);
+        ids.push(order_id(&resp));
+    }
+    for id in &ids {
+        app.wait_order(*id, 15, fulfilling).await;
+    }
+    let expected = events_in_db(
+        &app,
+        &ids,
+        &["order.created", "order.paid", "order.fulfilling"],
+    )
+    .await;
+    assert_eq!(expected.len(), 60);
+    healthy
+        .wait_for(15, "every event while the other hangs", |got| {
+            distinct_accepted(got) == expected
+        })
+        .await;
+    assert!(
+        hanging.accepted().is_empty(),
+        "the hanging receiver never answered in time"
+    );
+    worker.stop().unwrap();
+}
+
+#[actix_rt::test]
+async fn bad_registrations_are_422_naming_the_field() {
+    let app = spawn_app().await;
+    let cases = [
+        (json!({"url": "not a url", "events": ["order.paid"]}), "url"),
+        (
+            json!({"url": "ftp://shop.example/h", "events": ["order.paid"]}),
+            "url",
+        ),
+        (
+            json!({"url": "https://shop.example/h", "events": ["order.eaten"]}),
+            "events[0]",
+        ),
+        (
+            json!({"url": "https://shop.example/h", "events": []}),
+            "events",
+        ),
+        (json!({"events": ["*"]}), "url"),
+        (json!({"url": "https://shop.example/h"}), "events"),
+        (
+            json!({"url": "https://shop.example/h", "events": ["*"], "enabled": "yes"}),
+            "enabled",
+        ),
+    ];
+    for (body, field) in cases {
+        let resp = app
+            .ops("POST", "/api/v1/webhook-endpoints", Some(&body))
+            .await;
+        assert_eq!(
+            (resp.status.as_u16(), resp.code()),
+            (422, "validation_failed"),
+            "{body}: {}",
+            resp.body
+        );
+        assert!(
+            resp.fields().contains(&field.to_owned()),
+            "{body}: {}",
+            resp.body
+        );
+    }
+
+    let strict = spawn_app_with(Opts {
+        env: vec![("WEBHOOK_ALLOW_PRIVATE_TARGETS", "false".into())],
+        ..Opts::default()
+    })
+    .await;
+    for url in [
+        "http://127.0.0.1:9/h",
+        "http://localhost:9/h",
+        "http://10.0.0.7/h",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]:9/h",
+    ] {
+        let resp = strict
+            .ops(
+                "POST",
+                "/api/v1/webhook-endpoints",
+                Some(&json!({"url": url, "events": ["*"]})),
+            )
+            .await;
+        assert_eq!(resp.status, 422, "{url}: {}", resp.body);
+        assert_eq!(resp.fields(), ["url"], "{url}");
+    }
+    let unauth = app
+        .ops_with_token("GET", "/api/v1/webhook-endpoints", None, None)
+        .await;
+    assert_eq!(unauth.status, 401);
+}
+
+#[actix_rt::test]
+async fn endpoints_are_changed_disabled_resent_and_deleted() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start(Mode::Ok);
+    let (endpoint, _) = register(&app, &receiver.url, &["order.paid"]).await;
+    let worker = app.start_worker(fast_worker());
+    let path = format!("/api/v1/webhook-endpoints/{endpoint}");
+
+    let patched = app
+        .ops(
+            "PATCH",
+            &path,
+            Some(&json!({"description": "<b>shop</b>", "events": ["order.created"]})),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    assert_eq!(patched.body["events"], json!(["order.created"]));
+    assert_eq!(patched.body["description"], "<b>shop</b>");
+    assert!(patched.body.get("secret").is_none());
+
+    let off = app
+        .ops("PATCH", &path, Some(&json!({"enabled": false})))
+        .await;
+    assert_eq!(off.body["enabled"], false);
+    let quiet = order_id(&app.purchase(&visa(), None).await);
+    actix_rt::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        receiver.got().is_empty(),
+        "a disabled endpoint gets nothing"
+    );
+
+    app.ops("PATCH", &path, Some(&json!({"enabled": true})))
+        .await;
+    let loud = order_id(&app.purchase(&visa(), None).await);
+    receiver
+        .wait_for(10, "the new order's created event", |got| got.len() == 1)
+        .await;
+    let first = receiver.got()[0].json();
+    assert_eq!(first["order_id"], loud.to_string());
+    assert_eq!(first["type"], "order.created");
+
+    let event = first["id"].as_str().unwrap();
+    let resend = app
+        .ops("POST", &format!("{path}/events/{event}/resend"), None)
+        .await;
+    assert_eq!(resend.status, 202, "{}", resend.body);
+    receiver
+        .wait_for(10, "the resent event", |got| got.len() == 2)
+        .await;
+    assert_eq!(
+        receiver.got()[1].event_id,
+        event,
+        "the same event, once more"
+    );
+    let quiet_events = app
+        .ops("GET", &format!("/api/v1/orders/{quiet}/events"), None)
+        .await
+        .body;
+    let quiet_created = quiet_events["events"][0]["id"].as_str().unwrap();
+    let resend_old = app
+        .ops(
+            "POST",
+            &format!("{path}/events/{quiet_created}/resend"),
+            None,
+        )
+        .await;
+    assert_eq!(resend_old.status, 202, "any event can be resent");
+    receiver
+        .wait_for(10, "the older event", |got| got.len() == 3)
+        .await;
+
+    for missing in [
+        format!("{path}/events/evt_{}/resend", Uuid::new_v4().simple()),
+        format!(
+            "/api/v1/webhook-endpoints/we_{}/events/{event}/resend",
+            Uuid::new_v4().simple()
+        ),
+        format!("{path}/events/nonsense/resend"),
+    ] {
+        assert_eq!(
+            app.ops("POST", &missing, None).await.status,
+            404,
+            "{missing}"
+        );
+    }
+    let gone = format!("/api/v1/webhook-endpoints/we_{}", Uuid::new_v4().simple());
+    assert_eq!(
+        app.ops("PATCH", &gone, Some(&json!({"enabled": true})))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(app.ops("DELETE", &path, None).await.status, 204);
+    assert_eq!(app.ops("DELETE", &path, None).await.status, 404);
+    assert_eq!(
+        app.ops("GET", &format!("{path}/deliveries"), None)
+            .await
+            .status,
+        404
+    );
+    worker.stop().unwrap();
+}
+
+#[actix_rt::test]
+async fn an_order_the_shipping_partner_keeps_failing_becomes_stuck_paid_until_it_ships() {
+    let app = spawn_app_with(Opts {
+        env: vec![("STUCK_PAID_SECS", "2".into())],
+        ..Opts::default()
+    })
+    .await;
+    app.set_shipping(json!({"failure_rate": 1.0, "failure_status": 503}))
+        .await;
+    let mut opts = fast_worker();
+    opts.retry.max_attempts = 1000;
+    let worker = app.start_worker(opts);
+    let id = order_id(&app.purchase(&visa(), None).await);
+    let fresh = order_id(&app.purchase(&visa(), None).await);
+    actix_rt::time::sleep(Duration::from_millis(2500)).await;
+    let late = order_id(&app.purchase(&visa(), None).await);
+
+    let stuck = app.ops("GET", "/api/v1/orders?stuck=true", None).await.body;
+    let listed: Vec<&str> = stuck["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
+    assert!(listed.contains(&id.to_string().as_str()), "{stuck}");
+    assert!(!listed.contains(&late.to_string().as_str()), "{stuck}");
+    let mark = &stuck["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["id"] == id.to_string())
+        .unwrap()["stuck"];
+    assert!(mark["since"].is_string(), "{mark}");
+    assert!(
+        mark["reason"].as_str().unwrap().contains("no shipment"),
+        "{mark}"
+    );
+    let all = app.ops("GET", "/api/v1/orders", None).await.body;
+    let late_row = all["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["id"] == late.to_string())
+        .unwrap();
+    assert!(
+        late_row["stuck"].is_null(),
+        "ops listings carry stuck: null when not stuck"
+    );
+    let summary = app.ops("GET", "/api/v1/dashboard/summary", None).await.body;
+    assert_eq!(summary["stuck"], 2, "{summary}");
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains("orderflow_stuck_orders{status=\"paid\"} 2"),
+        "{metrics}"
+    );
+    crate::dashboard::refresh_and_wait(&app).await;
+    let board = app.ops("GET", "/api/v1/dashboard/orders", None).await.body;
+    let entry = crate::dashboard::find(&board, id).unwrap();
+    assert!(entry["stuck"]["reason"].is_string(), "{entry}");
+
+    app.set_shipping(json!({"failure_rate": 0.0})).await;
+    for o in [id, fresh, late] {
+        app.wait_order(o, 20, fulfilling).await;
+    }
+    let stuck = app.ops("GET", "/api/v1/orders?stuck=true", None).await.body;
+    assert_eq!(
+        stuck["orders"],
+        json!([]),
+        "shipped orders are no longer stuck"
+    );
+    assert_eq!(
+        app.ops("GET", "/api/v1/orders?stuck=maybe", None)
+            .await
+            .status,
+        422
+    );
+    worker.stop().unwrap();
+}
