@@ -36,6 +36,8 @@ impl Got {
 #[derive(Default)]
 struct State {
     got: Vec<Got>,
+    /// Requests that arrived, answered or not yet.
+    started: usize,
     mode: Option<Mode>,
 }
 
@@ -51,6 +53,7 @@ impl Receiver {
     pub fn start(mode: Mode) -> Receiver {
         let state = Arc::new(Mutex::new(State {
             got: Vec::new(),
+            started: 0,
             mode: Some(mode),
         }));
         let shared = state.clone();
@@ -80,6 +83,11 @@ impl Receiver {
 
     pub fn got(&self) -> Vec<Got> {
         self.state.lock().unwrap().got.clone()
+    }
+
+    /// Requests that arrived, including those not answered yet.
+    pub fn started(&self) -> usize {
+        self.state.lock().unwrap().started
     }
 
     /// The requests answered 2xx.
@@ -124,7 +132,11 @@ async fn receive(
             .unwrap_or("")
             .to_owned()
     };
-    let mode = state.lock().unwrap().mode.unwrap_or(Mode::Ok);
+    let mode = {
+        let mut s = state.lock().unwrap();
+        s.started += 1;
+        s.mode.unwrap_or(Mode::Ok)
+    };
     if let Mode::Hang(d) = mode {
         actix_rt::time::sleep(d).await;
     }

@@ -245,6 +245,7 @@ async fn a_hanging_receiver_delays_neither_purchases_nor_a_healthy_receiver() {
             distinct_accepted(got) == expected
         })
         .await;
+    assert!(hanging.started() >= 1, "the hanging receiver was tried");
     assert!(
         hanging.accepted().is_empty(),
         "the hanging receiver never answered in time"

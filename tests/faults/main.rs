@@ -10,6 +10,9 @@
 #[path = "../api/helpers.rs"]
 #[allow(dead_code)]
 mod helpers;
+#[path = "../api/receiver.rs"]
+#[allow(dead_code)]
+mod receiver;
 
 mod backlog;
 mod harness;
@@ -17,6 +20,7 @@ mod nemesis;
 mod outages;
 mod processes;
 mod soak;
+mod webhooks;
 
 /// Serialises the tests of this binary.
 pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
