@@ -375,3 +375,137 @@ async fn ops_staff_log_in_see_orders_arrive_live_filter_retry_and_no_customer_te
     browser.cmd("DELETE", "", None).await;
     worker.stop().unwrap();
 }
+
+#[actix_rt::test]
+async fn ops_open_an_order_see_its_timeline_and_webhooks_resend_one_and_find_stuck_orders() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app_with(Opts {
+        env: vec![("STUCK_PAID_SECS", "3".into())],
+        ..Opts::default()
+    })
+    .await;
+    let receiver = crate::receiver::Receiver::start(crate::receiver::Mode::Ok);
+    let hostile = "<script>alert(2)</script>";
+    let resp = app
+        .ops(
+            "POST",
+            "/api/v1/webhook-endpoints",
+            Some(&json!({"url": receiver.url, "events": ["*"], "description": hostile})),
+        )
+        .await;
+    assert_eq!(resp.status, 201, "{}", resp.body);
+    let endpoint = resp.body["id"].as_str().unwrap().to_owned();
+    let worker = app.start_worker(orderflow::worker::WorkerOptions {
+        refresh_every: Some(Duration::from_secs(1)),
+        ..fast_worker()
+    });
+    // One order the partner refuses to ship: paid for good, soon stuck.
+    app.set_shipping(json!({"failure_rate": 1.0, "failure_status": 400}))
+        .await;
+    let stuck = order_id(&app.purchase(&visa(), None).await);
+    app.wait_order(stuck, 15, |o| o["delivery"]["status"] == "failed")
+        .await;
+    app.set_shipping(json!({"failure_rate": 0.0})).await;
+    // One whose customer name is markup; its events carry it.
+    let evil = "<img src=x onerror=alert(1)>";
+    let mut body = visa();
+    body["customer"]["name"] = json!(evil);
+    let shipped = order_id(&app.purchase(&body, None).await);
+    app.wait_order(shipped, 15, |o| o["status"] == "fulfilling")
+        .await;
+
+    browser.goto(&app.url("/dashboard")).await;
+    browser.type_into("#token", TOKEN).await;
+    browser.click("#login-form button[type=submit]").await;
+    browser
+        .wait_for(
+            "the order on the board",
+            &format!("return !!document.querySelector('tr[data-id=\"{shipped}\"] button.open')"),
+        )
+        .await;
+    browser
+        .click(&format!("tr[data-id=\"{shipped}\"] button.open"))
+        .await;
+    let types = browser
+        .wait_for(
+            "the timeline",
+            "const t = [...document.querySelectorAll('#timeline tbody tr')].map(r => r.dataset.type); return t.length >= 3 ? t : []",
+        )
+        .await;
+    assert_eq!(
+        types,
+        json!(["order.created", "order.paid", "order.fulfilling"])
+    );
+    let customer = browser
+        .script("return document.getElementById('panel-customer').textContent")
+        .await;
+    assert!(
+        customer.as_str().unwrap().starts_with(evil),
+        "the name shows as text: {customer}"
+    );
+    browser
+        .wait_for(
+            "the order's webhook deliveries",
+            "return [...document.querySelectorAll('#order-deliveries tbody tr')].filter(r => r.textContent.includes('delivered')).length >= 3",
+        )
+        .await;
+
+    // The webhooks view: the endpoint, its health, its log; resend one.
+    let description = browser
+        .wait_for(
+            "the endpoint",
+            &format!("const d = document.querySelector('#endpoints tr[data-id=\"{endpoint}\"] .description'); return d ? [d.textContent] : []"),
+        )
+        .await;
+    assert_eq!(description, json!([hostile]));
+    browser
+        .click(&format!("#endpoints tr[data-id=\"{endpoint}\"] button.log"))
+        .await;
+    browser
+        .wait_for(
+            "the delivery log",
+            "return document.querySelectorAll('#endpoint-log-rows button.resend').length >= 1",
+        )
+        .await;
+    let before = receiver.accepted().len();
+    browser.click("#endpoint-log-rows button.resend").await;
+    receiver
+        .wait_for(10, "the resent event", |got| {
+            got.iter().filter(|g| g.accepted).count() > before
+        })
+        .await;
+
+    // The stuck order is marked, and the filter shows only it.
+    browser
+        .wait_for(
+            "the stuck mark",
+            &format!("return !!document.querySelector('tr[data-id=\"{stuck}\"] .stuck')"),
+        )
+        .await;
+    browser.click("#stuck-only").await;
+    browser
+        .wait_for(
+            "the stuck filter",
+            &format!("const ids = [...document.querySelectorAll('#rows tr')].map(r => r.dataset.id); return ids.length === 1 && ids[0] === '{stuck}'"),
+        )
+        .await;
+
+    // No markup from customers or ops ran or rendered.
+    assert_eq!(
+        browser
+            .script(
+                "return document.querySelectorAll('img, #panel script, #endpoints script').length"
+            )
+            .await,
+        json!(0)
+    );
+    let alert = browser.try_cmd("GET", "/alert/text", None).await;
+    assert!(
+        matches!(&alert, Err(e) if e["error"] == "no such alert"),
+        "a script ran: {alert:?}"
+    );
+    browser.cmd("DELETE", "", None).await;
+    worker.stop().unwrap();
+}

@@ -9,6 +9,8 @@ let stream = null;       // AbortController of the live event stream
 let retryMs = 1000;
 let rendered = new Map(); // order id → { key, node } of the rows on the page
 let loads = 0;            // the newest load() is the one shown
+let opened = null;        // the order whose panel is open
+let logOf = null;         // the endpoint whose delivery log is shown
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -88,13 +90,14 @@ function row(o) {
   }
   const stock = (o.warehouse.items || []).map((i) => i.sku + ": " + (i.available ?? "?")).join(", ");
   const ship = o.shipping.status ? o.shipping.status + (o.shipping.tracking_number ? " · " + o.shipping.tracking_number : "") : "";
-  return el("tr", { "data-id": o.id },
-    el("td", { class: "id", title: o.id }, o.id.slice(0, 8)),
+  return el("tr", { "data-id": o.id, class: o.id === opened ? "selected" : "" },
+    el("td", { class: "id", title: o.id }, el("button", { class: "open", onclick: () => openOrder(o.id) }, o.id.slice(0, 8))),
     el("td", { class: "customer" }, o.customer_name || ""),
     el("td", {}, el("span", { class: "pill" }, o.status),
       delivery === "failed" ? el("span", { class: "stale" }, " delivery failed") : null,
       unknown ? el("span", { class: "stale unknown", title: "the last delivery attempt got no answer; the shipment may exist" }, " shipment unknown") : null,
-      o.attention ? el("span", { class: "stale attention", title: "attempts used up: ops must look" }, " needs attention: " + o.attention) : null),
+      o.attention ? el("span", { class: "stale attention", title: "attempts used up: ops must look" }, " needs attention: " + o.attention) : null,
+      o.stuck ? el("span", { class: "stale stuck", title: "since " + new Date(o.stuck.since).toLocaleString() }, " stuck: " + o.stuck.reason) : null),
     el("td", {}, money(o.total_cents, o.currency)),
     source(o.payment, o.payment.status),
     source(o.shipping, ship),
@@ -107,7 +110,8 @@ function renderSummary(s) {
   tiles.replaceChildren(...Object.entries(s.orders_by_status).map(([k, v]) =>
     el("div", { class: "tile" }, el("div", { class: "n" }, v), el("div", { class: "l" }, k))),
     el("div", { class: "tile" }, el("div", { class: "n" }, Math.round(s.outbox_lag_seconds) + " s"), el("div", { class: "l" }, "outbox lag")),
-    el("div", { class: "tile" + (s.needs_attention ? " bad" : "") }, el("div", { class: "n" }, s.needs_attention || 0), el("div", { class: "l" }, "needs attention")));
+    el("div", { class: "tile" + (s.needs_attention ? " bad" : "") }, el("div", { class: "n" }, s.needs_attention || 0), el("div", { class: "l" }, "needs attention")),
+    el("div", { class: "tile stuck-tile" + (s.stuck ? " bad" : "") }, el("div", { class: "n" }, s.stuck || 0), el("div", { class: "l" }, "stuck")));
   $("partners").replaceChildren(...Object.entries(s.partners).map(([name, p]) =>
     el("div", { class: "partner " + (p.healthy ? "ok" : "bad") },
       el("div", {}, name + " ", el("b", {}, p.healthy ? "healthy" : "unhealthy")),
@@ -160,7 +164,95 @@ async function load() {
   const [summary, board] = await Promise.all([api("/api/v1/dashboard/summary"), api("/api/v1/dashboard/orders" + q)]);
   if (seq !== loads) return; // a newer load (another filter, a later refresh) wins
   renderSummary(summary);
-  renderRows(board.orders);
+  renderRows($("stuck-only").checked ? board.orders.filter((o) => o.stuck) : board.orders);
+  loadEndpoints().catch(() => {});
+  if (opened) loadOrder(opened).catch(() => {});
+}
+
+// The order panel: its timeline (events, oldest first) and its webhook
+// deliveries. Event data is customer-provided: text nodes only.
+
+function openOrder(id) {
+  opened = id;
+  for (const r of document.querySelectorAll("#rows tr")) r.classList.toggle("selected", r.dataset.id === id);
+  $("panel").hidden = false;
+  loadOrder(id).catch((e) => toast("Could not load the order: " + e.message));
+}
+
+// What moved between two snapshots of an order, as "field: before → after".
+function changes(before, after) {
+  const pick = (o) => o ? {
+    status: o.status, delivery: o.delivery.status, attempts: o.delivery.attempts,
+    payment: o.payment.status, error: o.delivery.last_error, tracking: o.delivery.tracking_number,
+  } : {};
+  const a = pick(before), b = pick(after);
+  return Object.keys(b).filter((k) => a[k] !== b[k] && b[k] !== null && b[k] !== undefined)
+    .map((k) => k + ": " + (a[k] === undefined || a[k] === null ? "" : a[k] + " → ") + b[k]).join(" · ");
+}
+
+function deliveryCells(d) {
+  const answer = d.response_status ? "HTTP " + d.response_status : (d.error || "—");
+  const when = d.attempted_at || d.next_attempt_at;
+  return [el("td", {}, d.attempt), el("td", {}, el("span", { class: "pill" }, d.status)),
+    el("td", { class: "changes" }, answer + (d.response_status && d.error ? " · " + d.error : "")),
+    el("td", {}, when ? new Date(when).toLocaleTimeString() : "")];
+}
+
+async function loadOrder(id) {
+  const [events, deliveries] = await Promise.all([
+    api("/api/v1/orders/" + id + "/events"), api("/api/v1/orders/" + id + "/webhook-deliveries")]);
+  if (opened !== id) return;
+  $("panel-id").textContent = id;
+  const last = events.events.length ? events.events[events.events.length - 1].data.order : null;
+  $("panel-customer").textContent = last ? last.customer.name + " · " + last.customer.email : "";
+  let prev = null;
+  $("timeline").tBodies[0].replaceChildren(...events.events.map((e) => {
+    const row = el("tr", { "data-type": e.type }, el("td", {}, e.sequence), el("td", {}, e.type),
+      el("td", {}, new Date(e.created_at).toLocaleString()), el("td", { class: "changes" }, changes(prev, e.data.order)));
+    prev = e.data.order;
+    return row;
+  }));
+  $("order-deliveries").tBodies[0].replaceChildren(...deliveries.deliveries.map((d) =>
+    el("tr", {}, el("td", { class: "mono" }, d.endpoint_id.slice(0, 11)), el("td", {}, d.type), ...deliveryCells(d))));
+  $("order-deliveries-empty").hidden = deliveries.deliveries.length > 0;
+}
+
+// The webhooks view: endpoints, their health, their delivery log, resend.
+
+function health(h) {
+  if (h.failing_since) return "failing since " + new Date(h.failing_since).toLocaleTimeString() + " (" + h.consecutive_failures + " failures)";
+  return h.last_success_at ? "ok · last success " + new Date(h.last_success_at).toLocaleTimeString() : "no delivery yet";
+}
+
+async function loadEndpoints() {
+  const list = await api("/api/v1/webhook-endpoints");
+  $("endpoints").tBodies[0].replaceChildren(...list.endpoints.map((w) =>
+    el("tr", { "data-id": w.id },
+      el("td", { class: "mono", title: w.url }, w.id.slice(0, 11), el("span", { class: "age" }, w.url)),
+      el("td", {}, w.events.join(", ")),
+      el("td", { class: "description" }, w.description),
+      el("td", { class: w.health.failing_since ? "stale" : "" }, w.enabled ? health(w.health) : "disabled"),
+      el("td", {}, el("button", { class: "ghost log", onclick: () => showLog(w.id) }, "Deliveries")))));
+  $("endpoints-empty").hidden = list.endpoints.length > 0;
+  if (logOf) await showLog(logOf);
+}
+
+async function showLog(id) {
+  logOf = id;
+  const log = await api("/api/v1/webhook-endpoints/" + id + "/deliveries?limit=50");
+  $("endpoint-log").hidden = false;
+  $("endpoint-log-id").textContent = id;
+  $("endpoint-log-rows").replaceChildren(...log.deliveries.map((d) =>
+    el("tr", { "data-event": d.event_id }, el("td", {}, d.type), el("td", { class: "mono" }, d.order_id.slice(0, 8)), ...deliveryCells(d),
+      el("td", {}, el("button", { class: "ghost resend", onclick: () => resend(id, d.event_id) }, "Resend")))));
+}
+
+async function resend(endpoint, event) {
+  try {
+    await api("/api/v1/webhook-endpoints/" + endpoint + "/events/" + event + "/resend", { method: "POST" });
+    toast("Resend queued.");
+    setTimeout(() => showLog(endpoint).catch(() => {}), 1000);
+  } catch (e) { toast("Failed: " + e.message); }
 }
 
 function setLive(on) {
@@ -234,6 +326,8 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("logout").addEventListener("click", () => logout());
   $("filter").addEventListener("change", () => load().catch((e) => toast(e.message)));
+  $("stuck-only").addEventListener("change", () => load().catch((e) => toast(e.message)));
+  $("panel-close").addEventListener("click", () => { opened = null; $("panel").hidden = true; });
   $("refresh").addEventListener("click", () => api("/api/v1/dashboard/refresh", { method: "POST" })
     .then(() => toast("Refresh requested.")).catch((e) => toast(e.message)));
   document.addEventListener("visibilitychange", () => {
