@@ -503,3 +503,72 @@ async fn an_order_the_shipping_partner_keeps_failing_becomes_stuck_paid_until_it
     );
     worker.stop().unwrap();
 }
+
+/// The receiver code of docs/WEBHOOKS.md, between its markers.
+fn receiver_snippet() -> String {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/WEBHOOKS.md")).unwrap();
+    let start = doc.find("<!-- receiver-snippet -->").unwrap();
+    let end = doc.find("<!-- /receiver-snippet -->").unwrap();
+    let block = &doc[start..end];
+    let code = block.split("```python").nth(1).unwrap();
+    code.split("```").next().unwrap().to_owned()
+}
+
+/// Runs the snippet's `verify` and `Orders.apply` on a delivery: prints
+/// the event id and whether each of two applications applied it.
+fn run_snippet(secret: &str, header: &str, body: &[u8]) -> std::process::Output {
+    let dir = std::env::temp_dir().join(format!("orderflow-snippet-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let body_path = dir.join("body.json");
+    std::fs::write(&body_path, body).unwrap();
+    let script = format!(
+        "{}\nimport sys\nevent = verify(sys.argv[1], sys.argv[2], open(sys.argv[3], 'rb').read())\n\
+         orders = Orders()\nprint(event['id'], orders.apply(event), orders.apply(event))\n",
+        receiver_snippet()
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(secret)
+        .arg(header)
+        .arg(&body_path)
+        .output()
+        .expect("python3 runs the docs' receiver snippet");
+    let _ = std::fs::remove_dir_all(dir);
+    out
+}
+
+#[actix_rt::test]
+async fn the_receiver_code_in_the_docs_verifies_a_real_delivery_and_dedupes_it() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start(Mode::Ok);
+    let (_, secret) = register(&app, &receiver.url, &["order.created"]).await;
+    let worker = app.start_worker(fast_worker());
+    app.purchase(&visa(), None).await;
+    receiver
+        .wait_for(15, "a delivery", |got| !got.is_empty())
+        .await;
+    let got = receiver.got()[0].clone();
+
+    let ok = run_snippet(&secret, &got.signature, &got.body);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout).trim(),
+        format!("{} True False", got.event_id),
+        "verified, applied once, the redelivery ignored"
+    );
+    let wrong = run_snippet("whsec_wrong", &got.signature, &got.body);
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("signature mismatch"));
+    let mut tampered = got.body.clone();
+    tampered.extend_from_slice(b" ");
+    assert!(!run_snippet(&secret, &got.signature, &tampered)
+        .status
+        .success());
+    worker.stop().unwrap();
+}
