@@ -191,6 +191,7 @@ fn run_simulate(_settings: Settings, args: SimArgs) -> anyhow::Result<()> {
         println!("payment gateway:  {}", sims.payment_url());
         println!("shipping partner: {}", sims.shipping_url());
         println!("warehouse:        {}", sims.warehouse_url());
+        println!("storefront (webhook receiver): {}", sims.storefront_url());
         let handles: Vec<_> = sims.servers.iter().map(|s| s.handle()).collect();
         let servers = futures_util::future::try_join_all(sims.servers);
         tokio::select! {
@@ -258,7 +259,7 @@ fn run_dev(mut settings: Settings) -> anyhow::Result<()> {
         settings.ops_token = Some(SecretString::from(hex::encode(bytes)));
     }
     actix_rt::System::new().block_on(async move {
-        let sim_handles = start_missing_partners(&mut settings)?;
+        let (sim_handles, storefront) = start_missing_partners(&mut settings)?;
         let pool = db::build_pool(&settings, "orderflow-dev");
         let queue = Arc::new(JobQueue::new(&settings)?);
         let metrics = Metrics::new()?;
@@ -266,6 +267,13 @@ fn run_dev(mut settings: Settings) -> anyhow::Result<()> {
         let (stop_workers, stop_rx) = tokio::sync::watch::channel(false);
         let workers = start_dev_workers(settings.clone(), stop_rx)?;
         print_banner(&settings, app.port(), token_generated);
+        if let Some(url) = storefront {
+            println!("  a simulated storefront receives webhooks at {url}");
+            if !settings.webhooks.allow_private_targets {
+                println!("  (a local endpoint needs WEBHOOK_ALLOW_PRIVATE_TARGETS=true)");
+            }
+            println!();
+        }
         let stop_flusher = share_partner_calls(&metrics, &queue);
         watch_dependencies(pool, queue.clone());
         app.server().await?;
@@ -298,16 +306,18 @@ fn seed_demo_catalog(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Servers to stop at exit, and where the simulated storefront receives
+/// webhooks (if the simulators run).
+type StartedSims = (Vec<actix_web::dev::ServerHandle>, Option<String>);
+
 /// Starts the simulators for the partners whose URL is not set, and points
 /// the settings at them.
-fn start_missing_partners(
-    settings: &mut Settings,
-) -> anyhow::Result<Vec<actix_web::dev::ServerHandle>> {
+fn start_missing_partners(settings: &mut Settings) -> anyhow::Result<StartedSims> {
     let needs_sim = settings.payment_gateway_url.is_none()
         || settings.shipping_api_url.is_none()
         || settings.warehouse_api_url.is_none();
     if !needs_sim {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     }
     let sims = sim::start(&SimArgs::ephemeral(42))?;
     settings
@@ -319,7 +329,8 @@ fn start_missing_partners(
     settings
         .warehouse_api_url
         .get_or_insert(sims.warehouse_url().parse()?);
-    Ok(sims
+    let storefront = sims.storefront_url();
+    let handles = sims
         .servers
         .into_iter()
         .map(|s| {
@@ -327,7 +338,8 @@ fn start_missing_partners(
             actix_rt::spawn(s);
             handle
         })
-        .collect())
+        .collect();
+    Ok((handles, Some(storefront)))
 }
 
 /// The workers, on their own runtime (apalis needs a tokio runtime with

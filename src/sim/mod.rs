@@ -14,6 +14,7 @@
 mod chaos;
 pub mod payment;
 pub mod shipping;
+pub mod storefront;
 pub mod warehouse;
 
 use std::net::{SocketAddr, TcpListener};
@@ -37,6 +38,9 @@ pub struct SimArgs {
     /// Where the warehouse listens.
     #[arg(long, env = "SIM_WAREHOUSE_ADDR", default_value = "127.0.0.1:8083")]
     pub warehouse_addr: SocketAddr,
+    /// The storefront's webhook receiver (`POST /webhooks`).
+    #[arg(long, env = "SIM_STOREFRONT_ADDR", default_value = "127.0.0.1:8084")]
+    pub storefront_addr: SocketAddr,
     /// Latency of every call, in milliseconds (all three partners).
     #[arg(long, env = "SIM_LATENCY_MS", default_value_t = 0)]
     pub latency_ms: u64,
@@ -71,6 +75,7 @@ impl SimArgs {
             payment_addr: any,
             shipping_addr: any,
             warehouse_addr: any,
+            storefront_addr: any,
             latency_ms: 0,
             jitter_ms: 0,
             failure_rate: 0.0,
@@ -99,12 +104,15 @@ pub struct Simulators {
     pub payment_addr: SocketAddr,
     pub shipping_addr: SocketAddr,
     pub warehouse_addr: SocketAddr,
+    pub storefront_addr: SocketAddr,
     pub payment: Arc<payment::PaymentSim>,
     pub shipping: Arc<shipping::ShippingSim>,
     pub warehouse: Arc<warehouse::WarehouseSim>,
+    pub storefront: Arc<storefront::StorefrontSim>,
     pub payment_chaos: Arc<Chaos>,
     pub shipping_chaos: Arc<Chaos>,
     pub warehouse_chaos: Arc<Chaos>,
+    pub storefront_chaos: Arc<Chaos>,
     pub servers: Vec<Server>,
 }
 
@@ -117,6 +125,10 @@ impl Simulators {
     }
     pub fn warehouse_url(&self) -> String {
         format!("http://{}", self.warehouse_addr)
+    }
+    /// Where the storefront simulator receives webhooks.
+    pub fn storefront_url(&self) -> String {
+        format!("http://{}/webhooks", self.storefront_addr)
     }
 }
 
@@ -154,7 +166,8 @@ pub fn start(args: &SimArgs) -> anyhow::Result<Simulators> {
     let knobs = args.knobs();
     let payment_chaos = Arc::new(Chaos::new(knobs.clone(), args.seed));
     let shipping_chaos = Arc::new(Chaos::new(knobs.clone(), args.seed.wrapping_add(1)));
-    let warehouse_chaos = Arc::new(Chaos::new(knobs, args.seed.wrapping_add(2)));
+    let warehouse_chaos = Arc::new(Chaos::new(knobs.clone(), args.seed.wrapping_add(2)));
+    let storefront_chaos = Arc::new(Chaos::new(knobs, args.seed.wrapping_add(3)));
     let payment = Arc::new(payment::PaymentSim::default());
     let shipping = Arc::new(shipping::ShippingSim::new(Duration::from_secs(
         args.ship_stage_secs,
@@ -181,16 +194,27 @@ pub fn start(args: &SimArgs) -> anyhow::Result<Simulators> {
         warehouse_chaos.clone(),
         warehouse::routes,
     )?;
+    let storefront = Arc::new(storefront::StorefrontSim::default());
+    let (storefront_addr, s4) = serve(
+        args.storefront_addr,
+        args.workers,
+        storefront.clone(),
+        storefront_chaos.clone(),
+        storefront::routes,
+    )?;
     Ok(Simulators {
         payment_addr,
         shipping_addr,
         warehouse_addr,
+        storefront_addr,
         payment,
         shipping,
         warehouse,
+        storefront,
         payment_chaos,
         shipping_chaos,
         warehouse_chaos,
-        servers: vec![s1, s2, s3],
+        storefront_chaos,
+        servers: vec![s1, s2, s3, s4],
     })
 }
