@@ -68,6 +68,9 @@ pub fn check_shape(raw: &str) -> Result<Url, Refusal> {
     Ok(url)
 }
 
+/// How long a registration waits for the host to resolve.
+const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Resolves the URL's host and checks every address (unless
 /// `allow_private`).
 pub async fn check_target(url: &Url, allow_private: bool) -> Result<(), Refusal> {
@@ -79,8 +82,9 @@ pub async fn check_target(url: &Url, allow_private: bool) -> Result<(), Refusal>
     let port = url.port_or_known_default().unwrap_or(443);
     let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => tokio::net::lookup_host((host, port))
+        Err(_) => tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((host, port)))
             .await
+            .map_err(|_| Refusal::Unresolvable("no answer in time".into()))?
             .map_err(|e| Refusal::Unresolvable(e.to_string()))?
             .collect(),
     };
