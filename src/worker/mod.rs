@@ -6,7 +6,8 @@
 //!   is refused for a heartbeat interval), heartbeats every 5 s, orphaned
 //!   after 2 missed: a job interrupted by SIGKILL runs again on a live worker
 //!   (or the restarted one) within about 10–15 s;
-//! - `poll_with_interval`, or an idle worker only fetches on its heartbeat;
+//! - a poll strategy, or an idle worker only fetches on its heartbeat
+//!   (and not apalis' own interval, which can stop re-arming: [`poll`]);
 //! - Diesel runs on tokio's blocking pool (`db::unit`), never in the job's
 //!   task, so heartbeats are never starved;
 //! - the Redis connection tolerates a slow command (10 s response timeout
@@ -28,6 +29,7 @@
 mod housekeeping;
 mod metrics_endpoint;
 mod options;
+mod poll;
 mod restart;
 
 use std::sync::Arc;
@@ -206,7 +208,8 @@ macro_rules! keep_worker {
         w.restart.clone().keep_running(kind, move || {
             WorkerBuilder::new(unique_name(kind))
                 .backend(
-                    storage::<$job>(&conn, &prefix, &opts, $batch).poll_with_interval(opts.poll),
+                    storage::<$job>(&conn, &prefix, &opts, $batch)
+                        .poll_with_strategy(poll::Rearming::every(opts.poll)),
                 )
                 .data(ctx.clone())
                 .concurrency($concurrency)
