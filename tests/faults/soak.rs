@@ -116,10 +116,11 @@ async fn thirty_active_orders_refreshed_every_second_keep_redis_flat() {
         last.1 as f64 / 30.0,
         last.2
     );
-    // A scheduled run is skipped while one is in progress; measured about
-    // 0.6 runs a second at a 1 s schedule.
+    // A scheduled run is skipped while one is in progress; measured 183
+    // runs in 180 s at a 1 s schedule (36–41 while apalis' poll timer could
+    // stop re-arming: `worker::poll`).
     assert!(
-        runs.unwrap_or(0) as f64 >= secs as f64 / 4.0,
+        runs.unwrap_or(0) as f64 >= secs as f64 / 2.0,
         "refreshes ran: {runs:?}"
     );
     assert!(
