@@ -3,6 +3,7 @@ DROP FUNCTION order_events_record();
 DROP FUNCTION order_event_types(orders, orders);
 DROP TABLE webhook_attempts;
 DROP TABLE webhook_deliveries;
+DROP TABLE webhook_fanout;
 DROP TABLE order_events;
 DROP TABLE webhook_endpoints;
 DROP INDEX orders_stuck_idx;

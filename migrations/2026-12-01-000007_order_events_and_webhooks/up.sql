@@ -6,9 +6,9 @@
 -- the order row as it was right after the change (lines never change and
 -- are joined when it is rendered).
 --
--- The events are also the outbox of webhook delivery: `fanout_pending`
--- marks an event some enabled endpoint subscribes to, until a worker has
--- made its deliveries.
+-- The events are also the outbox of webhook delivery: an event some
+-- enabled endpoint subscribes to is queued in `webhook_fanout` by the same
+-- statement, until a worker has made its deliveries.
 ALTER TABLE orders ADD COLUMN event_seq INTEGER NOT NULL DEFAULT 0;
 -- When the order entered its status: stuck orders are found by it.
 ALTER TABLE orders ADD COLUMN status_since TIMESTAMPTZ NOT NULL DEFAULT now();
@@ -42,13 +42,19 @@ CREATE TABLE order_events (
     type           TEXT NOT NULL,
     created_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
     order_row      JSONB NOT NULL,
-    fanout_pending BOOLEAN NOT NULL DEFAULT false,
     UNIQUE (order_id, sequence)
 );
-CREATE INDEX order_events_fanout_idx ON order_events (created_at) WHERE fanout_pending;
 
--- A delivery of one event to one endpoint (a resend is a new one). While
--- a drainer holds it, next_attempt_at is its lease.
+-- Events awaiting fan-out: small rows, deleted when fanned out (a wide
+-- event row is never rewritten for it).
+CREATE TABLE webhook_fanout (
+    event_id   UUID PRIMARY KEY,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+-- A delivery of one event to one endpoint (a resend is a new one). A
+-- drainer's claim sets `lease_until` (not indexed, so the claim is a HOT
+-- update); the row keeps its last attempt's answer.
 CREATE TABLE webhook_deliveries (
     id              BIGSERIAL PRIMARY KEY,
     endpoint_id     UUID NOT NULL REFERENCES webhook_endpoints (id) ON DELETE CASCADE,
@@ -57,19 +63,25 @@ CREATE TABLE webhook_deliveries (
                         CHECK (status IN ('pending', 'delivered', 'retrying', 'failed')),
     attempts        INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
     next_attempt_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    lease_until     TIMESTAMPTZ,
+    response_status SMALLINT,
+    error           TEXT,
+    duration_ms     INTEGER,
+    attempted_at    TIMESTAMPTZ,
     created_at      TIMESTAMPTZ NOT NULL DEFAULT now()
-);
+) WITH (fillfactor = 70);
 CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (endpoint_id, next_attempt_at)
     WHERE status IN ('pending', 'retrying');
 CREATE INDEX webhook_deliveries_event_idx ON webhook_deliveries (event_id);
 
--- The delivery log: one row per attempt.
+-- The attempts that did not deliver (the delivered one is on its delivery
+-- row): with those rows, the delivery log.
 CREATE TABLE webhook_attempts (
     id              BIGSERIAL PRIMARY KEY,
     delivery_id     BIGINT NOT NULL REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
     endpoint_id     UUID NOT NULL,
     attempt         INTEGER NOT NULL CHECK (attempt >= 1),
-    status          TEXT NOT NULL CHECK (status IN ('delivered', 'retrying', 'failed')),
+    status          TEXT NOT NULL CHECK (status IN ('retrying', 'failed')),
     response_status SMALLINT,
     error           TEXT,
     duration_ms     INTEGER NOT NULL,
@@ -135,11 +147,15 @@ BEGIN
     END IF;
     first := NEW.event_seq + 1;
     NEW.event_seq := NEW.event_seq + cardinality(kinds);
-    INSERT INTO order_events (order_id, sequence, type, order_row, fanout_pending)
-    SELECT NEW.id, first + i - 1, kinds[i], to_jsonb(NEW),
-           EXISTS (SELECT 1 FROM webhook_endpoints e
-                   WHERE e.enabled AND (kinds[i] = ANY (e.events) OR '*' = ANY (e.events)))
-    FROM generate_subscripts(kinds, 1) AS i;
+    WITH made AS (
+        INSERT INTO order_events (order_id, sequence, type, order_row)
+        SELECT NEW.id, first + i - 1, kinds[i], to_jsonb(NEW)
+        FROM generate_subscripts(kinds, 1) AS i
+        RETURNING id, type)
+    INSERT INTO webhook_fanout (event_id)
+    SELECT made.id FROM made
+    WHERE EXISTS (SELECT 1 FROM webhook_endpoints e
+                  WHERE e.enabled AND (made.type = ANY (e.events) OR '*' = ANY (e.events)));
     RETURN NEW;
 END $$;
 

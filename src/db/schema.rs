@@ -24,7 +24,6 @@ diesel::table! {
         type_ -> Text,
         created_at -> Timestamptz,
         order_row -> Jsonb,
-        fanout_pending -> Bool,
     }
 }
 
@@ -115,6 +114,11 @@ diesel::table! {
         status -> Text,
         attempts -> Int4,
         next_attempt_at -> Timestamptz,
+        lease_until -> Nullable<Timestamptz>,
+        response_status -> Nullable<Int2>,
+        error -> Nullable<Text>,
+        duration_ms -> Nullable<Int4>,
+        attempted_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
     }
 }
@@ -137,6 +141,13 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    webhook_fanout (event_id) {
+        event_id -> Uuid,
+        created_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(idempotency_keys -> orders (order_id));
 diesel::joinable!(order_events -> orders (order_id));
 diesel::joinable!(order_items -> orders (order_id));
@@ -156,4 +167,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     webhook_attempts,
     webhook_deliveries,
     webhook_endpoints,
+    webhook_fanout,
 );

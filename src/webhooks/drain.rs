@@ -162,14 +162,18 @@ async fn claim(
 ) -> anyhow::Result<Vec<Ready>> {
     let (task, lease) = (task.to_owned(), ctx.lease);
     let (claims, evts) = db::unit(&ctx.pool, move |c| {
-        if store::take_drain(c, endpoint, &task, lease)?.is_none() {
-            return Ok((Vec::new(), Vec::new()));
-        }
-        let claims = store::claim_due(c, endpoint, room as i64, lease)?;
-        let mut ids: Vec<Uuid> = claims.iter().map(|c| c.event_id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        Ok((claims, events::by_ids(c, &ids)?))
+        use diesel::Connection;
+        c.transaction(|c| {
+            store::relaxed_commit(c)?;
+            if store::take_drain(c, endpoint, &task, lease)?.is_none() {
+                return Ok((Vec::new(), Vec::new()));
+            }
+            let claims = store::claim_due(c, endpoint, room as i64, lease)?;
+            let mut ids: Vec<Uuid> = claims.iter().map(|c| c.event_id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            Ok((claims, events::by_ids(c, &ids)?))
+        })
     })
     .await?;
     let bodies: std::collections::HashMap<Uuid, actix_web::web::Bytes> = evts
