@@ -74,6 +74,7 @@ async fn drain(ctx: &WebhookContext, endpoint: Uuid, task: &str) -> anyhow::Resu
         return Ok(());
     };
     let mut round = Round::new(ctx.settings.concurrency);
+    let mut recorder = Recorder::start(ctx, endpoint);
     loop {
         if round.wants_more() {
             let ready = claim(ctx, endpoint, task, &target, round.room()).await?;
@@ -83,17 +84,59 @@ async fn drain(ctx: &WebhookContext, endpoint: Uuid, task: &str) -> anyhow::Resu
             }
         }
         if round.inflight.is_empty() {
-            record(ctx, endpoint, std::mem::take(&mut round.finished)).await?;
+            recorder.finish().await?;
             if !finish_or_stay(ctx, endpoint, task).await? {
                 return Ok(());
             }
+            recorder = Recorder::start(ctx, endpoint);
             round.idle_since = None;
             continue;
         }
         round.wait().await;
-        if round.finished.len() >= RECORD_BATCH || round.inflight.len() <= round.limit / 2 {
-            record(ctx, endpoint, std::mem::take(&mut round.finished)).await?;
+        for done in round.finished.drain(..) {
+            recorder.add(done);
         }
+    }
+}
+
+/// Records a drainer's finished attempts on a task of its own, as many per
+/// statement as have finished meanwhile (up to [`RECORD_BATCH`]), so the
+/// window of POSTs never waits for PostgreSQL.
+struct Recorder {
+    tx: tokio::sync::mpsc::UnboundedSender<AttemptRecord>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Recorder {
+    fn start(ctx: &WebhookContext, endpoint: Uuid) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<AttemptRecord>();
+        let ctx = ctx.clone();
+        let task = tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < RECORD_BATCH {
+                    match rx.try_recv() {
+                        Ok(more) => batch.push(more),
+                        Err(_) => break,
+                    }
+                }
+                record(&ctx, endpoint, batch).await?;
+            }
+            Ok(())
+        });
+        Recorder { tx, task }
+    }
+
+    fn add(&self, done: AttemptRecord) {
+        // The task only ends when this sender is dropped, or on an error
+        // that `finish` reports.
+        let _ = self.tx.send(done);
+    }
+
+    /// Waits until everything added is recorded.
+    async fn finish(self) -> anyhow::Result<()> {
+        drop(self.tx);
+        self.task.await?
     }
 }
 
