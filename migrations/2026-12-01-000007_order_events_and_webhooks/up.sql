@@ -52,9 +52,10 @@ CREATE TABLE webhook_fanout (
     created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
--- A delivery of one event to one endpoint (a resend is a new one). A
--- drainer's claim sets `lease_until` (not indexed, so the claim is a HOT
--- update); the row keeps its last attempt's answer.
+-- A delivery of one event to one endpoint (a resend is a new one), with
+-- its last attempt's answer. Only the endpoint's drainer (one per endpoint,
+-- by the drain lease) sends it: a drainer that dies leaves its in-flight
+-- deliveries due, and the next drainer sends them again.
 CREATE TABLE webhook_deliveries (
     id              BIGSERIAL PRIMARY KEY,
     endpoint_id     UUID NOT NULL REFERENCES webhook_endpoints (id) ON DELETE CASCADE,
@@ -63,7 +64,6 @@ CREATE TABLE webhook_deliveries (
                         CHECK (status IN ('pending', 'delivered', 'retrying', 'failed')),
     attempts        INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
     next_attempt_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    lease_until     TIMESTAMPTZ,
     response_status SMALLINT,
     error           TEXT,
     duration_ms     INTEGER,

@@ -114,7 +114,6 @@ diesel::table! {
         status -> Text,
         attempts -> Int4,
         next_attempt_at -> Timestamptz,
-        lease_until -> Nullable<Timestamptz>,
         response_status -> Nullable<Int2>,
         error -> Nullable<Text>,
         duration_ms -> Nullable<Int4>,

@@ -1,8 +1,8 @@
 //! Webhook endpoints, their deliveries and the delivery log (migration 7).
 //!
 //! A delivery is made by fan-out ([`fan_out`]) from the events some enabled
-//! endpoint subscribes to, claimed by the endpoint's one drainer
-//! ([`take_drain`], [`claim_due`]), and settled with its attempt logged
+//! endpoint subscribes to, sent by the endpoint's one drainer
+//! ([`take_drain`], [`due`]), and settled with its attempt logged
 //! ([`record`]), all set-based so a drainer's round is a few statements.
 
 use std::time::Duration;
@@ -195,7 +195,7 @@ pub fn release_drain(conn: &mut PgConnection, endpoint: Uuid, task: &str) -> Res
     Ok(())
 }
 
-/// A claimed attempt of one delivery.
+/// A due delivery, and the number its next attempt has.
 #[derive(Debug, Clone, QueryableByName)]
 pub struct Claimed {
     #[diesel(sql_type = Int8)]
@@ -206,27 +206,25 @@ pub struct Claimed {
     pub attempt: i32,
 }
 
-/// Claims up to `limit` due deliveries of `endpoint`, oldest first, leased
-/// for `lease` (a drainer that dies leaves them due again after it), and
-/// counts their attempt. Only unindexed columns change: a HOT update.
-pub fn claim_due(
+/// Up to `limit` due deliveries of `endpoint`, oldest first, but those in
+/// `in_flight`. A read: only the endpoint's drainer (who holds the drain
+/// lease) sends them, and it knows what it has in flight; if it dies they
+/// are still due for the next one.
+pub fn due(
     conn: &mut PgConnection,
     endpoint: Uuid,
     limit: i64,
-    lease: Duration,
+    in_flight: &[i64],
 ) -> Result<Vec<Claimed>, DbError> {
     Ok(diesel::sql_query(
-        "UPDATE webhook_deliveries d SET attempts = d.attempts + 1, \
-           lease_until = now() + make_interval(secs => $3) \
-         WHERE d.id IN (SELECT id FROM webhook_deliveries \
-           WHERE endpoint_id = $1 AND status IN ('pending', 'retrying') \
-             AND next_attempt_at <= now() AND (lease_until IS NULL OR lease_until < now()) \
-           ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
-         RETURNING d.id AS delivery_id, d.event_id, d.attempts AS attempt",
+        "SELECT id AS delivery_id, event_id, attempts + 1 AS attempt FROM webhook_deliveries \
+         WHERE endpoint_id = $1 AND status IN ('pending', 'retrying') \
+           AND next_attempt_at <= now() AND NOT (id = ANY ($3)) \
+         ORDER BY next_attempt_at, id LIMIT $2",
     )
     .bind::<SqlUuid, _>(endpoint)
     .bind::<BigInt, _>(limit)
-    .bind::<Double, _>(lease.as_secs_f64())
+    .bind::<Array<Int8>, _>(in_flight)
     .load(conn)?)
 }
 
@@ -265,7 +263,7 @@ pub fn record(
             "WITH r AS (SELECT * FROM unnest($1::int8[], $2::int4[], $3::text[], $4::float8[], \
                  $5::int2[], $6::text[], $7::int4[], $8::timestamptz[]) \
                AS r(id, attempt, status, delay, response_status, error, duration_ms, attempted_at)), \
-             u AS (UPDATE webhook_deliveries d SET status = r.status, lease_until = NULL, \
+             u AS (UPDATE webhook_deliveries d SET status = r.status, attempts = r.attempt, \
                  next_attempt_at = CASE WHEN r.status = 'retrying' \
                    THEN now() + make_interval(secs => r.delay) ELSE d.next_attempt_at END, \
                  response_status = r.response_status, error = r.error, \
@@ -333,8 +331,8 @@ struct NextDue {
 /// When `endpoint`'s next delivery is due (`None`: nothing left to send).
 pub fn next_due(conn: &mut PgConnection, endpoint: Uuid) -> Result<Option<DateTime<Utc>>, DbError> {
     let row: NextDue = diesel::sql_query(
-        "SELECT min(greatest(next_attempt_at, coalesce(lease_until, next_attempt_at))) AS at \
-         FROM webhook_deliveries WHERE endpoint_id = $1 AND status IN ('pending', 'retrying')",
+        "SELECT min(next_attempt_at) AS at FROM webhook_deliveries \
+         WHERE endpoint_id = $1 AND status IN ('pending', 'retrying')",
     )
     .bind::<SqlUuid, _>(endpoint)
     .get_result(conn)?;
@@ -349,8 +347,7 @@ pub fn overdue_endpoints(conn: &mut PgConnection, grace: Duration) -> Result<Vec
          WHERE w.enabled AND (w.drain_until IS NULL OR w.drain_until < now()) \
            AND EXISTS (SELECT 1 FROM webhook_deliveries d \
              WHERE d.endpoint_id = w.id AND d.status IN ('pending', 'retrying') \
-               AND d.next_attempt_at < now() - make_interval(secs => $1) \
-               AND (d.lease_until IS NULL OR d.lease_until < now() - make_interval(secs => $1)))",
+               AND d.next_attempt_at < now() - make_interval(secs => $1))",
     )
     .bind::<Double, _>(grace.as_secs_f64())
     .load(conn)?;

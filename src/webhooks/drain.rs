@@ -77,9 +77,11 @@ async fn drain(ctx: &WebhookContext, endpoint: Uuid, task: &str) -> anyhow::Resu
     let mut recorder = Recorder::start(ctx, endpoint);
     loop {
         if round.wants_more() {
-            let ready = claim(ctx, endpoint, task, &target, round.room()).await?;
+            let sending = recorder.unrecorded();
+            let ready = claim(ctx, endpoint, task, &target, round.room(), sending).await?;
             round.found(ready.len());
             for r in ready {
+                recorder.sending(r.claim.delivery_id);
                 round.inflight.push(send(ctx, r));
             }
         }
@@ -105,12 +107,17 @@ async fn drain(ctx: &WebhookContext, endpoint: Uuid, task: &str) -> anyhow::Resu
 struct Recorder {
     tx: tokio::sync::mpsc::UnboundedSender<AttemptRecord>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// Deliveries sent or being sent whose attempt is not recorded yet:
+    /// still due in PostgreSQL, so never taken again meanwhile.
+    unrecorded: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
 }
 
 impl Recorder {
     fn start(ctx: &WebhookContext, endpoint: Uuid) -> Self {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<AttemptRecord>();
         let ctx = ctx.clone();
+        let unrecorded: Arc<std::sync::Mutex<std::collections::HashSet<i64>>> = Arc::default();
+        let pending = Arc::clone(&unrecorded);
         let task = tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
@@ -120,11 +127,32 @@ impl Recorder {
                         Err(_) => break,
                     }
                 }
+                let ids: Vec<i64> = batch.iter().map(|a| a.delivery_id).collect();
                 record(&ctx, endpoint, batch).await?;
+                let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+                for id in ids {
+                    p.remove(&id);
+                }
             }
             Ok(())
         });
-        Recorder { tx, task }
+        Recorder {
+            tx,
+            task,
+            unrecorded,
+        }
+    }
+
+    fn sending(&self, delivery: i64) {
+        self.lock().insert(delivery);
+    }
+
+    fn unrecorded(&self) -> Vec<i64> {
+        self.lock().iter().copied().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<i64>> {
+        self.unrecorded.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn add(&self, done: AttemptRecord) {
@@ -195,13 +223,15 @@ async fn hold(ctx: &WebhookContext, endpoint: Uuid, task: &str) -> anyhow::Resul
     .await?)
 }
 
-/// Renews the lease and claims up to `room` due deliveries, rendered.
+/// Renews the lease and takes up to `room` due deliveries but those it is
+/// `sending` (in flight, or not recorded yet), rendered.
 async fn claim(
     ctx: &WebhookContext,
     endpoint: Uuid,
     task: &str,
     target: &Target,
     room: usize,
+    sending: Vec<i64>,
 ) -> anyhow::Result<Vec<Ready>> {
     let (task, lease) = (task.to_owned(), ctx.lease);
     let (claims, evts) = db::unit(&ctx.pool, move |c| {
@@ -211,7 +241,7 @@ async fn claim(
             if store::take_drain(c, endpoint, &task, lease)?.is_none() {
                 return Ok((Vec::new(), Vec::new()));
             }
-            let claims = store::claim_due(c, endpoint, room as i64, lease)?;
+            let claims = store::due(c, endpoint, room as i64, &sending)?;
             let mut ids: Vec<Uuid> = claims.iter().map(|c| c.event_id).collect();
             ids.sort_unstable();
             ids.dedup();
