@@ -50,7 +50,7 @@ CREATE TABLE order_events (
 CREATE TABLE webhook_fanout (
     event_id   UUID PRIMARY KEY,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now()
-);
+) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000);
 
 -- A delivery of one event to one endpoint (a resend is a new one), with
 -- its last attempt's answer. Only the endpoint's drainer (one per endpoint,
@@ -69,7 +69,8 @@ CREATE TABLE webhook_deliveries (
     duration_ms     INTEGER,
     attempted_at    TIMESTAMPTZ,
     created_at      TIMESTAMPTZ NOT NULL DEFAULT now()
-) WITH (fillfactor = 70);
+) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.02);
+-- Both are queues: rows churn, so they are vacuumed often.
 CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (endpoint_id, next_attempt_at)
     WHERE status IN ('pending', 'retrying');
 CREATE INDEX webhook_deliveries_event_idx ON webhook_deliveries (event_id);

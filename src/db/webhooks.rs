@@ -117,8 +117,8 @@ struct EndpointId {
     endpoint_id: Uuid,
 }
 
-/// Makes the deliveries of up to `limit` events awaiting fan-out (oldest
-/// first), one per enabled endpoint subscribed to the event's type, and
+/// Makes the deliveries of up to `limit` events awaiting fan-out (each
+/// tick takes all there are, in the thousands), one per enabled endpoint subscribed to the event's type, and
 /// returns the endpoints that got some. Events taken by a concurrent
 /// fan-out are skipped.
 pub fn fan_out(conn: &mut PgConnection, limit: i64) -> Result<Vec<Uuid>, DbError> {
@@ -126,8 +126,7 @@ pub fn fan_out(conn: &mut PgConnection, limit: i64) -> Result<Vec<Uuid>, DbError
         relaxed_commit(conn)?;
         let rows: Vec<EndpointId> = diesel::sql_query(
             "WITH f AS (DELETE FROM webhook_fanout WHERE event_id IN ( \
-                 SELECT event_id FROM webhook_fanout \
-                 ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
+                 SELECT event_id FROM webhook_fanout LIMIT $1 FOR UPDATE SKIP LOCKED) \
                RETURNING event_id), \
              d AS (INSERT INTO webhook_deliveries (endpoint_id, event_id) \
                SELECT w.id, e.id FROM f JOIN order_events e ON e.id = f.event_id \
@@ -204,27 +203,34 @@ pub struct Claimed {
     pub event_id: Uuid,
     #[diesel(sql_type = Int4)]
     pub attempt: i32,
+    #[diesel(sql_type = Timestamptz)]
+    pub next_attempt_at: DateTime<Utc>,
 }
 
-/// Up to `limit` due deliveries of `endpoint`, oldest first, but those in
-/// `in_flight`. A read: only the endpoint's drainer (who holds the drain
-/// lease) sends them, and it knows what it has in flight; if it dies they
-/// are still due for the next one.
+/// Up to `limit` due deliveries of `endpoint` due since `from`, oldest
+/// first, but those in `in_flight`. A read: only the endpoint's drainer
+/// (who holds the drain lease) sends them, and it knows what it has in
+/// flight; if it dies they are still due for the next one. `from` lets a
+/// drainer skip the index entries of deliveries it already settled (dead
+/// until vacuum).
 pub fn due(
     conn: &mut PgConnection,
     endpoint: Uuid,
     limit: i64,
     in_flight: &[i64],
+    from: DateTime<Utc>,
 ) -> Result<Vec<Claimed>, DbError> {
     Ok(diesel::sql_query(
-        "SELECT id AS delivery_id, event_id, attempts + 1 AS attempt FROM webhook_deliveries \
+        "SELECT id AS delivery_id, event_id, attempts + 1 AS attempt, next_attempt_at \
+         FROM webhook_deliveries \
          WHERE endpoint_id = $1 AND status IN ('pending', 'retrying') \
-           AND next_attempt_at <= now() AND NOT (id = ANY ($3)) \
+           AND next_attempt_at >= $4 AND next_attempt_at <= now() AND NOT (id = ANY ($3)) \
          ORDER BY next_attempt_at, id LIMIT $2",
     )
     .bind::<SqlUuid, _>(endpoint)
     .bind::<BigInt, _>(limit)
     .bind::<Array<Int8>, _>(in_flight)
+    .bind::<Timestamptz, _>(from)
     .load(conn)?)
 }
 

@@ -45,6 +45,10 @@ impl JobKind for WebhookDrain {
 const RECHECK: Duration = Duration::from_millis(50);
 /// Finished attempts recorded per statement, at most.
 const RECORD_BATCH: usize = 128;
+/// How much earlier than the latest due time taken a look starts, and how
+/// often it starts from the beginning instead.
+const LATE_COMMIT_SECS: i64 = 5;
+const FULL_SCAN_EVERY: Duration = Duration::from_secs(10);
 /// A retry due sooner than this is waited for by the drainer itself.
 const STAY_FOR: Duration = Duration::from_secs(2);
 /// The first retry's delay doubles up to this.
@@ -78,8 +82,9 @@ async fn drain(ctx: &WebhookContext, endpoint: Uuid, task: &str) -> anyhow::Resu
     loop {
         if round.wants_more() {
             let sending = recorder.unrecorded();
-            let ready = claim(ctx, endpoint, task, &target, round.room(), sending).await?;
-            round.found(ready.len());
+            let from = round.scan_from();
+            let ready = claim(ctx, endpoint, task, &target, round.room(), sending, from).await?;
+            round.found(&ready);
             for r in ready {
                 recorder.sending(r.claim.delivery_id);
                 round.inflight.push(send(ctx, r));
@@ -175,6 +180,10 @@ struct Round {
     finished: Vec<AttemptRecord>,
     /// When a claim last found nothing.
     idle_since: Option<Instant>,
+    /// The latest due time taken so far, and when the scan last started
+    /// from the beginning.
+    taken_up_to: Option<chrono::DateTime<Utc>>,
+    full_scan_at: Instant,
 }
 
 impl Round {
@@ -184,7 +193,24 @@ impl Round {
             inflight: FuturesUnordered::new(),
             finished: Vec::new(),
             idle_since: None,
+            taken_up_to: None,
+            full_scan_at: Instant::now(),
         }
+    }
+
+    /// Where the next look for due deliveries starts: a little before the
+    /// latest due time already taken (a fan-out that committed late may
+    /// have made earlier ones), and from the beginning every
+    /// [`FULL_SCAN_EVERY`].
+    fn scan_from(&mut self) -> chrono::DateTime<Utc> {
+        let start = chrono::DateTime::<Utc>::UNIX_EPOCH;
+        if self.full_scan_at.elapsed() >= FULL_SCAN_EVERY {
+            self.full_scan_at = Instant::now();
+            return start;
+        }
+        self.taken_up_to
+            .map(|t| t - chrono::Duration::seconds(LATE_COMMIT_SECS))
+            .unwrap_or(start)
     }
 
     fn room(&self) -> usize {
@@ -198,8 +224,15 @@ impl Round {
             && self.idle_since.is_none_or(|t| t.elapsed() >= RECHECK)
     }
 
-    fn found(&mut self, n: usize) {
-        self.idle_since = if n == 0 { Some(Instant::now()) } else { None };
+    fn found(&mut self, ready: &[Ready]) {
+        self.idle_since = if ready.is_empty() {
+            Some(Instant::now())
+        } else {
+            None
+        };
+        if let Some(latest) = ready.iter().map(|r| r.claim.next_attempt_at).max() {
+            self.taken_up_to = Some(self.taken_up_to.map_or(latest, |t| t.max(latest)));
+        }
     }
 
     /// Waits for one POST to finish (or for the recheck time), then takes
@@ -232,6 +265,7 @@ async fn claim(
     target: &Target,
     room: usize,
     sending: Vec<i64>,
+    from: chrono::DateTime<Utc>,
 ) -> anyhow::Result<Vec<Ready>> {
     let (task, lease) = (task.to_owned(), ctx.lease);
     let (claims, evts) = db::unit(&ctx.pool, move |c| {
@@ -241,7 +275,7 @@ async fn claim(
             if store::take_drain(c, endpoint, &task, lease)?.is_none() {
                 return Ok((Vec::new(), Vec::new()));
             }
-            let claims = store::due(c, endpoint, room as i64, &sending)?;
+            let claims = store::due(c, endpoint, room as i64, &sending, from)?;
             let mut ids: Vec<Uuid> = claims.iter().map(|c| c.event_id).collect();
             ids.sort_unstable();
             ids.dedup();
