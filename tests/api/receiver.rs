@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use serde_json::Value;
+use serde_json::{json, Value};
+
+use crate::helpers::TestApp;
 
 /// How the receiver answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,4 +154,22 @@ async fn receive(
         accepted: (200..300).contains(&status) && !matches!(mode, Mode::Hang(_)),
     });
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).finish()
+}
+
+/// Registers `url` for `events`: its id and secret.
+pub async fn register(app: &TestApp, url: &str, events: &[&str]) -> (String, String) {
+    let resp = app
+        .ops(
+            "POST",
+            "/api/v1/webhook-endpoints",
+            Some(&json!({"url": url, "events": events, "description": "test receiver"})),
+        )
+        .await;
+    assert_eq!(resp.status, 201, "{}", resp.body);
+    assert_eq!(resp.body["enabled"], true);
+    let id = resp.body["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("we_"));
+    let secret = resp.body["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
+    (id, secret)
 }

@@ -11,25 +11,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::helpers::*;
-use crate::receiver::{Got, Mode, Receiver};
-
-/// Registers `url` for `events`: its id and secret.
-pub async fn register(app: &TestApp, url: &str, events: &[&str]) -> (String, String) {
-    let resp = app
-        .ops(
-            "POST",
-            "/api/v1/webhook-endpoints",
-            Some(&json!({"url": url, "events": events, "description": "test receiver"})),
-        )
-        .await;
-    assert_eq!(resp.status, 201, "{}", resp.body);
-    assert_eq!(resp.body["enabled"], true);
-    let id = resp.body["id"].as_str().unwrap().to_owned();
-    assert!(id.starts_with("we_"));
-    let secret = resp.body["secret"].as_str().unwrap().to_owned();
-    assert!(secret.starts_with("whsec_"));
-    (id, secret)
-}
+use crate::receiver::{register, Got, Mode, Receiver};
 
 fn fulfilling(o: &Value) -> bool {
     o["status"] == "fulfilling"

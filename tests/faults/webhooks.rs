@@ -4,23 +4,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::harness::{signal, worker_command, OwnRedis};
 use crate::helpers::*;
-use crate::receiver::{Mode, Receiver};
-
-async fn register(app: &TestApp, url: &str) {
-    let resp = app
-        .ops(
-            "POST",
-            "/api/v1/webhook-endpoints",
-            Some(&json!({"url": url, "events": ["*"]})),
-        )
-        .await;
-    assert_eq!(resp.status, 201, "{}", resp.body);
-}
+use crate::receiver::{register, Mode, Receiver};
 
 /// Every event of `ids` in PostgreSQL.
 async fn all_events(app: &TestApp, ids: &[Uuid]) -> BTreeSet<String> {
@@ -65,7 +53,7 @@ async fn events_made_while_redis_is_down_are_all_delivered_once_it_is_back() {
     })
     .await;
     let receiver = Receiver::start(Mode::Ok);
-    register(&app, &receiver.url).await;
+    register(&app, &receiver.url, &["*"]).await;
     let mut opts = fast_worker();
     opts.sweep.grace = Duration::from_secs(1);
     opts.sweep.repush_after = Duration::from_secs(1);
@@ -94,7 +82,7 @@ async fn a_worker_sigkilled_mid_delivery_delivers_after_its_restart() {
     let _serial = crate::serial();
     let app = spawn_app().await;
     let receiver = Receiver::start(Mode::Hang(Duration::from_millis(1500)));
-    register(&app, &receiver.url).await;
+    register(&app, &receiver.url, &["*"]).await;
     let s = &app.settings;
     let spawn = || {
         use secrecy::ExposeSecret;
