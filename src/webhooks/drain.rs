@@ -217,10 +217,12 @@ impl Round {
         self.limit - self.inflight.len()
     }
 
-    /// Claim when half the window is free, and not more often than every
-    /// [`RECHECK`] while claims find nothing.
+    /// Take more when an eighth of the window is free (so the window stays
+    /// nearly full: refilling only at half kept a 200 ms endpoint at ~75 %
+    /// of `WEBHOOK_CONCURRENCY`), and not more often than every
+    /// [`RECHECK`] while looks find nothing.
     fn wants_more(&self) -> bool {
-        self.inflight.len() <= self.limit / 2
+        self.room() >= (self.limit / 8).max(1)
             && self.idle_since.is_none_or(|t| t.elapsed() >= RECHECK)
     }
 

@@ -2,13 +2,13 @@
 //!
 //! ```text
 //! a change of an order ──(same statement: the events trigger)──▶ order_events
-//!        │ fanout_pending when an enabled endpoint subscribes to its type
+//!        │ and webhook_fanout, when an enabled endpoint subscribes to its type
 //!        ▼
 //! fanout (every worker, every 100 ms) ──▶ webhook_deliveries, one per endpoint
 //!        │ push WebhookDrain{endpoint} (a wake-up only; the sweep re-pushes)
 //!        ▼
 //! drain (apalis job): takes the endpoint's drain lease (one drainer per
-//!   endpoint in the fleet), claims due deliveries, POSTs them signed,
+//!   endpoint in the fleet), takes due deliveries, POSTs them signed,
 //!   at most WEBHOOK_CONCURRENCY in flight, records each attempt
 //! ```
 //!
