@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod prepared;
 pub mod products;
 pub mod schema;
+pub mod webhook_log;
 pub mod webhooks;
 
 use std::time::Duration;

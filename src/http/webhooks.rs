@@ -12,7 +12,8 @@ use super::auth::OpsAuth;
 use super::body::{json_object, BODY_LIMIT};
 use super::views::{event_id, parse_event_id};
 use super::AppState;
-use crate::db::webhooks::{self as store, EndpointChanges, EndpointRow, LogLine, NewEndpoint};
+use crate::db::webhook_log::{self, LogLine};
+use crate::db::webhooks::{self as store, EndpointChanges, EndpointRow, NewEndpoint};
 use crate::db::{self};
 use crate::error::{ApiError, FieldError};
 use crate::webhooks::{endpoint, endpoint_id, guard, parse_endpoint_id, WebhookDrain};
@@ -257,7 +258,7 @@ pub async fn endpoint_deliveries(
     let lines = db::unit(&state.pool, move |c| {
         let known = store::list(c)?.iter().any(|e| e.id == id);
         known
-            .then(|| store::log_of_endpoint(c, id, limit))
+            .then(|| webhook_log::log_of_endpoint(c, id, limit))
             .transpose()
     })
     .await?
@@ -289,7 +290,7 @@ pub async fn order_deliveries(
     let id = super::orders::parse_order_id(&path)?;
     let lines = db::unit(&state.pool, move |c| {
         Ok(match crate::db::orders::find(c, id)? {
-            Some(_) => Some(store::log_of_order(c, id, LOG_MAX as i64)?),
+            Some(_) => Some(webhook_log::log_of_order(c, id, LOG_MAX as i64)?),
             None => None,
         })
     })

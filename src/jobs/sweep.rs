@@ -2,7 +2,8 @@
 //! (Redis down at purchase time, a job that died for good while PostgreSQL
 //! was down, a cancel whose inline refund failed) and owe a reconciliation
 //! for every order left `payment_pending`. It also deletes Idempotency-Key
-//! records past their retention, so that table stays bounded.
+//! records past their retention, and settled webhook deliveries past the
+//! log's (7 days), so those tables stay bounded.
 //!
 //! An item is pushed only when its next attempt is overdue (see
 //! `outbox::take_due`): never while its job runs or waits for its own retry,
@@ -28,6 +29,8 @@ pub struct SweepPolicy {
     pub batch: i64,
     /// Owe reconciliation for orders `payment_pending` for longer than this.
     pub stale_payment: Duration,
+    /// Settled webhook deliveries older than this leave the delivery log.
+    pub webhook_log_retention: Duration,
 }
 
 impl Default for SweepPolicy {
@@ -37,6 +40,7 @@ impl Default for SweepPolicy {
             repush_after: Duration::from_secs(60),
             batch: 2000,
             stale_payment: Duration::from_secs(60),
+            webhook_log_retention: crate::db::webhook_log::RETENTION,
         }
     }
 }
@@ -46,12 +50,14 @@ pub struct SweepReport {
     pub pushed: usize,
     pub stale_payments: usize,
     pub purged_keys: usize,
+    pub purged_deliveries: usize,
     /// A queue was full: its outbox items wait for the next sweep.
     pub skipped_backlog: bool,
 }
 
-/// One sweep: owe stale payments, purge expired keys, and top every queue
-/// up to [`super::MAX_SCHEDULED`] with its overdue outbox items.
+/// One sweep: owe stale payments, purge expired keys and old webhook
+/// deliveries, and top every queue up to [`super::MAX_SCHEDULED`] with its
+/// overdue outbox items.
 pub async fn sweep_once(
     ctx: &JobContext,
     policy: &SweepPolicy,
@@ -65,6 +71,11 @@ pub async fn sweep_once(
     // Idempotency-Key records past their 24 h retention.
     report.purged_keys = db::unit(&ctx.pool, |c| {
         crate::db::idempotency::purge_expired(c, 1000)
+    })
+    .await?;
+    let retention = policy.webhook_log_retention;
+    report.purged_deliveries = db::unit(&ctx.pool, move |c| {
+        crate::db::webhook_log::purge_settled(c, retention, 1000)
     })
     .await?;
     for kind in [

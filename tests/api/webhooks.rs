@@ -554,3 +554,50 @@ async fn the_receiver_code_in_the_docs_verifies_a_real_delivery_and_dedupes_it()
         .success());
     worker.stop().unwrap();
 }
+
+#[actix_rt::test]
+async fn settled_deliveries_leave_the_log_after_its_retention_and_events_stay() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start(Mode::Ok);
+    let (endpoint, _) = register(&app, &receiver.url, &["*"]).await;
+    let mut opts = fast_worker();
+    opts.sweep.webhook_log_retention = Duration::from_secs(3600);
+    let worker = app.start_worker(opts);
+    let id = order_id(&app.purchase(&visa(), None).await);
+    app.wait_order(id, 15, fulfilling).await;
+    receiver
+        .wait_for(15, "three events", |got| distinct_accepted(got).len() == 3)
+        .await;
+    let path = format!("/api/v1/webhook-endpoints/{endpoint}/deliveries");
+    let log = || {
+        let (app, path) = (&app, &path);
+        async move { app.ops("GET", path, None).await.body["deliveries"].clone() }
+    };
+    assert_eq!(log().await.as_array().unwrap().len(), 3);
+    // One delivery made two hours ago: past the retention.
+    app.db(|c| {
+        use diesel::prelude::*;
+        diesel::sql_query(
+            "UPDATE webhook_deliveries SET created_at = now() - interval '2 hours' \
+             WHERE id = (SELECT min(id) FROM webhook_deliveries)",
+        )
+        .execute(c)
+        .unwrap();
+    })
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while log().await.as_array().unwrap().len() != 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", log().await);
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let events = app
+        .ops("GET", &format!("/api/v1/orders/{id}/events"), None)
+        .await
+        .body;
+    assert_eq!(
+        events["events"].as_array().unwrap().len(),
+        3,
+        "events are kept"
+    );
+    worker.stop().unwrap();
+}

@@ -1,0 +1,110 @@
+//! The webhook delivery log: what ops read per endpoint and per order, and
+//! its retention.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{
+    BigInt, Double, Int4, Nullable, SmallInt, Text, Timestamptz, Uuid as SqlUuid,
+};
+use uuid::Uuid;
+
+use super::webhooks::DeliveryState;
+use super::DbError;
+
+/// One line of a delivery log: an attempt, or a delivery not yet tried.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct LogLine {
+    #[diesel(sql_type = SqlUuid)]
+    pub endpoint_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub event_id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub kind: String,
+    #[diesel(sql_type = SqlUuid)]
+    pub order_id: Uuid,
+    #[diesel(sql_type = Int4)]
+    pub attempt: i32,
+    #[diesel(sql_type = Text)]
+    pub status: DeliveryState,
+    #[diesel(sql_type = Nullable<SmallInt>)]
+    pub response_status: Option<i16>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub error: Option<String>,
+    #[diesel(sql_type = Nullable<Int4>)]
+    pub duration_ms: Option<i32>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub attempted_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// The delivery log, newest first, of the deliveries `scope` picks (`$1`
+/// is its parameter, `$2` the limit): the attempts that did not deliver
+/// (their rows), the ones that did (on their delivery), and the deliveries
+/// not tried yet.
+fn log_query(scope: &str) -> String {
+    format!(
+        "SELECT * FROM ( \
+           (SELECT d.endpoint_id, d.event_id, e.type AS kind, e.order_id, a.attempt, a.status, \
+              a.response_status, a.error, a.duration_ms, a.attempted_at, a.next_attempt_at, \
+              a.attempted_at AS at, a.attempt AS n \
+            FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id \
+              JOIN order_events e ON e.id = d.event_id \
+            WHERE {scope} ORDER BY a.id DESC LIMIT $2) \
+           UNION ALL \
+           (SELECT d.endpoint_id, d.event_id, e.type, e.order_id, d.attempts, d.status, \
+              d.response_status, d.error, d.duration_ms, d.attempted_at, NULL, \
+              coalesce(d.attempted_at, d.created_at), d.attempts \
+            FROM webhook_deliveries d JOIN order_events e ON e.id = d.event_id \
+            WHERE {scope} AND d.status IN ('delivered', 'pending') \
+            ORDER BY d.id DESC LIMIT $2) \
+         ) log ORDER BY at DESC, n DESC LIMIT $2"
+    )
+}
+
+/// An endpoint's delivery log, newest first.
+pub fn log_of_endpoint(
+    conn: &mut PgConnection,
+    endpoint: Uuid,
+    limit: i64,
+) -> Result<Vec<LogLine>, DbError> {
+    Ok(diesel::sql_query(log_query("d.endpoint_id = $1"))
+        .bind::<SqlUuid, _>(endpoint)
+        .bind::<BigInt, _>(limit)
+        .load(conn)?)
+}
+
+/// The webhook deliveries of one order's events, newest first.
+pub fn log_of_order(
+    conn: &mut PgConnection,
+    order: Uuid,
+    limit: i64,
+) -> Result<Vec<LogLine>, DbError> {
+    Ok(diesel::sql_query(log_query("e.order_id = $1"))
+        .bind::<SqlUuid, _>(order)
+        .bind::<BigInt, _>(limit)
+        .load(conn)?)
+}
+
+/// Deletes up to `limit` settled deliveries (delivered or failed) made
+/// more than `older_than` ago, with their attempts: the log keeps
+/// [`RETENTION`] by default. Events are the record and are kept.
+pub fn purge_settled(
+    conn: &mut PgConnection,
+    older_than: Duration,
+    limit: i64,
+) -> Result<usize, DbError> {
+    Ok(diesel::sql_query(
+        "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries \
+           WHERE status IN ('delivered', 'failed') \
+             AND created_at < now() - make_interval(secs => $1) LIMIT $2)",
+    )
+    .bind::<Double, _>(older_than.as_secs_f64())
+    .bind::<BigInt, _>(limit)
+    .execute(conn)?)
+}
+
+/// How long settled deliveries stay in the log.
+pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
