@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use super::models::{OrderItemRow, OrderRow};
-use super::schema::{order_events, orders};
+use super::schema::order_events;
 use super::DbError;
 
 /// An event with the order as it was right after the change.
@@ -32,8 +32,7 @@ pub struct Event {
 
 /// The events of order `id`, oldest first; `None` if there is no such order.
 pub fn of_order(conn: &mut PgConnection, id: Uuid) -> Result<Option<Vec<Event>>, DbError> {
-    let exists: i64 = orders::table.find(id).count().get_result(conn)?;
-    if exists == 0 {
+    if !super::orders::exists(conn, id)? {
         return Ok(None);
     }
     let rows = order_events::table

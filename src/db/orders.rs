@@ -46,6 +46,10 @@ pub fn items_of(conn: &mut PgConnection, order_ids: &[Uuid]) -> Result<Vec<Order
         .load(conn)?)
 }
 
+pub fn exists(conn: &mut PgConnection, id: Uuid) -> Result<bool, DbError> {
+    Ok(diesel::select(diesel::dsl::exists(orders::table.find(id))).get_result(conn)?)
+}
+
 pub fn find(conn: &mut PgConnection, id: Uuid) -> Result<Option<OrderWithItems>, DbError> {
     let Some(order) = orders::table
         .find(id)
@@ -160,7 +164,7 @@ pub fn list(
         let mut stuck: Box<
             dyn BoxableExpression<orders::table, diesel::pg::Pg, SqlType = diesel::sql_types::Bool>,
         > = Box::new(diesel::dsl::sql::<diesel::sql_types::Bool>("false"));
-        for (status, cutoff) in stuck_cutoffs(&rules) {
+        for (status, cutoff) in rules.cutoffs(Utc::now()) {
             stuck = Box::new(
                 stuck.or(orders::status
                     .eq(status)
@@ -185,23 +189,13 @@ pub fn list(
     with_items(conn, rows)
 }
 
-/// Per status an order can be stuck in: it is stuck if it entered it
-/// before this instant.
-fn stuck_cutoffs(rules: &StuckRules) -> Vec<(OrderStatus, DateTime<Utc>)> {
-    let now = Utc::now();
-    rules
-        .limits()
-        .into_iter()
-        .filter_map(|(s, d)| Some((s, now - chrono::Duration::from_std(d).ok()?)))
-        .collect()
-}
-
 /// How many orders are stuck, by status (one index range each).
 pub fn stuck_counts(
     conn: &mut PgConnection,
     rules: &StuckRules,
 ) -> Result<Vec<(OrderStatus, i64)>, DbError> {
-    stuck_cutoffs(rules)
+    rules
+        .cutoffs(Utc::now())
         .into_iter()
         .map(|(status, cutoff)| {
             let n: i64 = orders::table

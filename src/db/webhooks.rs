@@ -1,4 +1,5 @@
-//! Webhook endpoints, their deliveries and the delivery log (migration 7).
+//! Webhook endpoints and their deliveries (migration 7); the delivery log
+//! is `webhook_log`.
 //!
 //! A delivery is made by fan-out ([`fan_out`]) from the events some enabled
 //! endpoint subscribes to, sent by the endpoint's one drainer
@@ -58,6 +59,7 @@ pub struct NewEndpoint {
     pub url: String,
     pub events: Vec<String>,
     pub description: String,
+    pub enabled: bool,
     pub secret: String,
 }
 
@@ -84,27 +86,33 @@ pub fn list(conn: &mut PgConnection) -> Result<Vec<EndpointRow>, DbError> {
         .load(conn)?)
 }
 
-/// Applies `changes`; `None` if there is no such endpoint.
+pub fn find(conn: &mut PgConnection, id: Uuid) -> Result<Option<EndpointRow>, DbError> {
+    Ok(ep::table
+        .find(id)
+        .select(EndpointRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Applies `changes` (none: reads the endpoint); `None` if there is no
+/// such endpoint.
 pub fn update(
     conn: &mut PgConnection,
     id: Uuid,
     changes: &EndpointChanges,
 ) -> Result<Option<EndpointRow>, DbError> {
-    let q = diesel::update(ep::table.find(id));
-    let row = if changes.url.is_none()
+    let nothing = changes.url.is_none()
         && changes.events.is_none()
         && changes.description.is_none()
-        && changes.enabled.is_none()
-    {
-        q.set(ep::updated_at.eq(ep::updated_at))
-            .returning(EndpointRow::as_returning())
-            .get_result(conn)
-    } else {
-        q.set((changes, ep::updated_at.eq(diesel::dsl::now)))
-            .returning(EndpointRow::as_returning())
-            .get_result(conn)
-    };
-    Ok(row.optional()?)
+        && changes.enabled.is_none();
+    if nothing {
+        return find(conn, id);
+    }
+    Ok(diesel::update(ep::table.find(id))
+        .set((changes, ep::updated_at.eq(diesel::dsl::now)))
+        .returning(EndpointRow::as_returning())
+        .get_result(conn)
+        .optional()?)
 }
 
 pub fn delete(conn: &mut PgConnection, id: Uuid) -> Result<bool, DbError> {
@@ -117,9 +125,9 @@ struct EndpointId {
     endpoint_id: Uuid,
 }
 
-/// Makes the deliveries of up to `limit` events awaiting fan-out (each
-/// tick takes all there are, in the thousands), one per enabled endpoint subscribed to the event's type, and
-/// returns the endpoints that got some. Events taken by a concurrent
+/// Makes the deliveries of up to `limit` events awaiting fan-out (a tick
+/// takes all there are), one per enabled endpoint subscribed to the
+/// event's type, and returns the endpoints that got some. Events taken by a concurrent
 /// fan-out are skipped.
 pub fn fan_out(conn: &mut PgConnection, limit: i64) -> Result<Vec<Uuid>, DbError> {
     conn.transaction(|conn| {
@@ -142,7 +150,7 @@ pub fn fan_out(conn: &mut PgConnection, limit: i64) -> Result<Vec<Uuid>, DbError
     })
 }
 
-/// The webhook bookkeeping (fan-out, claims, attempts) commits without
+/// The webhook bookkeeping (fan-out, the drain lease, attempts) commits without
 /// waiting for its WAL flush. A crash may lose the last few hundred
 /// milliseconds of it, which only means an event is fanned out or a
 /// delivery sent again: delivery is at least once, and receivers dedupe.
@@ -196,7 +204,7 @@ pub fn release_drain(conn: &mut PgConnection, endpoint: Uuid, task: &str) -> Res
 
 /// A due delivery, and the number its next attempt has.
 #[derive(Debug, Clone, QueryableByName)]
-pub struct Claimed {
+pub struct DueDelivery {
     #[diesel(sql_type = Int8)]
     pub delivery_id: i64,
     #[diesel(sql_type = SqlUuid)]
@@ -219,7 +227,7 @@ pub fn due(
     limit: i64,
     in_flight: &[i64],
     from: DateTime<Utc>,
-) -> Result<Vec<Claimed>, DbError> {
+) -> Result<Vec<DueDelivery>, DbError> {
     Ok(diesel::sql_query(
         "SELECT id AS delivery_id, event_id, attempts + 1 AS attempt, next_attempt_at \
          FROM webhook_deliveries \

@@ -52,6 +52,16 @@ impl StuckRules {
             .map(|(_, d)| d)
     }
 
+    /// The rule as PostgreSQL asks it: per status an order can be stuck
+    /// in, it is stuck at `now` if it entered that status before the
+    /// instant given.
+    pub fn cutoffs(&self, now: DateTime<Utc>) -> Vec<(OrderStatus, DateTime<Utc>)> {
+        self.limits()
+            .into_iter()
+            .filter_map(|(s, d)| Some((s, now - chrono::Duration::from_std(d).ok()?)))
+            .collect()
+    }
+
     /// Whether an order in `status` since `since` is stuck at `now`.
     pub fn judge(
         &self,
@@ -61,7 +71,8 @@ impl StuckRules {
     ) -> Option<Stuck> {
         let limit = self.limit(status)?;
         let over = since + chrono::Duration::from_std(limit).ok()?;
-        if over > now {
+        // Strictly past, as `cutoffs` asks PostgreSQL (`status_since <`).
+        if over >= now {
             return None;
         }
         Some(Stuck {
@@ -94,6 +105,9 @@ mod tests {
         let t0 = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
         let at = |s: i64| t0 + chrono::Duration::seconds(s);
         assert_eq!(rules.judge(OrderStatus::Paid, t0, at(19)), None);
+        // At the limit itself: not yet, in Rust as in the SQL cutoff.
+        assert_eq!(rules.judge(OrderStatus::Paid, t0, at(20)), None);
+        assert!(rules.cutoffs(at(20)).contains(&(OrderStatus::Paid, t0)));
         let stuck = rules.judge(OrderStatus::Paid, t0, at(21)).unwrap();
         assert_eq!(stuck.since, at(20));
         assert!(stuck.reason.contains("no shipment"), "{}", stuck.reason);

@@ -16,7 +16,7 @@ use crate::db::webhook_log::{self, LogLine};
 use crate::db::webhooks::{self as store, EndpointChanges, EndpointRow, NewEndpoint};
 use crate::db::{self};
 use crate::error::{ApiError, FieldError};
-use crate::webhooks::{endpoint, endpoint_id, guard, parse_endpoint_id, WebhookDrain};
+use crate::webhooks::{endpoint, endpoint_id, fanout, guard, parse_endpoint_id};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EndpointHealth {
@@ -158,19 +158,10 @@ pub async fn create_endpoint(
         url: url.to_string(),
         events,
         description: input.description.unwrap_or_default(),
+        enabled: input.enabled.unwrap_or(true),
         secret: endpoint::new_secret(),
     };
-    let mut row = db::unit(&state.pool, move |c| store::create(c, &new)).await?;
-    if input.enabled == Some(false) {
-        let id = row.id;
-        let off = EndpointChanges {
-            enabled: Some(false),
-            ..Default::default()
-        };
-        row = db::unit(&state.pool, move |c| store::update(c, id, &off))
-            .await?
-            .ok_or(ApiError::NotFound)?;
-    }
+    let row = db::unit(&state.pool, move |c| store::create(c, &new)).await?;
     Ok(HttpResponse::Created().json(EndpointView::of(row, true)))
 }
 
@@ -256,9 +247,8 @@ pub async fn endpoint_deliveries(
     let id = known_endpoint(&path)?;
     let limit = log_limit(req.query_string())?;
     let lines = db::unit(&state.pool, move |c| {
-        let known = store::list(c)?.iter().any(|e| e.id == id);
-        known
-            .then(|| webhook_log::log_of_endpoint(c, id, limit))
+        store::find(c, id)?
+            .map(|_| webhook_log::log_of_endpoint(c, id, limit))
             .transpose()
     })
     .await?
@@ -289,10 +279,9 @@ pub async fn order_deliveries(
 ) -> Result<HttpResponse, ApiError> {
     let id = super::orders::parse_order_id(&path)?;
     let lines = db::unit(&state.pool, move |c| {
-        Ok(match crate::db::orders::find(c, id)? {
-            Some(_) => Some(webhook_log::log_of_order(c, id, LOG_MAX as i64)?),
-            None => None,
-        })
+        crate::db::orders::exists(c, id)?
+            .then(|| webhook_log::log_of_order(c, id, LOG_MAX as i64))
+            .transpose()
     })
     .await?
     .ok_or(ApiError::NotFound)?;
@@ -323,17 +312,5 @@ pub async fn resend(
 
 /// Wakes the endpoint's drainer now; if Redis is down, the sweep does.
 async fn wake(state: &AppState, endpoint_id: Uuid) {
-    let job = WebhookDrain { endpoint_id };
-    let id = format!(
-        "{}-h{}",
-        crate::jobs::JobKind::task_id(&job),
-        Utc::now().timestamp_millis()
-    );
-    if let Err(e) = state
-        .queue
-        .push_with(job, id, std::time::Duration::ZERO)
-        .await
-    {
-        tracing::debug!(error = %e, "webhook wake-up not pushed; the sweep will push it");
-    }
+    fanout::wake(&state.queue, &[endpoint_id], "h").await;
 }

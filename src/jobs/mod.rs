@@ -234,6 +234,22 @@ impl JobQueue {
         }
     }
 
+    /// Pushes a wake-up of `job` under a fresh task id (its own, `tag` and
+    /// the time in ms): an older task with the plain id may still be stored
+    /// (done or dead) and would swallow the push.
+    pub async fn push_fresh<J: JobKind + for<'de> serde::Deserialize<'de>>(
+        &self,
+        job: J,
+        tag: &str,
+    ) -> Result<(), QueueError> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let id = format!("{}-{tag}{stamp}", job.task_id());
+        self.push_with(job, id, Duration::ZERO).await
+    }
+
     /// `PING`, for readiness.
     pub async fn ping(&self) -> Result<(), QueueError> {
         let attempt = async {

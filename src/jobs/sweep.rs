@@ -13,9 +13,9 @@
 //! queue up to `jobs::MAX_SCHEDULED` entries and no further (apalis-redis
 //! 1.0 workers die at 8,000 due entries in one fetch).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use super::{Deliver, JobContext, JobKind, ReconcilePayment, Refund};
+use super::{Deliver, JobContext, ReconcilePayment, Refund};
 use crate::db::{self, outbox};
 
 #[derive(Debug, Clone, Copy)]
@@ -108,19 +108,15 @@ async fn sweep_kind(
         outbox::take_due(c, kind, grace, repush, limit)
     })
     .await?;
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
     for order_id in due {
-        // A fresh task id per sweep: an old task with the default id may
-        // still be stored (dead or done) and would swallow the push.
         let pushed = match kind {
-            outbox::OutboxKind::Deliver => push_fresh(ctx, Deliver { order_id }, stamp).await,
+            outbox::OutboxKind::Deliver => ctx.queue.push_fresh(Deliver { order_id }, "s").await,
             outbox::OutboxKind::ReconcilePayment => {
-                push_fresh(ctx, ReconcilePayment { order_id }, stamp).await
+                ctx.queue
+                    .push_fresh(ReconcilePayment { order_id }, "s")
+                    .await
             }
-            outbox::OutboxKind::Refund => push_fresh(ctx, Refund { order_id }, stamp).await,
+            outbox::OutboxKind::Refund => ctx.queue.push_fresh(Refund { order_id }, "s").await,
         };
         match pushed {
             Ok(()) => report.pushed += 1,
@@ -140,12 +136,4 @@ fn jobs_queue(ctx: &JobContext, kind: outbox::OutboxKind) -> String {
         outbox::OutboxKind::ReconcilePayment => ctx.queue.queue_name::<ReconcilePayment>(),
         outbox::OutboxKind::Refund => ctx.queue.queue_name::<Refund>(),
     }
-}
-
-async fn push_fresh<J>(ctx: &JobContext, job: J, stamp: u128) -> Result<(), super::QueueError>
-where
-    J: JobKind + for<'de> serde::Deserialize<'de>,
-{
-    let id = format!("{}-s{stamp}", job.task_id());
-    ctx.queue.push_with(job, id, Duration::ZERO).await
 }

@@ -5,10 +5,11 @@
 //! on resend or re-enable. Safe any number of times: a job first takes the
 //! endpoint's drain lease, so one drainer per endpoint runs in the whole
 //! fleet and the others end at once. The drainer keeps up to
-//! `WEBHOOK_CONCURRENCY` POSTs in flight, claims more as they finish,
-//! records finished attempts in batches, and ends when nothing is due; a
-//! future retry gets a delayed wake-up. At least once: a drainer killed
-//! mid-flight leaves its claims to come due again after their lease.
+//! `WEBHOOK_CONCURRENCY` POSTs in flight, takes more due deliveries as they
+//! finish, records finished attempts in batches, and ends when nothing is
+//! due; a future retry gets a delayed wake-up. At least once: a drainer
+//! killed mid-flight leaves its deliveries due, and once its drain lease
+//! runs out the next drainer sends them again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,11 +24,11 @@ use uuid::Uuid;
 use super::client::Post;
 use super::signature;
 use super::WebhookContext;
-use crate::db::webhooks::{self as store, AttemptRecord, Claimed, DeliveryState, Target};
+use crate::db::webhooks::{self as store, AttemptRecord, DeliveryState, DueDelivery, Target};
 use crate::db::{self, events};
 use crate::http::views::{event_id, EventView};
 use crate::jobs::JobKind;
-use crate::partners::call::CallError;
+use crate::partners::call::{status_outcome, CallError, Outcome};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebhookDrain {
@@ -41,7 +42,7 @@ impl JobKind for WebhookDrain {
     }
 }
 
-/// How often a drainer with nothing new to claim looks again.
+/// How often a drainer with nothing new to send looks again.
 const RECHECK: Duration = Duration::from_millis(50);
 /// Finished attempts recorded per statement, at most.
 const RECORD_BATCH: usize = 128;
@@ -67,9 +68,9 @@ pub async fn run(
         })
 }
 
-/// A claimed attempt, rendered and ready to send.
+/// A due delivery, rendered and ready to send.
 struct Ready {
-    claim: Claimed,
+    due: DueDelivery,
     post: Post,
 }
 
@@ -83,10 +84,10 @@ async fn drain(ctx: &WebhookContext, endpoint: Uuid, task: &str) -> anyhow::Resu
         if round.wants_more() {
             let sending = recorder.unrecorded();
             let from = round.scan_from();
-            let ready = claim(ctx, endpoint, task, &target, round.room(), sending, from).await?;
+            let ready = take_due(ctx, endpoint, task, &target, round.room(), sending, from).await?;
             round.found(&ready);
             for r in ready {
-                recorder.sending(r.claim.delivery_id);
+                recorder.sending(r.due.delivery_id);
                 round.inflight.push(send(ctx, r));
             }
         }
@@ -99,8 +100,7 @@ async fn drain(ctx: &WebhookContext, endpoint: Uuid, task: &str) -> anyhow::Resu
             round.idle_since = None;
             continue;
         }
-        round.wait().await;
-        for done in round.finished.drain(..) {
+        for done in round.wait().await {
             recorder.add(done);
         }
     }
@@ -177,8 +177,7 @@ impl Recorder {
 struct Round {
     limit: usize,
     inflight: FuturesUnordered<futures_util::future::BoxFuture<'static, AttemptRecord>>,
-    finished: Vec<AttemptRecord>,
-    /// When a claim last found nothing.
+    /// When a look last found nothing.
     idle_since: Option<Instant>,
     /// The latest due time taken so far, and when the scan last started
     /// from the beginning.
@@ -191,7 +190,6 @@ impl Round {
         Round {
             limit,
             inflight: FuturesUnordered::new(),
-            finished: Vec::new(),
             idle_since: None,
             taken_up_to: None,
             full_scan_at: Instant::now(),
@@ -232,21 +230,23 @@ impl Round {
         } else {
             None
         };
-        if let Some(latest) = ready.iter().map(|r| r.claim.next_attempt_at).max() {
+        if let Some(latest) = ready.iter().map(|r| r.due.next_attempt_at).max() {
             self.taken_up_to = Some(self.taken_up_to.map_or(latest, |t| t.max(latest)));
         }
     }
 
-    /// Waits for one POST to finish (or for the recheck time), then takes
-    /// every other one that has.
-    async fn wait(&mut self) {
+    /// Waits for one POST to finish (or for the recheck time), and returns
+    /// it with every other one that has.
+    async fn wait(&mut self) -> Vec<AttemptRecord> {
+        let mut finished = Vec::new();
         tokio::select! {
-            Some(done) = self.inflight.next() => self.finished.push(done),
+            Some(done) = self.inflight.next() => finished.push(done),
             _ = tokio::time::sleep(RECHECK) => {}
         }
         while let Some(Some(done)) = futures_util::FutureExt::now_or_never(self.inflight.next()) {
-            self.finished.push(done);
+            finished.push(done);
         }
+        finished
     }
 }
 
@@ -260,7 +260,7 @@ async fn hold(ctx: &WebhookContext, endpoint: Uuid, task: &str) -> anyhow::Resul
 
 /// Renews the lease and takes up to `room` due deliveries but those it is
 /// `sending` (in flight, or not recorded yet), rendered.
-async fn claim(
+async fn take_due(
     ctx: &WebhookContext,
     endpoint: Uuid,
     task: &str,
@@ -270,18 +270,18 @@ async fn claim(
     from: chrono::DateTime<Utc>,
 ) -> anyhow::Result<Vec<Ready>> {
     let (task, lease) = (task.to_owned(), ctx.lease);
-    let (claims, evts) = db::unit(&ctx.pool, move |c| {
+    let (due, evts) = db::unit(&ctx.pool, move |c| {
         use diesel::Connection;
         c.transaction(|c| {
             store::relaxed_commit(c)?;
             if store::take_drain(c, endpoint, &task, lease)?.is_none() {
                 return Ok((Vec::new(), Vec::new()));
             }
-            let claims = store::due(c, endpoint, room as i64, &sending, from)?;
-            let mut ids: Vec<Uuid> = claims.iter().map(|c| c.event_id).collect();
+            let due = store::due(c, endpoint, room as i64, &sending, from)?;
+            let mut ids: Vec<Uuid> = due.iter().map(|d| d.event_id).collect();
             ids.sort_unstable();
             ids.dedup();
-            Ok((claims, events::by_ids(c, &ids)?))
+            Ok((due, events::by_ids(c, &ids)?))
         })
     })
     .await?;
@@ -293,18 +293,18 @@ async fn claim(
             (id, actix_web::web::Bytes::from(body))
         })
         .collect();
-    Ok(claims
+    Ok(due
         .into_iter()
-        .filter_map(|claim| {
-            let body = bodies.get(&claim.event_id)?.clone();
+        .filter_map(|due| {
+            let body = bodies.get(&due.event_id)?.clone();
             let t = Utc::now().timestamp();
             let post = Post {
                 url: target.url.clone(),
-                event_id: event_id(claim.event_id),
+                event_id: event_id(due.event_id),
                 signature: signature::sign(&target.secret, t, &body),
                 body,
             };
-            Some(Ready { claim, post })
+            Some(Ready { due, post })
         })
         .collect())
 }
@@ -319,22 +319,23 @@ fn send(
     Box::pin(async move {
         let attempted_at = Utc::now();
         let started = Instant::now();
-        let Ready { claim, post } = ready;
+        let Ready { due, post } = ready;
         let answer = sender
             .run(move |client| Box::pin(async move { client.send(post).await }))
             .await
             .unwrap_or_else(|_| Err(CallError::Transport("webhook sender stopped".into())));
+        let delivered = status_outcome(answer.as_ref().copied()) == Outcome::Ok;
         let (response_status, error) = match &answer {
-            Ok(s) if (200..300).contains(s) => (Some(*s as i16), None),
+            Ok(s) if delivered => (Some(*s as i16), None),
             Ok(s) => (Some(*s as i16), Some(format!("answered HTTP {s}"))),
             Err(e) => (None, Some(e.to_string().chars().take(300).collect())),
         };
-        let state = judge(error.is_none(), claim.attempt, settings.max_attempts);
+        let state = judge(delivered, due.attempt, settings.max_attempts);
         AttemptRecord {
-            delivery_id: claim.delivery_id,
-            attempt: claim.attempt,
+            delivery_id: due.delivery_id,
+            attempt: due.attempt,
             state,
-            retry_in: retry_delay(settings.retry_base, claim.attempt),
+            retry_in: retry_delay(settings.retry_base, due.attempt),
             response_status,
             error,
             duration_ms: started.elapsed().as_millis().min(i32::MAX as u128) as i32,
@@ -370,9 +371,6 @@ async fn record(
     endpoint: Uuid,
     finished: Vec<AttemptRecord>,
 ) -> anyhow::Result<()> {
-    if finished.is_empty() {
-        return Ok(());
-    }
     Ok(db::unit(&ctx.pool, move |c| store::record(c, endpoint, &finished)).await?)
 }
 

@@ -6,14 +6,14 @@
 //! sweep wakes endpoints whose deliveries are overdue with no drainer (a
 //! wake-up lost with Redis, a drainer killed).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{WebhookContext, WebhookDrain};
 use crate::db::{self, webhooks as store};
-use crate::jobs::JobKind;
+use crate::jobs::JobQueue;
 
 const EVERY: Duration = Duration::from_millis(100);
 /// Events fanned out per statement.
@@ -50,7 +50,7 @@ pub async fn fan_out_loop(
         match db::unit(&ctx.pool, |c| store::fan_out(c, BATCH)).await {
             Ok(endpoints) => {
                 failing = false;
-                wake(&ctx, &endpoints, "f").await;
+                wake(&ctx.queue, &endpoints, "f").await;
             }
             Err(e) if !failing => {
                 failing = true;
@@ -65,21 +65,16 @@ pub async fn fan_out_loop(
 /// live drainer. Returns how many.
 pub async fn sweep(ctx: &WebhookContext, grace: Duration) -> anyhow::Result<usize> {
     let endpoints = db::unit(&ctx.pool, move |c| store::overdue_endpoints(c, grace)).await?;
-    wake(ctx, &endpoints, "s").await;
+    wake(&ctx.queue, &endpoints, "s").await;
     Ok(endpoints.len())
 }
 
-/// Pushes a drain of each endpoint under a fresh task id (an older task
-/// with the same id would swallow the push).
-pub async fn wake(ctx: &WebhookContext, endpoints: &[Uuid], why: &str) {
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
+/// Pushes a drain of each endpoint under a fresh task id (`why` tags it:
+/// `f` fan-out, `s` sweep, `h` an ops request); if the push fails, the
+/// sweep pushes one once the deliveries are overdue.
+pub async fn wake(queue: &JobQueue, endpoints: &[Uuid], why: &str) {
     for &endpoint_id in endpoints {
-        let job = WebhookDrain { endpoint_id };
-        let id = format!("{}-{why}{stamp}", job.task_id());
-        if let Err(e) = ctx.queue.push_with(job, id, Duration::ZERO).await {
+        if let Err(e) = queue.push_fresh(WebhookDrain { endpoint_id }, why).await {
             tracing::debug!(error = %e, "webhook wake-up not pushed; the sweep will push it");
         }
     }

@@ -44,8 +44,8 @@ pub struct WebhookContext {
     /// The webhook client's own thread, apart from the partners'.
     pub sender: LocalExecutor<client::WebhookClient>,
     pub settings: WebhookSettings,
-    /// How long a drainer's hold on its endpoint and on each claimed
-    /// delivery lasts without renewal: longer than an attempt can take.
+    /// How long a drainer's hold on its endpoint (the drain lease) lasts
+    /// without renewal: longer than an attempt can take.
     pub lease: std::time::Duration,
 }
 

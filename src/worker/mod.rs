@@ -46,9 +46,7 @@ use crate::db;
 use crate::jobs::{self, Deliver, JobContext, JobQueue, ReconcilePayment, Refund};
 use crate::metrics::Metrics;
 use crate::partners::executor::{LocalExecutor, PartnerConfig, PartnerExecutor};
-use crate::webhooks::{
-    self, client::WebhookClient, WebhookContext as WebhooksContext, WebhookDrain,
-};
+use crate::webhooks::{self, client::WebhookClient, WebhookContext, WebhookDrain};
 use restart::{connect_redis, stopped, storage, unique_name, Restart};
 
 /// Database connections of a worker's status refresh, apart from the ones
@@ -83,13 +81,13 @@ fn webhook_context(
     settings: &Settings,
     metrics: &Metrics,
     jobs: &JobContext,
-) -> anyhow::Result<WebhooksContext> {
+) -> anyhow::Result<WebhookContext> {
     let (timeout, hooks, partner) = (
         settings.partner_timeout,
         settings.webhooks,
         metrics.partner.clone(),
     );
-    Ok(WebhooksContext {
+    Ok(WebhookContext {
         pool: jobs.pool.clone(),
         queue: jobs.queue.clone(),
         sender: LocalExecutor::spawn("webhooks", 0, move || {
@@ -311,7 +309,7 @@ async fn job_workers(w: &Wiring, ctx: &Arc<JobContext>) {
 }
 
 /// Webhook drains (one endpoint each) and the fan-out timer.
-async fn webhook_workers(w: &Wiring, ctx: &Arc<WebhooksContext>) {
+async fn webhook_workers(w: &Wiring, ctx: &Arc<WebhookContext>) {
     let drains = keep_worker!(
         w,
         WebhookDrain,
