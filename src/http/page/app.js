@@ -88,7 +88,7 @@ function row(o) {
   if (o.status === "payment_pending" || (o.status === "paid" && delivery !== "requested" && !unknown)) {
     actions.append(el("button", { class: "danger cancel", onclick: () => act(o, "cancel") }, "Cancel"));
   }
-  const stock = (o.warehouse.items || []).map((i) => i.sku + ": " + (i.available ?? "?")).join(", ");
+  const stock = (o.warehouse.items || []).map((i) => i.sku + ": " + (i.available ?? "?") + " in stock").join(", ");
   const ship = o.shipping.status ? o.shipping.status + (o.shipping.tracking_number ? " · " + o.shipping.tracking_number : "") : "";
   return el("tr", { "data-id": o.id, class: o.id === opened ? "selected" : "" },
     el("td", { class: "id", title: o.id }, el("button", { class: "open", onclick: () => openOrder(o.id) }, o.id.slice(0, 8))),
