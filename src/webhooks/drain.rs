@@ -26,7 +26,7 @@ use super::signature;
 use super::WebhookContext;
 use crate::db::webhooks::{self as store, AttemptRecord, DeliveryState, DueDelivery, Target};
 use crate::db::{self, events};
-use crate::http::views::{event_id, EventView};
+use crate::http::views::event_id;
 use crate::jobs::JobKind;
 use crate::partners::call::{status_outcome, CallError, Outcome};
 
@@ -270,33 +270,31 @@ async fn take_due(
     from: chrono::DateTime<Utc>,
 ) -> anyhow::Result<Vec<Ready>> {
     let (task, lease) = (task.to_owned(), ctx.lease);
-    let (due, evts) = db::unit(&ctx.pool, move |c| {
+    let bodies = ctx.bodies.clone();
+    let due = db::unit(&ctx.pool, move |c| {
         use diesel::Connection;
         c.transaction(|c| {
             store::relaxed_commit(c)?;
             if store::take_drain(c, endpoint, &task, lease)?.is_none() {
-                return Ok((Vec::new(), Vec::new()));
+                return Ok(Vec::new());
             }
             let due = store::due(c, endpoint, room as i64, &sending, from)?;
             let mut ids: Vec<Uuid> = due.iter().map(|d| d.event_id).collect();
             ids.sort_unstable();
             ids.dedup();
-            Ok((due, events::by_ids(c, &ids)?))
+            // Rendered by another drainer already: not read again.
+            let missing = bodies.missing(&ids);
+            if !missing.is_empty() {
+                bodies.render(events::by_ids(c, &missing)?);
+            }
+            Ok(due)
         })
     })
     .await?;
-    let bodies: std::collections::HashMap<Uuid, actix_web::web::Bytes> = evts
-        .into_iter()
-        .map(|e| {
-            let id = e.row.id;
-            let body = serde_json::to_vec(&EventView::from(e)).unwrap_or_default();
-            (id, actix_web::web::Bytes::from(body))
-        })
-        .collect();
     Ok(due
         .into_iter()
         .filter_map(|due| {
-            let body = bodies.get(&due.event_id)?.clone();
+            let body = ctx.bodies.get(due.event_id)?;
             let t = Utc::now().timestamp();
             let post = Post {
                 url: target.url.clone(),

@@ -9,7 +9,8 @@
 //!        ▼
 //! drain (apalis job): takes the endpoint's drain lease (one drainer per
 //!   endpoint in the fleet), takes due deliveries, POSTs them signed,
-//!   at most WEBHOOK_CONCURRENCY in flight, records each attempt
+//!   at most WEBHOOK_CONCURRENCY in flight, records each attempt; the
+//!   event bodies come from `bodies`, rendered once for every endpoint
 //! ```
 //!
 //! PostgreSQL is the truth: an event that commits is delivered even if
@@ -18,6 +19,7 @@
 //! drainer: other endpoints have theirs, and deliveries, purchases and the
 //! refresh never wait for a webhook.
 
+pub mod bodies;
 pub mod client;
 pub mod drain;
 pub mod endpoint;
@@ -47,6 +49,8 @@ pub struct WebhookContext {
     /// How long a drainer's hold on its endpoint (the drain lease) lasts
     /// without renewal: longer than an attempt can take.
     pub lease: std::time::Duration,
+    /// Event bodies rendered by one drainer, for the others.
+    pub bodies: Arc<bodies::Bodies>,
 }
 
 /// The public id of an endpoint.

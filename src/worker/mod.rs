@@ -95,6 +95,7 @@ fn webhook_context(
         })?,
         settings: settings.webhooks,
         lease: settings.partner_timeout * 2 + Duration::from_secs(5),
+        bodies: Default::default(),
     })
 }
 
