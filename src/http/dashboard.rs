@@ -87,10 +87,14 @@ pub async fn summary(_: OpsAuth, state: web::Data<AppState>) -> Result<HttpRespo
         let queues = crate::jobs::stats::read(&mut conn, prefix)
             .await
             .map_err(redis_down)?;
-        let partners = board::health::partner_health(&mut conn, prefix)
+        // The run first: a batch records partner health before it finishes
+        // its run, so health read after `last` is at least that run's own
+        // (read the other way round, a run finishing in between showed as
+        // done with the health from before it).
+        let last = board::store::last_refresh(&mut conn, prefix)
             .await
             .map_err(redis_down)?;
-        let last = board::store::last_refresh(&mut conn, prefix)
+        let partners = board::health::partner_health(&mut conn, prefix)
             .await
             .map_err(redis_down)?;
         Ok::<_, ApiError>((queues, partners, last))
