@@ -4,8 +4,8 @@
 //! A connection is tested (`SELECT 1`) when it is checked out only if it has
 //! been idle in the pool for [`ALIVE_BYPASS`] or more. One returned a moment
 //! ago has just answered; testing it again cost a round trip per unit of
-//! work (2.5 per purchase in `bench/system`) and would find nothing the
-//! unit's own first statement does not. What the test used to catch there
+//! work (what that cost is in docs/BENCHMARKS.md) and would find nothing
+//! the unit's own first statement does not. What the test used to catch there
 //! is caught by the unit instead: Diesel marks a connection whose socket
 //! closed as broken, and a unit that fails as unavailable for any other
 //! reason marks its connection lost; either way the pool drops it rather
