@@ -20,9 +20,7 @@ pub mod schema;
 pub mod webhook_log;
 pub mod webhooks;
 
-pub use pool::{
-    build_pool, build_pool_sized, unit, unit_before_deadline, DbConn, DbPool, ALIVE_BYPASS,
-};
+pub use pool::{build_pool, build_pool_sized, unit, unit_before_deadline, DbPool, ALIVE_BYPASS};
 
 use anyhow::Context as _;
 use diesel::pg::PgConnection;

@@ -19,9 +19,7 @@ use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
-use diesel::r2d2::{
-    ConnectionManager, CustomizeConnection, ManageConnection, Pool, PooledConnection,
-};
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, ManageConnection, Pool};
 use secrecy::ExposeSecret;
 
 use super::DbError;
@@ -29,8 +27,6 @@ use crate::config::Settings;
 
 /// A connection idle for less than this is handed out without a test.
 pub const ALIVE_BYPASS: Duration = Duration::from_millis(500);
-
-pub type DbConn = PooledConnection<Manager>;
 
 /// A pooled connection, with what the pool knows about it.
 pub struct Conn {

@@ -64,26 +64,23 @@ fn log_query(scope: &str) -> String {
     )
 }
 
-/// An endpoint's delivery log, newest first.
-pub fn log_of_endpoint(
-    conn: &mut PgConnection,
-    endpoint: Uuid,
-    limit: i64,
-) -> Result<Vec<LogLine>, DbError> {
-    Ok(diesel::sql_query(log_query("d.endpoint_id = $1"))
-        .bind::<SqlUuid, _>(endpoint)
-        .bind::<BigInt, _>(limit)
-        .load(conn)?)
+/// Whose delivery log.
+#[derive(Debug, Clone, Copy)]
+pub enum LogOf {
+    /// An endpoint's deliveries.
+    Endpoint(Uuid),
+    /// The deliveries of one order's events.
+    Order(Uuid),
 }
 
-/// The webhook deliveries of one order's events, newest first.
-pub fn log_of_order(
-    conn: &mut PgConnection,
-    order: Uuid,
-    limit: i64,
-) -> Result<Vec<LogLine>, DbError> {
-    Ok(diesel::sql_query(log_query("e.order_id = $1"))
-        .bind::<SqlUuid, _>(order)
+/// A delivery log, newest first.
+pub fn log(conn: &mut PgConnection, of: LogOf, limit: i64) -> Result<Vec<LogLine>, DbError> {
+    let (scope, id) = match of {
+        LogOf::Endpoint(id) => ("d.endpoint_id = $1", id),
+        LogOf::Order(id) => ("e.order_id = $1", id),
+    };
+    Ok(diesel::sql_query(log_query(scope))
+        .bind::<SqlUuid, _>(id)
         .bind::<BigInt, _>(limit)
         .load(conn)?)
 }

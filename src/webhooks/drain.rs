@@ -271,12 +271,12 @@ async fn take_due(
 ) -> anyhow::Result<Vec<Ready>> {
     let (task, lease) = (task.to_owned(), ctx.lease);
     let bodies = ctx.bodies.clone();
-    let due = db::unit(&ctx.pool, move |c| {
+    let (due, unrendered) = db::unit(&ctx.pool, move |c| {
         use diesel::Connection;
         c.transaction(|c| {
             store::relaxed_commit(c)?;
             if store::take_drain(c, endpoint, &task, lease)?.is_none() {
-                return Ok(Vec::new());
+                return Ok((Vec::new(), Vec::new()));
             }
             let due = store::due(c, endpoint, room as i64, &sending, from)?;
             let mut ids: Vec<Uuid> = due.iter().map(|d| d.event_id).collect();
@@ -284,13 +284,17 @@ async fn take_due(
             ids.dedup();
             // Rendered by another drainer already: not read again.
             let missing = bodies.missing(&ids);
-            if !missing.is_empty() {
-                bodies.render(events::by_ids(c, &missing)?);
-            }
-            Ok(due)
+            let unrendered = if missing.is_empty() {
+                Vec::new()
+            } else {
+                events::by_ids(c, &missing)?
+            };
+            Ok((due, unrendered))
         })
     })
     .await?;
+    // Rendered here, not in the transaction: the connection is back.
+    ctx.bodies.render(unrendered);
     Ok(due
         .into_iter()
         .filter_map(|due| {
