@@ -469,6 +469,28 @@ async fn ops_open_an_order_see_its_timeline_and_webhooks_resend_one_and_find_stu
             "return document.querySelectorAll('#endpoint-log-rows button.resend').length >= 1",
         )
         .await;
+    // Re-rendering the view (as every board update does) keeps unchanged
+    // rows the same nodes: the resend button is never swapped away from
+    // under a click.
+    browser
+        .script(&format!(
+            "document.querySelector('#endpoint-log-rows tr').dataset.mark = 'kept'; \
+             document.querySelector('#endpoints tr[data-id=\"{endpoint}\"]').dataset.mark = 'kept'; \
+             window.rerendered = false; loadEndpoints().then(() => {{ window.rerendered = true; }}); return true"
+        ))
+        .await;
+    let marks = browser
+        .wait_for(
+            "the view re-rendered",
+            &format!("return window.rerendered ? [document.querySelector('#endpoint-log-rows tr').dataset.mark || 'rebuilt', \
+                      document.querySelector('#endpoints tr[data-id=\"{endpoint}\"]').dataset.mark || 'rebuilt'] : []"),
+        )
+        .await;
+    assert_eq!(
+        marks,
+        json!(["kept", "kept"]),
+        "unchanged rows were rebuilt"
+    );
     let before = receiver.accepted().len();
     browser.click("#endpoint-log-rows button.resend").await;
     receiver

@@ -11,6 +11,8 @@ let rendered = new Map(); // order id → { key, node } of the rows on the page
 let loads = 0;            // the newest load() is the one shown
 let opened = null;        // the order whose panel is open
 let logOf = null;         // the endpoint whose delivery log is shown
+let endpointRows = new Map(); // endpoint id → { key, node }
+let logRows = new Map();  // log line → { key, node }, for the endpoint `logOf`
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -129,31 +131,38 @@ function rowKey(o) {
   return JSON.stringify(o, (k, v) => (k === "checked_at" ? undefined : v));
 }
 
-// Rows whose content did not change stay the same DOM nodes (only their
-// "checked … ago" moves), so a refresh never swaps a button away from under
-// the pointer of someone about to click it.
-function renderRows(orders) {
+// Renders `items` into `body`, a row each, known by `id`: a row whose `key`
+// did not change stays the same DOM node (`update` may touch it in place),
+// so a re-render never swaps a button away from under the pointer of
+// someone about to click it. Returns the rows now shown, for the next call.
+function keepRows(body, shown, items, id, key, build, update) {
   const next = new Map();
-  const nodes = orders.map((o) => {
-    const key = rowKey(o);
-    const old = rendered.get(o.id);
-    if (!old || old.key !== key) {
-      const node = row(o);
-      next.set(o.id, { key, node });
-      return node;
+  const nodes = items.map((item) => {
+    const k = key(item);
+    const old = shown.get(id(item));
+    if (old && old.key === k) {
+      if (update) update(old.node, item);
+      next.set(id(item), old);
+      return old.node;
     }
-    const ages = old.node.querySelectorAll(".age");
+    const node = build(item);
+    next.set(id(item), { key: k, node });
+    return node;
+  });
+  const unchanged = nodes.length === body.children.length && nodes.every((n, i) => body.children[i] === n);
+  if (!unchanged) body.replaceChildren(...nodes);
+  return next;
+}
+
+// Board rows keep their node while only their "checked … ago" moves.
+function renderRows(orders) {
+  rendered = keepRows($("rows"), rendered, orders, (o) => o.id, rowKey, row, (node, o) => {
+    const ages = node.querySelectorAll(".age");
     [o.payment, o.shipping, o.warehouse].forEach((state, i) => {
       ages[i].setAttribute("data-ts", state.checked_at || "");
       ages[i].textContent = ago(state.checked_at);
     });
-    next.set(o.id, old);
-    return old.node;
   });
-  rendered = next;
-  const body = $("rows");
-  const unchanged = nodes.length === body.children.length && nodes.every((n, i) => body.children[i] === n);
-  if (!unchanged) body.replaceChildren(...nodes);
   $("empty").hidden = orders.length > 0;
 }
 
@@ -226,25 +235,36 @@ function health(h) {
 
 async function loadEndpoints() {
   const list = await api("/api/v1/webhook-endpoints");
-  $("endpoints").tBodies[0].replaceChildren(...list.endpoints.map((w) =>
+  endpointRows = keepRows($("endpoints").tBodies[0], endpointRows, list.endpoints, (w) => w.id, JSON.stringify, (w) =>
     el("tr", { "data-id": w.id },
       el("td", { class: "mono", title: w.url }, w.id.slice(0, 11), el("span", { class: "age" }, w.url)),
       el("td", {}, w.events.join(", ")),
       el("td", { class: "description" }, w.description),
       el("td", { class: w.health.failing_since ? "stale" : "" }, w.enabled ? health(w.health) : "disabled"),
-      el("td", {}, el("button", { class: "ghost log", onclick: () => showLog(w.id) }, "Deliveries")))));
+      el("td", {}, el("button", { class: "ghost log", onclick: () => showLog(w.id) }, "Deliveries"))));
   $("endpoints-empty").hidden = list.endpoints.length > 0;
   if (logOf) await showLog(logOf);
 }
 
 async function showLog(id) {
+  if (logOf !== id) logRows = new Map();
   logOf = id;
   const log = await api("/api/v1/webhook-endpoints/" + id + "/deliveries?limit=50");
+  if (logOf !== id) return; // another endpoint's log was asked for meanwhile
   $("endpoint-log").hidden = false;
   $("endpoint-log-id").textContent = id;
-  $("endpoint-log-rows").replaceChildren(...log.deliveries.map((d) =>
+  // A line is known by what it says (and which of its equals it is): an
+  // unchanged line keeps its node, and its button.
+  const seen = new Map();
+  const lines = log.deliveries.map((d) => {
+    const text = JSON.stringify(d);
+    const n = (seen.get(text) || 0) + 1;
+    seen.set(text, n);
+    return { d, id: text + "#" + n };
+  });
+  logRows = keepRows($("endpoint-log-rows"), logRows, lines, (l) => l.id, (l) => l.id, ({ d }) =>
     el("tr", { "data-event": d.event_id }, el("td", {}, d.type), el("td", { class: "mono" }, d.order_id.slice(0, 8)), ...deliveryCells(d),
-      el("td", {}, el("button", { class: "ghost resend", onclick: () => resend(id, d.event_id) }, "Resend")))));
+      el("td", {}, el("button", { class: "ghost resend", onclick: () => resend(id, d.event_id) }, "Resend"))));
 }
 
 async function resend(endpoint, event) {
