@@ -137,12 +137,18 @@ diesel::table! {
         consecutive_failures -> Int4,
         drain_task -> Nullable<Text>,
         drain_until -> Nullable<Timestamptz>,
+        cursor_xact -> Int8,
+        cursor_position -> Int8,
     }
 }
 
 diesel::table! {
-    webhook_fanout (event_id) {
+    webhook_log (xact, position) {
+        xact -> Int8,
+        position -> Int8,
         event_id -> Uuid,
+        #[sql_name = "type"]
+        type_ -> Text,
         created_at -> Timestamptz,
     }
 }
@@ -166,5 +172,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     webhook_attempts,
     webhook_deliveries,
     webhook_endpoints,
-    webhook_fanout,
+    webhook_log,
 );

@@ -41,9 +41,10 @@ pub struct LogLine {
 }
 
 /// The delivery log, newest first, of the deliveries `scope` picks (`$1`
-/// is its parameter, `$2` the limit): the attempts that did not deliver
-/// (their rows), the ones that did (on their delivery), and the deliveries
-/// not tried yet.
+/// is its parameter, `$2` the limit; `w` is the endpoint, `e` the event):
+/// the attempts that did not deliver (their rows), the ones that did (on
+/// their delivery), the rows not tried yet (resends) and the log entries
+/// past the endpoint's cursor (not tried yet).
 fn log_query(scope: &str) -> String {
     format!(
         "SELECT * FROM ( \
@@ -51,15 +52,24 @@ fn log_query(scope: &str) -> String {
               a.response_status, a.error, a.duration_ms, a.attempted_at, a.next_attempt_at, \
               a.attempted_at AS at, a.attempt AS n \
             FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id \
-              JOIN order_events e ON e.id = d.event_id \
+              JOIN order_events e ON e.id = d.event_id JOIN webhook_endpoints w ON w.id = d.endpoint_id \
             WHERE {scope} ORDER BY a.id DESC LIMIT $2) \
            UNION ALL \
            (SELECT d.endpoint_id, d.event_id, e.type, e.order_id, d.attempts, d.status, \
               d.response_status, d.error, d.duration_ms, d.attempted_at, NULL, \
               coalesce(d.attempted_at, d.created_at), d.attempts \
             FROM webhook_deliveries d JOIN order_events e ON e.id = d.event_id \
+              JOIN webhook_endpoints w ON w.id = d.endpoint_id \
             WHERE {scope} AND d.status IN ('delivered', 'pending') \
             ORDER BY d.id DESC LIMIT $2) \
+           UNION ALL \
+           (SELECT w.id, l.event_id, l.type, e.order_id, 0, 'pending', NULL, NULL, NULL, NULL, \
+              NULL, l.created_at, 0 \
+            FROM webhook_endpoints w JOIN webhook_log l \
+              ON w.enabled AND (l.xact, l.position) > (w.cursor_xact, w.cursor_position) \
+                AND (l.type = ANY (w.events) OR '*' = ANY (w.events)) \
+              JOIN order_events e ON e.id = l.event_id \
+            WHERE {scope} ORDER BY l.xact DESC, l.position DESC LIMIT $2) \
          ) log ORDER BY at DESC, n DESC LIMIT $2"
     )
 }
@@ -76,7 +86,7 @@ pub enum LogOf {
 /// A delivery log, newest first.
 pub fn log(conn: &mut PgConnection, of: LogOf, limit: i64) -> Result<Vec<LogLine>, DbError> {
     let (scope, id) = match of {
-        LogOf::Endpoint(id) => ("d.endpoint_id = $1", id),
+        LogOf::Endpoint(id) => ("w.id = $1", id),
         LogOf::Order(id) => ("e.order_id = $1", id),
     };
     Ok(diesel::sql_query(log_query(scope))

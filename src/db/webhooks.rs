@@ -1,10 +1,12 @@
 //! Webhook endpoints and their deliveries (migration 7); the delivery log
 //! is `webhook_log`.
 //!
-//! A delivery is made by fan-out ([`fan_out`]) from the events some enabled
-//! endpoint subscribes to, sent by the endpoint's one drainer
-//! ([`take_drain`], [`due`]), and settled with its attempt logged
-//! ([`record`]), all set-based so a drainer's round is a few statements.
+//! An endpoint's deliveries waiting for a first attempt are the webhook
+//! log's entries past its cursor ([`new_entries`]); the endpoint's one
+//! drainer ([`take_drain`]) sends them and writes each delivery's row once,
+//! with its first answer, moving the cursor in the same transaction
+//! ([`record`]). Retries and resends are rows ([`due`]). All set-based, so
+//! a drainer's round is a few statements.
 
 use std::time::Duration;
 
@@ -108,11 +110,23 @@ pub fn update(
     if nothing {
         return find(conn, id);
     }
-    Ok(diesel::update(ep::table.find(id))
-        .set((changes, ep::updated_at.eq(diesel::dsl::now)))
-        .returning(EndpointRow::as_returning())
-        .get_result(conn)
-        .optional()?)
+    conn.transaction(|conn| {
+        if changes.enabled == Some(true) {
+            // A disabled endpoint takes no events: enabled again, it starts
+            // from the log's head.
+            diesel::sql_query(
+                "UPDATE webhook_endpoints SET cursor_xact = webhook_log_horizon() - 1, \
+                   cursor_position = 9223372036854775807 WHERE id = $1 AND NOT enabled",
+            )
+            .bind::<SqlUuid, _>(id)
+            .execute(conn)?;
+        }
+        Ok(diesel::update(ep::table.find(id))
+            .set((changes, ep::updated_at.eq(diesel::dsl::now)))
+            .returning(EndpointRow::as_returning())
+            .get_result(conn)
+            .optional()?)
+    })
 }
 
 pub fn delete(conn: &mut PgConnection, id: Uuid) -> Result<bool, DbError> {
@@ -125,31 +139,6 @@ struct EndpointId {
     endpoint_id: Uuid,
 }
 
-/// Makes the deliveries of up to `limit` events awaiting fan-out (a tick
-/// takes all there are), one per enabled endpoint subscribed to the
-/// event's type, and returns the endpoints that got some. Events taken by a concurrent
-/// fan-out are skipped.
-pub fn fan_out(conn: &mut PgConnection, limit: i64) -> Result<Vec<Uuid>, DbError> {
-    conn.transaction(|conn| {
-        relaxed_commit(conn)?;
-        let rows: Vec<EndpointId> = diesel::sql_query(
-            "WITH f AS (DELETE FROM webhook_fanout WHERE event_id IN ( \
-                 SELECT event_id FROM webhook_fanout LIMIT $1 FOR UPDATE SKIP LOCKED) \
-               RETURNING event_id), \
-             d AS (INSERT INTO webhook_deliveries (endpoint_id, event_id) \
-               SELECT w.id, e.id FROM f JOIN order_events e ON e.id = f.event_id \
-                 JOIN webhook_endpoints w \
-                 ON w.enabled AND (e.type = ANY (w.events) OR '*' = ANY (w.events)) \
-               ORDER BY e.order_id, e.sequence \
-               RETURNING endpoint_id) \
-             SELECT DISTINCT endpoint_id FROM d",
-        )
-        .bind::<BigInt, _>(limit)
-        .load(conn)?;
-        Ok(rows.into_iter().map(|r| r.endpoint_id).collect())
-    })
-}
-
 /// The webhook bookkeeping (fan-out, the drain lease, attempts) commits without
 /// waiting for its WAL flush. A crash may lose the last few hundred
 /// milliseconds of it, which only means an event is fanned out or a
@@ -160,13 +149,51 @@ pub fn relaxed_commit(conn: &mut PgConnection) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Where a drainer sends, once it holds the endpoint's drain lease.
+/// A place in the webhook log: entries are ordered by `(xact, position)`,
+/// the commit order of their transactions (see migration 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pos {
+    pub xact: i64,
+    pub position: i64,
+}
+
+impl Pos {
+    /// The place just before `self`: every entry before `self` is at or
+    /// before it.
+    pub fn before(self) -> Pos {
+        Pos {
+            xact: self.xact,
+            position: self.position - 1,
+        }
+    }
+}
+
+/// Where a drainer sends, once it holds the endpoint's drain lease, what
+/// it sends (the subscribed types, as of the last renewal) and where its
+/// cursor stands.
 #[derive(Debug, Clone, QueryableByName)]
 pub struct Target {
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
     #[diesel(sql_type = Text)]
     pub url: String,
     #[diesel(sql_type = Text)]
     pub secret: String,
+    #[diesel(sql_type = Array<Text>)]
+    pub events: Vec<String>,
+    #[diesel(sql_type = Int8)]
+    cursor_xact: i64,
+    #[diesel(sql_type = Int8)]
+    cursor_position: i64,
+}
+
+impl Target {
+    pub fn cursor(&self) -> Pos {
+        Pos {
+            xact: self.cursor_xact,
+            position: self.cursor_position,
+        }
+    }
 }
 
 /// Takes (or renews, for the same `task`) the drain lease of an enabled
@@ -182,7 +209,7 @@ pub fn take_drain(
            drain_until = now() + make_interval(secs => $3) \
          WHERE id = $1 AND enabled \
            AND (drain_until IS NULL OR drain_until < now() OR drain_task = $2) \
-         RETURNING url, secret",
+         RETURNING id, url, secret, events, cursor_xact, cursor_position",
     )
     .bind::<SqlUuid, _>(endpoint)
     .bind::<Text, _>(task)
@@ -191,15 +218,98 @@ pub fn take_drain(
     .optional()?)
 }
 
-/// Gives the drain lease back.
-pub fn release_drain(conn: &mut PgConnection, endpoint: Uuid, task: &str) -> Result<(), DbError> {
-    diesel::update(ep::table.find(endpoint).filter(ep::drain_task.eq(task)))
-        .set((
-            ep::drain_task.eq(None::<String>),
-            ep::drain_until.eq(None::<DateTime<Utc>>),
-        ))
-        .execute(conn)?;
+/// Gives the drain lease back, with the cursor where the drainer left it.
+pub fn release_drain(
+    conn: &mut PgConnection,
+    endpoint: Uuid,
+    task: &str,
+    cursor: Pos,
+) -> Result<(), DbError> {
+    diesel::sql_query(format!(
+        "UPDATE webhook_endpoints SET drain_task = NULL, drain_until = NULL, {} \
+         WHERE id = $1 AND drain_task = $2",
+        move_cursor(3, 4)
+    ))
+    .bind::<SqlUuid, _>(endpoint)
+    .bind::<Text, _>(task)
+    .bind::<BigInt, _>(cursor.xact)
+    .bind::<BigInt, _>(cursor.position)
+    .execute(conn)?;
     Ok(())
+}
+
+/// The SET clause that moves an endpoint's cursor to (`$x`, `$y`), never
+/// back.
+fn move_cursor(x: u8, y: u8) -> String {
+    format!(
+        "cursor_xact = CASE WHEN (${x}, ${y}) > (cursor_xact, cursor_position) \
+           THEN ${x} ELSE cursor_xact END, \
+         cursor_position = CASE WHEN (${x}, ${y}) > (cursor_xact, cursor_position) \
+           THEN ${y} ELSE cursor_position END"
+    )
+}
+
+/// A log entry waiting for its first attempt.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct LogEntry {
+    #[diesel(sql_type = Int8)]
+    pub xact: i64,
+    #[diesel(sql_type = Int8)]
+    pub position: i64,
+    #[diesel(sql_type = SqlUuid)]
+    pub event_id: Uuid,
+}
+
+impl LogEntry {
+    pub fn pos(&self) -> Pos {
+        Pos {
+            xact: self.xact,
+            position: self.position,
+        }
+    }
+}
+
+#[derive(QueryableByName)]
+struct Horizon {
+    #[diesel(sql_type = Int8)]
+    horizon: i64,
+}
+
+/// Up to `limit` log entries after `after` of the `types` (`*`: all),
+/// oldest first, and how far the look reached: the last entry's place if
+/// it took `limit`, else the log's horizon (every entry of an ended
+/// transaction). Only entries older than the horizon are taken, so none
+/// can commit later before them.
+pub fn new_entries(
+    conn: &mut PgConnection,
+    after: Pos,
+    types: &[String],
+    limit: i64,
+) -> Result<(Vec<LogEntry>, Pos), DbError> {
+    let horizon = diesel::sql_query("SELECT webhook_log_horizon() AS horizon")
+        .get_result::<Horizon>(conn)?
+        .horizon;
+    let entries: Vec<LogEntry> = diesel::sql_query(
+        "SELECT xact, position, event_id FROM webhook_log \
+         WHERE (xact, position) > ($1, $2) AND xact < $3 \
+           AND (type = ANY ($4) OR '*' = ANY ($4)) \
+         ORDER BY xact, position LIMIT $5",
+    )
+    .bind::<BigInt, _>(after.xact)
+    .bind::<BigInt, _>(after.position)
+    .bind::<BigInt, _>(horizon)
+    .bind::<Array<Text>, _>(types)
+    .bind::<BigInt, _>(limit)
+    .load(conn)?;
+    let reached = match entries.last() {
+        Some(last) if entries.len() as i64 >= limit => last.pos(),
+        _ => Pos {
+            xact: horizon - 1,
+            position: i64::MAX,
+        }
+        .max(after),
+    };
+    Ok((entries, reached))
 }
 
 /// A due delivery, and the number its next attempt has.
@@ -242,10 +352,19 @@ pub fn due(
     .load(conn)?)
 }
 
+/// What an attempt was of: a delivery row (a retry or a resend), or a log
+/// entry's first attempt (its row is written with the answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Row(i64),
+    Log(Pos),
+}
+
 /// How one attempt ended, to record.
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
-    pub delivery_id: i64,
+    pub source: Source,
+    pub event_id: Uuid,
     pub attempt: i32,
     /// `Delivered`, `Retrying` (due again after `retry_in`) or `Failed`.
     pub state: DeliveryState,
@@ -256,25 +375,114 @@ pub struct AttemptRecord {
     pub attempted_at: DateTime<Utc>,
 }
 
-/// Settles a drainer's finished attempts (in the order they finished): each
-/// delivery's state, next attempt and last answer, a log row for each
-/// attempt that did not deliver, and the endpoint's health. One
-/// transaction.
+/// Settles a drainer's finished attempts (in the order they finished): the
+/// rows of first attempts, each retried delivery's state, next attempt and
+/// last answer, a log row for each attempt that did not deliver, the
+/// endpoint's health and its `cursor` (when it moved). One transaction.
 pub fn record(
     conn: &mut PgConnection,
     endpoint: Uuid,
     attempts: &[AttemptRecord],
+    cursor: Option<Pos>,
 ) -> Result<(), DbError> {
-    if attempts.is_empty() {
+    if attempts.is_empty() && cursor.is_none() {
         return Ok(());
     }
     let ok = |a: &AttemptRecord| a.state == DeliveryState::Delivered;
     let trailing = attempts.iter().rev().take_while(|a| !ok(a)).count() as i32;
     let any_ok = attempts.iter().any(ok);
+    let (firsts, retries): (Vec<&AttemptRecord>, Vec<&AttemptRecord>) = attempts
+        .iter()
+        .partition(|a| matches!(a.source, Source::Log(_)));
     conn.transaction(|conn| {
         relaxed_commit(conn)?;
-        diesel::sql_query(
-            "WITH r AS (SELECT * FROM unnest($1::int8[], $2::int4[], $3::text[], $4::float8[], \
+        if !firsts.is_empty() {
+            record_firsts(conn, endpoint, &firsts)?;
+        }
+        if !retries.is_empty() {
+            record_retries(conn, endpoint, &retries)?;
+        }
+        record_health(conn, endpoint, any_ok, trailing, cursor)
+    })
+}
+
+/// The attempts' columns, in one order, for `unnest`.
+struct Columns {
+    state: Vec<&'static str>,
+    delay: Vec<f64>,
+    response_status: Vec<Option<i16>>,
+    error: Vec<Option<String>>,
+    duration_ms: Vec<i32>,
+    attempted_at: Vec<DateTime<Utc>>,
+}
+
+impl Columns {
+    fn of(attempts: &[&AttemptRecord]) -> Self {
+        Columns {
+            state: attempts.iter().map(|a| a.state.as_str()).collect(),
+            delay: attempts.iter().map(|a| a.retry_in.as_secs_f64()).collect(),
+            response_status: attempts.iter().map(|a| a.response_status).collect(),
+            error: attempts.iter().map(|a| a.error.clone()).collect(),
+            duration_ms: attempts.iter().map(|a| a.duration_ms).collect(),
+            attempted_at: attempts.iter().map(|a| a.attempted_at).collect(),
+        }
+    }
+}
+
+/// First attempts: one delivery row each, written with its answer, and a
+/// log row for those that did not deliver.
+fn record_firsts(
+    conn: &mut PgConnection,
+    endpoint: Uuid,
+    attempts: &[&AttemptRecord],
+) -> Result<(), DbError> {
+    let c = Columns::of(attempts);
+    diesel::sql_query(
+        "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::float8[], $4::int2[], \
+                 $5::text[], $6::int4[], $7::timestamptz[]) \
+               AS r(event_id, status, delay, response_status, error, duration_ms, attempted_at)), \
+             d AS (INSERT INTO webhook_deliveries (endpoint_id, event_id, status, attempts, \
+                 next_attempt_at, response_status, error, duration_ms, attempted_at) \
+               SELECT $8, r.event_id, r.status, 1, CASE WHEN r.status = 'retrying' \
+                   THEN now() + make_interval(secs => r.delay) ELSE r.attempted_at END, \
+                 r.response_status, r.error, r.duration_ms, r.attempted_at FROM r \
+               RETURNING id, status, response_status, error, duration_ms, attempted_at, \
+                 next_attempt_at) \
+         INSERT INTO webhook_attempts (delivery_id, endpoint_id, attempt, status, \
+           response_status, error, duration_ms, attempted_at, next_attempt_at) \
+         SELECT d.id, $8, 1, d.status, d.response_status, d.error, d.duration_ms, \
+           d.attempted_at, CASE WHEN d.status = 'retrying' THEN d.next_attempt_at END \
+         FROM d WHERE d.status <> 'delivered'",
+    )
+    .bind::<Array<SqlUuid>, _>(attempts.iter().map(|a| a.event_id).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(c.state)
+    .bind::<Array<Double>, _>(c.delay)
+    .bind::<Array<Nullable<SmallInt>>, _>(c.response_status)
+    .bind::<Array<Nullable<Text>>, _>(c.error)
+    .bind::<Array<Int4>, _>(c.duration_ms)
+    .bind::<Array<Timestamptz>, _>(c.attempted_at)
+    .bind::<SqlUuid, _>(endpoint)
+    .execute(conn)?;
+    Ok(())
+}
+
+/// Later attempts of delivery rows: each row's state, next attempt and
+/// last answer, and a log row for those that did not deliver.
+fn record_retries(
+    conn: &mut PgConnection,
+    endpoint: Uuid,
+    attempts: &[&AttemptRecord],
+) -> Result<(), DbError> {
+    let ids: Vec<i64> = attempts
+        .iter()
+        .filter_map(|a| match a.source {
+            Source::Row(id) => Some(id),
+            Source::Log(_) => None,
+        })
+        .collect();
+    let c = Columns::of(attempts);
+    diesel::sql_query(
+        "WITH r AS (SELECT * FROM unnest($1::int8[], $2::int4[], $3::text[], $4::float8[], \
                  $5::int2[], $6::text[], $7::int4[], $8::timestamptz[]) \
                AS r(id, attempt, status, delay, response_status, error, duration_ms, attempted_at)), \
              u AS (UPDATE webhook_deliveries d SET status = r.status, attempts = r.attempt, \
@@ -283,55 +491,61 @@ pub fn record(
                  response_status = r.response_status, error = r.error, \
                  duration_ms = r.duration_ms, attempted_at = r.attempted_at \
                FROM r WHERE d.id = r.id) \
-             INSERT INTO webhook_attempts (delivery_id, endpoint_id, attempt, status, \
-               response_status, error, duration_ms, attempted_at, next_attempt_at) \
-             SELECT r.id, $9, r.attempt, r.status, r.response_status, r.error, r.duration_ms, \
-               r.attempted_at, CASE WHEN r.status = 'retrying' \
-                 THEN now() + make_interval(secs => r.delay) END \
-             FROM r WHERE r.status <> 'delivered'",
-        )
-        .bind::<Array<Int8>, _>(attempts.iter().map(|a| a.delivery_id).collect::<Vec<_>>())
-        .bind::<Array<Int4>, _>(attempts.iter().map(|a| a.attempt).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(attempts.iter().map(|a| a.state.as_str()).collect::<Vec<_>>())
-        .bind::<Array<Double>, _>(
-            attempts
-                .iter()
-                .map(|a| a.retry_in.as_secs_f64())
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<SmallInt>>, _>(
-            attempts.iter().map(|a| a.response_status).collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<Text>>, _>(
-            attempts.iter().map(|a| a.error.as_deref()).collect::<Vec<_>>(),
-        )
-        .bind::<Array<Int4>, _>(attempts.iter().map(|a| a.duration_ms).collect::<Vec<_>>())
-        .bind::<Array<Timestamptz>, _>(attempts.iter().map(|a| a.attempted_at).collect::<Vec<_>>())
-        .bind::<SqlUuid, _>(endpoint)
-        .execute(conn)?;
-        record_health(conn, endpoint, any_ok, trailing)
-    })
+         INSERT INTO webhook_attempts (delivery_id, endpoint_id, attempt, status, \
+           response_status, error, duration_ms, attempted_at, next_attempt_at) \
+         SELECT r.id, $9, r.attempt, r.status, r.response_status, r.error, r.duration_ms, \
+           r.attempted_at, CASE WHEN r.status = 'retrying' \
+             THEN now() + make_interval(secs => r.delay) END \
+         FROM r WHERE r.status <> 'delivered'",
+    )
+    .bind::<Array<Int8>, _>(ids)
+    .bind::<Array<Int4>, _>(attempts.iter().map(|a| a.attempt).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(c.state)
+    .bind::<Array<Double>, _>(c.delay)
+    .bind::<Array<Nullable<SmallInt>>, _>(c.response_status)
+    .bind::<Array<Nullable<Text>>, _>(c.error)
+    .bind::<Array<Int4>, _>(c.duration_ms)
+    .bind::<Array<Timestamptz>, _>(c.attempted_at)
+    .bind::<SqlUuid, _>(endpoint)
+    .execute(conn)?;
+    Ok(())
 }
 
 /// The endpoint's health after a round: its last success, and the failures
-/// since (the round's trailing ones, added to the count if it had none).
+/// since (the round's trailing ones, added to the count if it had none);
+/// and its cursor, which only moves forward. A round with no attempts
+/// moves the cursor only.
 fn record_health(
     conn: &mut PgConnection,
     endpoint: Uuid,
     any_ok: bool,
     trailing_failures: i32,
+    cursor: Option<Pos>,
 ) -> Result<(), DbError> {
-    diesel::sql_query(
+    let (attempted, at) = (
+        any_ok || trailing_failures > 0,
+        cursor.unwrap_or(Pos {
+            xact: 0,
+            position: 0,
+        }),
+    );
+    diesel::sql_query(format!(
         "UPDATE webhook_endpoints SET \
            last_success_at = CASE WHEN $2 THEN now() ELSE last_success_at END, \
-           consecutive_failures = CASE WHEN $2 THEN $3 ELSE consecutive_failures + $3 END, \
-           failing_since = CASE WHEN $3 = 0 THEN NULL \
-             WHEN $2 THEN now() ELSE coalesce(failing_since, now()) END \
+           consecutive_failures = CASE WHEN NOT $6 THEN consecutive_failures \
+             WHEN $2 THEN $3 ELSE consecutive_failures + $3 END, \
+           failing_since = CASE WHEN NOT $6 THEN failing_since WHEN $3 = 0 THEN NULL \
+             WHEN $2 THEN now() ELSE coalesce(failing_since, now()) END, \
+           {} \
          WHERE id = $1",
-    )
+        move_cursor(4, 5)
+    ))
     .bind::<SqlUuid, _>(endpoint)
     .bind::<Bool, _>(any_ok)
     .bind::<Int4, _>(trailing_failures)
+    .bind::<BigInt, _>(at.xact)
+    .bind::<BigInt, _>(at.position)
+    .bind::<Bool, _>(attempted)
     .execute(conn)?;
     Ok(())
 }
@@ -353,19 +567,78 @@ pub fn next_due(conn: &mut PgConnection, endpoint: Uuid) -> Result<Option<DateTi
     Ok(row.at)
 }
 
-/// Enabled endpoints with a delivery more than `grace` overdue and no live
-/// drainer: their wake-up was lost (Redis down, a worker killed).
-pub fn overdue_endpoints(conn: &mut PgConnection, grace: Duration) -> Result<Vec<Uuid>, DbError> {
-    let rows: Vec<EndpointId> = diesel::sql_query(
+/// `w`'s log entries waiting for a first attempt (SQL, for `EXISTS`).
+const WAITING: &str = "SELECT 1 FROM webhook_log l \
+    WHERE (l.xact, l.position) > (w.cursor_xact, w.cursor_position) \
+      AND l.xact < webhook_log_horizon() AND (l.type = ANY (w.events) OR '*' = ANY (w.events))";
+
+#[derive(QueryableByName)]
+struct Exists {
+    #[diesel(sql_type = Bool)]
+    exists: bool,
+}
+
+/// Whether `endpoint` has log entries after `cursor` waiting for a first
+/// attempt.
+pub fn has_waiting(conn: &mut PgConnection, endpoint: Uuid, cursor: Pos) -> Result<bool, DbError> {
+    let row: Exists = diesel::sql_query(
+        "SELECT EXISTS (SELECT 1 FROM webhook_endpoints w, webhook_log l \
+           WHERE w.id = $1 AND (l.xact, l.position) > ($2, $3) \
+             AND l.xact < webhook_log_horizon() \
+             AND (l.type = ANY (w.events) OR '*' = ANY (w.events))) AS exists",
+    )
+    .bind::<SqlUuid, _>(endpoint)
+    .bind::<BigInt, _>(cursor.xact)
+    .bind::<BigInt, _>(cursor.position)
+    .get_result(conn)?;
+    Ok(row.exists)
+}
+
+/// Enabled endpoints with no live drainer and something to send: a log
+/// entry waiting for its first attempt, or a delivery row more than
+/// `grace` overdue (its delayed wake-up was lost: Redis down, a worker
+/// killed).
+pub fn wakeable_endpoints(conn: &mut PgConnection, grace: Duration) -> Result<Vec<Uuid>, DbError> {
+    let rows: Vec<EndpointId> = diesel::sql_query(format!(
         "SELECT w.id AS endpoint_id FROM webhook_endpoints w \
          WHERE w.enabled AND (w.drain_until IS NULL OR w.drain_until < now()) \
-           AND EXISTS (SELECT 1 FROM webhook_deliveries d \
+           AND (EXISTS ({WAITING}) OR EXISTS (SELECT 1 FROM webhook_deliveries d \
              WHERE d.endpoint_id = w.id AND d.status IN ('pending', 'retrying') \
-               AND d.next_attempt_at < now() - make_interval(secs => $1))",
-    )
+               AND d.next_attempt_at < now() - make_interval(secs => $1)))"
+    ))
     .bind::<Double, _>(grace.as_secs_f64())
     .load(conn)?;
     Ok(rows.into_iter().map(|r| r.endpoint_id).collect())
+}
+
+/// Moves the cursor of every endpoint with no live drainer and nothing
+/// waiting to the log's horizon (the entries it passes are of types it
+/// does not take), so the log can be trimmed behind it.
+pub fn advance_idle_cursors(conn: &mut PgConnection) -> Result<usize, DbError> {
+    Ok(diesel::sql_query(format!(
+        "UPDATE webhook_endpoints w SET cursor_xact = webhook_log_horizon() - 1, \
+           cursor_position = 9223372036854775807 \
+         WHERE (w.drain_until IS NULL OR w.drain_until < now()) \
+           AND (w.cursor_xact, w.cursor_position) < (webhook_log_horizon() - 1, 9223372036854775807) \
+           AND NOT EXISTS ({WAITING})"
+    ))
+    .execute(conn)?)
+}
+
+/// Deletes up to `limit` log entries every enabled endpoint's cursor has
+/// passed (every ended one, when none is enabled). Returns how many.
+pub fn trim_log(conn: &mut PgConnection, limit: i64) -> Result<usize, DbError> {
+    Ok(diesel::sql_query(
+        "WITH low AS (SELECT cursor_xact AS x, cursor_position AS p FROM webhook_endpoints \
+             WHERE enabled ORDER BY cursor_xact, cursor_position LIMIT 1), \
+           upto AS (SELECT coalesce((SELECT x FROM low), webhook_log_horizon() - 1) AS x, \
+             coalesce((SELECT p FROM low), 9223372036854775807) AS p) \
+         DELETE FROM webhook_log WHERE (xact, position) IN ( \
+           SELECT l.xact, l.position FROM webhook_log l, upto \
+           WHERE (l.xact, l.position) <= (upto.x, upto.p) ORDER BY l.xact, l.position LIMIT $1)",
+    )
+    .bind::<BigInt, _>(limit)
+    .execute(conn)?)
 }
 
 /// A new delivery of `event` to `endpoint`; false if either is unknown.

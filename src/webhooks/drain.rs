@@ -1,15 +1,16 @@
 //! `WebhookDrain{endpoint}`: send an endpoint's due deliveries.
 //!
-//! Pushed by the fan-out when an endpoint gets deliveries, by a drainer for
-//! its next retry, by the sweep for an endpoint whose wake-up was lost, and
-//! on resend or re-enable. Safe any number of times: a job first takes the
-//! endpoint's drain lease, so one drainer per endpoint runs in the whole
-//! fleet and the others end at once. The drainer keeps up to
-//! `WEBHOOK_CONCURRENCY` POSTs in flight, takes more due deliveries as they
-//! finish, records finished attempts in batches, and ends when nothing is
-//! due; a future retry gets a delayed wake-up. At least once: a drainer
-//! killed mid-flight leaves its deliveries due, and once its drain lease
-//! runs out the next drainer sends them again.
+//! Pushed by the fan-out timer when an endpoint has log entries waiting and
+//! no drainer, by a drainer for its next retry, and on resend. Safe any
+//! number of times: a job first takes the endpoint's drain lease, so one
+//! drainer per endpoint runs in the whole fleet and the others end at once.
+//! The drainer keeps up to `WEBHOOK_CONCURRENCY` POSTs in flight: due
+//! delivery rows (retries, resends) first, then the log's entries past its
+//! cursor. It takes more as they finish, records finished attempts in
+//! batches with the cursor (`recorder`), and ends when nothing is due; a
+//! future retry gets a delayed wake-up. At least once: a drainer killed
+//! mid-flight leaves its cursor before what it had not recorded, and once
+//! its drain lease runs out the next drainer sends those again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,9 +23,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::client::Post;
+use super::recorder::{Recorder, Shared};
 use super::signature;
 use super::WebhookContext;
-use crate::db::webhooks::{self as store, AttemptRecord, DeliveryState, DueDelivery, Target};
+use crate::db::webhooks::{self as store, AttemptRecord, DeliveryState, Pos, Source, Target};
 use crate::db::{self, events};
 use crate::http::views::event_id;
 use crate::jobs::JobKind;
@@ -44,8 +46,6 @@ impl JobKind for WebhookDrain {
 
 /// How often a drainer with nothing new to send looks again.
 const RECHECK: Duration = Duration::from_millis(50);
-/// Finished attempts recorded per statement, at most.
-const RECORD_BATCH: usize = 128;
 /// How much earlier than the latest due time taken a look starts, and how
 /// often it starts from the beginning instead.
 const LATE_COMMIT_SECS: i64 = 5;
@@ -68,9 +68,18 @@ pub async fn run(
         })
 }
 
-/// A due delivery, rendered and ready to send.
+/// Something to send: a due delivery row or a log entry.
+struct Item {
+    source: Source,
+    event_id: Uuid,
+    attempt: i32,
+    /// A row's due time (the look's scan start follows it).
+    due_at: Option<chrono::DateTime<Utc>>,
+}
+
+/// An item rendered and ready to send.
 struct Ready {
-    due: DueDelivery,
+    item: Item,
     post: Post,
 }
 
@@ -78,26 +87,30 @@ async fn drain(ctx: &WebhookContext, endpoint: Uuid, task: &str) -> anyhow::Resu
     let Some(target) = hold(ctx, endpoint, task).await? else {
         return Ok(());
     };
+    let progress = Shared::new(target.cursor());
     let mut round = Round::new(ctx.settings.concurrency);
-    let mut recorder = Recorder::start(ctx, endpoint);
+    let mut recorder = Recorder::start(ctx, endpoint, progress.clone());
     loop {
         if round.wants_more() {
-            let sending = recorder.unrecorded();
-            let from = round.scan_from();
-            let ready = take_due(ctx, endpoint, task, &target, round.room(), sending, from).await?;
-            round.found(&ready);
+            let (from, room) = (round.scan_from(), round.room());
+            let ready = take_due(ctx, endpoint, task, room, &progress, from).await?;
+            round.found(&ready, room);
             for r in ready {
-                recorder.sending(r.due.delivery_id);
                 round.inflight.push(send(ctx, r));
             }
         }
         if round.inflight.is_empty() {
+            if let Some(wait) = round.until_next_look() {
+                tokio::time::sleep(wait).await;
+                continue;
+            }
             recorder.finish().await?;
-            if !finish_or_stay(ctx, endpoint, task).await? {
+            if !finish_or_stay(ctx, endpoint, task, &progress).await? {
                 return Ok(());
             }
-            recorder = Recorder::start(ctx, endpoint);
+            recorder = Recorder::start(ctx, endpoint, progress.clone());
             round.idle_since = None;
+            round.dry = false;
             continue;
         }
         for done in round.wait().await {
@@ -106,79 +119,14 @@ async fn drain(ctx: &WebhookContext, endpoint: Uuid, task: &str) -> anyhow::Resu
     }
 }
 
-/// Records a drainer's finished attempts on a task of its own, as many per
-/// statement as have finished meanwhile (up to [`RECORD_BATCH`]), so the
-/// window of POSTs never waits for PostgreSQL.
-struct Recorder {
-    tx: tokio::sync::mpsc::UnboundedSender<AttemptRecord>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    /// Deliveries sent or being sent whose attempt is not recorded yet:
-    /// still due in PostgreSQL, so never taken again meanwhile.
-    unrecorded: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
-}
-
-impl Recorder {
-    fn start(ctx: &WebhookContext, endpoint: Uuid) -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<AttemptRecord>();
-        let ctx = ctx.clone();
-        let unrecorded: Arc<std::sync::Mutex<std::collections::HashSet<i64>>> = Arc::default();
-        let pending = Arc::clone(&unrecorded);
-        let task = tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < RECORD_BATCH {
-                    match rx.try_recv() {
-                        Ok(more) => batch.push(more),
-                        Err(_) => break,
-                    }
-                }
-                let ids: Vec<i64> = batch.iter().map(|a| a.delivery_id).collect();
-                record(&ctx, endpoint, batch).await?;
-                let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-                for id in ids {
-                    p.remove(&id);
-                }
-            }
-            Ok(())
-        });
-        Recorder {
-            tx,
-            task,
-            unrecorded,
-        }
-    }
-
-    fn sending(&self, delivery: i64) {
-        self.lock().insert(delivery);
-    }
-
-    fn unrecorded(&self) -> Vec<i64> {
-        self.lock().iter().copied().collect()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<i64>> {
-        self.unrecorded.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn add(&self, done: AttemptRecord) {
-        // The task only ends when this sender is dropped, or on an error
-        // that `finish` reports.
-        let _ = self.tx.send(done);
-    }
-
-    /// Waits until everything added is recorded.
-    async fn finish(self) -> anyhow::Result<()> {
-        drop(self.tx);
-        self.task.await?
-    }
-}
-
 /// A drainer's moving window of POSTs.
 struct Round {
     limit: usize,
     inflight: FuturesUnordered<futures_util::future::BoxFuture<'static, AttemptRecord>>,
-    /// When a look last found nothing.
+    /// When a look last took all there was (fewer than it had room for),
+    /// and whether it found nothing at all.
     idle_since: Option<Instant>,
+    dry: bool,
     /// The latest due time taken so far, and when the scan last started
     /// from the beginning.
     taken_up_to: Option<chrono::DateTime<Utc>>,
@@ -191,6 +139,7 @@ impl Round {
             limit,
             inflight: FuturesUnordered::new(),
             idle_since: None,
+            dry: false,
             taken_up_to: None,
             full_scan_at: Instant::now(),
         }
@@ -211,6 +160,18 @@ impl Round {
             .unwrap_or(start)
     }
 
+    /// Nothing in flight, and the last look found something: how long until
+    /// the next look (it may find more before the drainer gives up).
+    fn until_next_look(&self) -> Option<Duration> {
+        if self.dry {
+            return None;
+        }
+        Some(
+            self.idle_since
+                .map_or(Duration::ZERO, |t| RECHECK.saturating_sub(t.elapsed())),
+        )
+    }
+
     fn room(&self) -> usize {
         self.limit - self.inflight.len()
     }
@@ -218,19 +179,17 @@ impl Round {
     /// Take more when an eighth of the window is free (so the window stays
     /// nearly full: refilling only at half kept a 200 ms endpoint at ~75 %
     /// of `WEBHOOK_CONCURRENCY`), and not more often than every
-    /// [`RECHECK`] while looks find nothing.
+    /// [`RECHECK`] once a look has taken all there was: events then come
+    /// in batches of 50 ms, not one look (a transaction) per delivery.
     fn wants_more(&self) -> bool {
         self.room() >= (self.limit / 8).max(1)
             && self.idle_since.is_none_or(|t| t.elapsed() >= RECHECK)
     }
 
-    fn found(&mut self, ready: &[Ready]) {
-        self.idle_since = if ready.is_empty() {
-            Some(Instant::now())
-        } else {
-            None
-        };
-        if let Some(latest) = ready.iter().map(|r| r.due.next_attempt_at).max() {
+    fn found(&mut self, ready: &[Ready], room: usize) {
+        self.dry = ready.is_empty();
+        self.idle_since = (ready.len() < room).then(Instant::now);
+        if let Some(latest) = ready.iter().filter_map(|r| r.item.due_at).max() {
             self.taken_up_to = Some(self.taken_up_to.map_or(latest, |t| t.max(latest)));
         }
     }
@@ -258,28 +217,31 @@ async fn hold(ctx: &WebhookContext, endpoint: Uuid, task: &str) -> anyhow::Resul
     .await?)
 }
 
-/// Renews the lease and takes up to `room` due deliveries but those it is
-/// `sending` (in flight, or not recorded yet), rendered.
+/// Renews the lease and takes up to `room` items, rendered: due delivery
+/// rows but those already taken, then log entries past the last look.
 async fn take_due(
     ctx: &WebhookContext,
     endpoint: Uuid,
     task: &str,
-    target: &Target,
     room: usize,
-    sending: Vec<i64>,
+    progress: &Shared,
     from: chrono::DateTime<Utc>,
 ) -> anyhow::Result<Vec<Ready>> {
     let (task, lease) = (task.to_owned(), ctx.lease);
     let bodies = ctx.bodies.clone();
-    let (due, unrendered) = db::unit(&ctx.pool, move |c| {
+    let (sending, after) = {
+        let p = progress.lock();
+        (p.rows(), p.reached())
+    };
+    let look = db::unit(&ctx.pool, move |c| {
         use diesel::Connection;
         c.transaction(|c| {
             store::relaxed_commit(c)?;
-            if store::take_drain(c, endpoint, &task, lease)?.is_none() {
-                return Ok((Vec::new(), Vec::new()));
-            }
-            let due = store::due(c, endpoint, room as i64, &sending, from)?;
-            let mut ids: Vec<Uuid> = due.iter().map(|d| d.event_id).collect();
+            let Some(target) = store::take_drain(c, endpoint, &task, lease)? else {
+                return Ok(None);
+            };
+            let look = look(c, &target, room as i64, &sending, after, from)?;
+            let mut ids: Vec<Uuid> = look.items.iter().map(|i| i.event_id).collect();
             ids.sort_unstable();
             ids.dedup();
             // Rendered by another drainer already: not read again.
@@ -289,26 +251,101 @@ async fn take_due(
             } else {
                 events::by_ids(c, &missing)?
             };
-            Ok((due, unrendered))
+            Ok(Some((target, look, unrendered)))
         })
     })
     .await?;
+    let Some((target, look, unrendered)) = look else {
+        return Ok(Vec::new());
+    };
+    progress
+        .lock()
+        .took(&look.rows(), &look.entries(), look.reached);
     // Rendered here, not in the transaction: the connection is back.
     ctx.bodies.render(unrendered);
-    Ok(due
+    Ok(look
+        .items
         .into_iter()
-        .filter_map(|due| {
-            let body = ctx.bodies.get(due.event_id)?;
+        .filter_map(|item| {
+            let body = ctx.bodies.get(item.event_id)?;
             let t = Utc::now().timestamp();
             let post = Post {
                 url: target.url.clone(),
-                event_id: event_id(due.event_id),
+                event_id: event_id(item.event_id),
                 signature: signature::sign(&target.secret, t, &body),
                 body,
             };
-            Some(Ready { due, post })
+            Some(Ready { item, post })
         })
         .collect())
+}
+
+/// What one look took, and how far into the log it reached (`None`: it
+/// did not look there, the window was full of rows).
+struct Look {
+    items: Vec<Item>,
+    reached: Option<Pos>,
+}
+
+impl Look {
+    fn rows(&self) -> Vec<i64> {
+        self.items
+            .iter()
+            .filter_map(|i| match i.source {
+                Source::Row(id) => Some(id),
+                Source::Log(_) => None,
+            })
+            .collect()
+    }
+
+    fn entries(&self) -> Vec<Pos> {
+        self.items
+            .iter()
+            .filter_map(|i| match i.source {
+                Source::Log(pos) => Some(pos),
+                Source::Row(_) => None,
+            })
+            .collect()
+    }
+}
+
+fn look(
+    c: &mut diesel::PgConnection,
+    target: &Target,
+    room: i64,
+    sending: &[i64],
+    after: Pos,
+    from: chrono::DateTime<Utc>,
+) -> Result<Look, db::DbError> {
+    let rows = store::due(c, target.id, room, sending, from)?;
+    let mut items: Vec<Item> = rows
+        .into_iter()
+        .map(|d| Item {
+            source: Source::Row(d.delivery_id),
+            event_id: d.event_id,
+            attempt: d.attempt,
+            due_at: Some(d.next_attempt_at),
+        })
+        .collect();
+    let left = room - items.len() as i64;
+    if left <= 0 {
+        return Ok(Look {
+            items,
+            reached: None,
+        });
+    }
+    let (entries, reached) =
+        store::new_entries(c, after.max(target.cursor()), &target.events, left)?;
+    items.extend(entries.into_iter().map(|e| Item {
+        source: Source::Log(e.pos()),
+        event_id: e.event_id,
+        attempt: 1,
+        due_at: None,
+    }));
+    Ok(Look {
+        items,
+        reached: Some(reached),
+    })
 }
 
 /// Sends one attempt on the webhook thread and judges its answer.
@@ -321,7 +358,7 @@ fn send(
     Box::pin(async move {
         let attempted_at = Utc::now();
         let started = Instant::now();
-        let Ready { due, post } = ready;
+        let Ready { item, post } = ready;
         let answer = sender
             .run(move |client| Box::pin(async move { client.send(post).await }))
             .await
@@ -332,12 +369,13 @@ fn send(
             Ok(s) => (Some(*s as i16), Some(format!("answered HTTP {s}"))),
             Err(e) => (None, Some(e.to_string().chars().take(300).collect())),
         };
-        let state = judge(delivered, due.attempt, settings.max_attempts);
+        let state = judge(delivered, item.attempt, settings.max_attempts);
         AttemptRecord {
-            delivery_id: due.delivery_id,
-            attempt: due.attempt,
+            source: item.source,
+            event_id: item.event_id,
+            attempt: item.attempt,
             state,
-            retry_in: retry_delay(settings.retry_base, due.attempt),
+            retry_in: retry_delay(settings.retry_base, item.attempt),
             response_status,
             error,
             duration_ms: started.elapsed().as_millis().min(i32::MAX as u128) as i32,
@@ -368,31 +406,37 @@ pub fn retry_delay(base: Duration, attempt: i32) -> Duration {
     delay.mul_f64(rand::rng().random_range(1.0..=1.25))
 }
 
-async fn record(
+/// Nothing in flight: gives the lease back with the cursor, unless a
+/// delivery is due now or within [`STAY_FOR`], or the log has more (then
+/// waits and goes on: true). A later retry gets a delayed wake-up.
+async fn finish_or_stay(
     ctx: &WebhookContext,
     endpoint: Uuid,
-    finished: Vec<AttemptRecord>,
-) -> anyhow::Result<()> {
-    Ok(db::unit(&ctx.pool, move |c| store::record(c, endpoint, &finished)).await?)
-}
-
-/// Nothing in flight: gives the lease back, unless a delivery is due now
-/// or within [`STAY_FOR`] (then waits and goes on: true). A later retry
-/// gets a delayed wake-up.
-async fn finish_or_stay(ctx: &WebhookContext, endpoint: Uuid, task: &str) -> anyhow::Result<bool> {
-    let next = db::unit(&ctx.pool, move |c| store::next_due(c, endpoint)).await?;
+    task: &str,
+    progress: &Shared,
+) -> anyhow::Result<bool> {
+    let cursor = progress.lock().cursor();
+    let (next, more) = db::unit(&ctx.pool, move |c| {
+        let more = store::has_waiting(c, endpoint, cursor)?;
+        Ok((store::next_due(c, endpoint)?, more))
+    })
+    .await?;
     let wait = next.map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO));
+    if more {
+        return Ok(hold(ctx, endpoint, task).await?.is_some());
+    }
     if let Some(wait) = wait.filter(|w| *w <= STAY_FOR) {
         tokio::time::sleep(wait).await;
         return Ok(hold(ctx, endpoint, task).await?.is_some());
     }
     let owned = task.to_owned();
     db::unit(&ctx.pool, move |c| {
-        store::release_drain(c, endpoint, &owned)
+        store::release_drain(c, endpoint, &owned, cursor)
     })
     .await?;
-    // A delivery made between the look and the release found the lease
-    // held and its wake-up ended at once: look again now that it is free.
+    // A resend made between the look and the release found the lease held
+    // and its wake-up ended at once: look again now that it is free. (Log
+    // entries committed meanwhile are woken by the fan-out timer.)
     let again = db::unit(&ctx.pool, move |c| store::next_due(c, endpoint)).await?;
     if again.is_some_and(|at| at <= Utc::now()) {
         return Ok(hold(ctx, endpoint, task).await?.is_some());

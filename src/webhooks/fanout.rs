@@ -1,10 +1,11 @@
 //! The fan-out timer and the webhook sweep, in every worker process.
 //!
-//! Fan-out reads PostgreSQL, not Redis: every 100 ms it turns the events
-//! awaiting fan-out into deliveries (`db::webhooks::fan_out`, rows locked by
-//! another worker are skipped) and wakes each endpoint that got some. The
-//! sweep wakes endpoints whose deliveries are overdue with no drainer (a
-//! wake-up lost with Redis, a drainer killed).
+//! Fan-out reads PostgreSQL, not Redis: every 100 ms it wakes each enabled
+//! endpoint with no live drainer that has log entries past its cursor, or
+//! a delivery row overdue by the sweep's grace (a delayed wake-up lost with
+//! Redis, a drainer killed). A wake-up lost with Redis is pushed again on
+//! the next tick. The sweep moves idle endpoints' cursors past entries of
+//! types they do not take, and trims the log behind every cursor.
 
 use std::time::Duration;
 
@@ -16,8 +17,8 @@ use crate::db::{self, webhooks as store};
 use crate::jobs::JobQueue;
 
 const EVERY: Duration = Duration::from_millis(100);
-/// Events fanned out per statement.
-const BATCH: i64 = 2000;
+/// Log entries trimmed per sweep, at most.
+const TRIM: i64 = 10_000;
 
 /// When the sweep runs, and how overdue a delivery must be for it.
 #[derive(Debug, Clone, Copy)]
@@ -43,11 +44,12 @@ pub async fn fan_out_loop(
         }
         if last_sweep.elapsed() >= timing.every {
             last_sweep = std::time::Instant::now();
-            if let Err(e) = sweep(&ctx, timing.grace).await {
+            if let Err(e) = sweep(&ctx).await {
                 tracing::debug!(error = %e, "webhook sweep failed; the next one retries");
             }
         }
-        match db::unit(&ctx.pool, |c| store::fan_out(c, BATCH)).await {
+        let grace = timing.grace;
+        match db::unit(&ctx.pool, move |c| store::wakeable_endpoints(c, grace)).await {
             Ok(endpoints) => {
                 failing = false;
                 wake(&ctx.queue, &endpoints, "f").await;
@@ -61,16 +63,18 @@ pub async fn fan_out_loop(
     }
 }
 
-/// Wakes the endpoints with deliveries more than `grace` overdue and no
-/// live drainer. Returns how many.
-pub async fn sweep(ctx: &WebhookContext, grace: Duration) -> anyhow::Result<usize> {
-    let endpoints = db::unit(&ctx.pool, move |c| store::overdue_endpoints(c, grace)).await?;
-    wake(&ctx.queue, &endpoints, "s").await;
-    Ok(endpoints.len())
+/// Moves idle cursors and trims the log behind them. Returns how many
+/// entries it trimmed.
+pub async fn sweep(ctx: &WebhookContext) -> anyhow::Result<usize> {
+    Ok(db::unit(&ctx.pool, move |c| {
+        store::advance_idle_cursors(c)?;
+        store::trim_log(c, TRIM)
+    })
+    .await?)
 }
 
 /// Pushes a drain of each endpoint under a fresh task id (`why` tags it:
-/// `f` fan-out, `s` sweep, `h` an ops request); if the push fails, the
+/// `f` the fan-out timer, `h` an ops request); if the push fails, the
 /// sweep pushes one once the deliveries are overdue.
 pub async fn wake(queue: &JobQueue, endpoints: &[Uuid], why: &str) {
     for &endpoint_id in endpoints {

@@ -2,20 +2,23 @@
 //!
 //! ```text
 //! a change of an order ──(same statement: the events trigger)──▶ order_events
-//!        │ and webhook_fanout, when an enabled endpoint subscribes to its type
+//!        │ and webhook_log, in commit order, when an enabled endpoint
+//!        │ subscribes to its type
 //!        ▼
-//! fanout (every worker, every 100 ms) ──▶ webhook_deliveries, one per endpoint
-//!        │ push WebhookDrain{endpoint} (a wake-up only; the sweep re-pushes)
+//! fanout (every worker, every 100 ms): endpoints with entries past their
+//!        │ cursor and no drainer ──▶ push WebhookDrain{endpoint} (a wake-up)
 //!        ▼
 //! drain (apalis job): takes the endpoint's drain lease (one drainer per
-//!   endpoint in the fleet), takes due deliveries, POSTs them signed,
-//!   at most WEBHOOK_CONCURRENCY in flight, records each attempt; the
-//!   event bodies come from `bodies`, rendered once for every endpoint
+//!   endpoint in the fleet), takes due retries and the log entries past
+//!   its cursor, POSTs them signed, at most WEBHOOK_CONCURRENCY in flight;
+//!   `recorder` writes each delivery's row once, with its answer, and moves
+//!   the cursor; the event bodies come from `bodies`, rendered once for
+//!   every endpoint
 //! ```
 //!
 //! PostgreSQL is the truth: an event that commits is delivered even if
-//! Redis is down then (the fan-out reads PostgreSQL; a lost wake-up is
-//! re-pushed by the sweep). A slow or dead endpoint holds only its own
+//! Redis is down then (the fan-out timer reads PostgreSQL and pushes a
+//! lost wake-up again). A slow or dead endpoint holds only its own
 //! drainer: other endpoints have theirs, and deliveries, purchases and the
 //! refresh never wait for a webhook.
 
@@ -25,6 +28,7 @@ pub mod drain;
 pub mod endpoint;
 pub mod fanout;
 pub mod guard;
+pub mod recorder;
 pub mod signature;
 
 use std::sync::Arc;

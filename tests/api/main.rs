@@ -18,5 +18,6 @@ mod purchase;
 mod receiver;
 mod simulators;
 mod validation;
+mod webhook_log;
 mod webhooks;
 mod workers;

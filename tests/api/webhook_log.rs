@@ -1,0 +1,152 @@
+//! The webhook log and the endpoints' cursors: an event is delivered even
+//! when its transaction commits after later ones (they wait for it: the
+//! log is read in commit order), a receiver that takes
+//! only a rare type does not hold the log back, and the log is trimmed
+//! behind every cursor.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::helpers::*;
+use crate::receiver::{register, Got, Mode, Receiver};
+
+fn fulfilling(o: &Value) -> bool {
+    o["status"] == "fulfilling"
+}
+
+fn accepted_types(got: &[Got]) -> BTreeSet<(String, String)> {
+    got.iter()
+        .filter(|g| g.accepted)
+        .map(|g| {
+            let body = g.json();
+            (
+                body["data"]["order"]["id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                body["type"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+async fn log_entries(app: &TestApp) -> i64 {
+    app.db(|c| {
+        diesel::sql_query("SELECT count(*) AS n FROM webhook_log")
+            .get_result::<Count>(c)
+            .unwrap()
+            .n
+    })
+    .await
+}
+
+#[actix_rt::test]
+async fn an_event_whose_transaction_commits_after_later_ones_is_still_delivered() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start(Mode::Ok);
+    register(&app, &receiver.url, &["*"]).await;
+    let worker = app.start_worker(fast_worker());
+    let held = order_id(&app.purchase(&visa(), None).await);
+    app.wait_order(held, 15, fulfilling).await;
+    // A change of `held` (its event written by the trigger) whose
+    // transaction stays open while later events commit and are sent.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let (commit_tx, commit_rx) = std::sync::mpsc::channel::<()>();
+    let pool = app.pool.clone();
+    let holder = std::thread::spawn(move || {
+        let mut c = pool.get().expect("connection");
+        c.batch_execute(&format!(
+            "BEGIN; UPDATE orders SET status = 'shipped' WHERE id = '{held}'"
+        ))
+        .unwrap();
+        ready_tx.send(()).unwrap();
+        commit_rx.recv().unwrap();
+        c.batch_execute("COMMIT").unwrap();
+    });
+    ready_rx.recv().unwrap();
+    let mut later: Vec<Uuid> = Vec::new();
+    for _ in 0..3 {
+        later.push(order_id(&app.purchase(&visa(), None).await));
+    }
+    for id in &later {
+        app.wait_order(*id, 15, fulfilling).await;
+    }
+    // The later events are committed and visible now; a reader that took
+    // them would pass the held entry. Delivery waits for the held
+    // transaction instead (the log's horizon), then sends everything.
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    commit_tx.send(()).unwrap();
+    holder.join().unwrap();
+    receiver
+        .wait_for(15, "every event, the one committed last too", |got| {
+            let have = accepted_types(got);
+            have.contains(&(held.to_string(), "order.shipped".into()))
+                && later
+                    .iter()
+                    .all(|id| have.contains(&(id.to_string(), "order.fulfilling".into())))
+        })
+        .await;
+    worker.stop().unwrap();
+}
+
+#[actix_rt::test]
+async fn the_log_is_trimmed_behind_every_cursor_even_one_that_takes_a_rare_type() {
+    let app = spawn_app().await;
+    let busy = Receiver::start(Mode::Ok);
+    let rare = Receiver::start(Mode::Ok);
+    register(&app, &busy.url, &["*"]).await;
+    register(&app, &rare.url, &["order.payment_failed"]).await;
+    let worker = app.start_worker(fast_worker());
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(order_id(&app.purchase(&visa(), None).await));
+    }
+    for id in &ids {
+        app.wait_order(*id, 15, fulfilling).await;
+    }
+    busy.wait_for(15, "every event", |got| accepted_types(got).len() == 12)
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = log_entries(&app).await;
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} log entries stay behind the cursors"
+        );
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        rare.got().is_empty(),
+        "the rare receiver gets only its type"
+    );
+    // It still gets its type after its cursor moved on, and only that.
+    let declined = app
+        .purchase(
+            &purchase_body(&[("SKU-1", 1)], "pm_card_chargeDeclined"),
+            None,
+        )
+        .await;
+    let id = declined.body["error"]["order"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    rare.wait_for(15, "the decline", |got| {
+        accepted_types(got) == BTreeSet::from([(id.clone(), "order.payment_failed".into())])
+    })
+    .await;
+    worker.stop().unwrap();
+}
