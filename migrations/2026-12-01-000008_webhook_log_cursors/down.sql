@@ -44,6 +44,6 @@ BEGIN
     RETURN NEW;
 END $$;
 
-DROP FUNCTION webhook_log_horizon();
 ALTER TABLE webhook_endpoints DROP COLUMN cursor_xact, DROP COLUMN cursor_position;
+DROP FUNCTION webhook_log_horizon();
 DROP TABLE webhook_log;

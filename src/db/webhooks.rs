@@ -11,7 +11,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
 use diesel::sql_types::{
     Array, BigInt, Bool, Double, Int4, Int8, Nullable, SmallInt, Text, Timestamptz, Uuid as SqlUuid,
 };
@@ -427,6 +429,16 @@ impl Columns {
             attempted_at: attempts.iter().map(|a| a.attempted_at).collect(),
         }
     }
+
+    /// Binds the columns as the next six parameters, in this order.
+    fn bind(self, q: BoxedSqlQuery<'_, Pg, SqlQuery>) -> BoxedSqlQuery<'_, Pg, SqlQuery> {
+        q.bind::<Array<Text>, _>(self.state)
+            .bind::<Array<Double>, _>(self.delay)
+            .bind::<Array<Nullable<SmallInt>>, _>(self.response_status)
+            .bind::<Array<Nullable<Text>>, _>(self.error)
+            .bind::<Array<Int4>, _>(self.duration_ms)
+            .bind::<Array<Timestamptz>, _>(self.attempted_at)
+    }
 }
 
 /// First attempts: one delivery row each, written with its answer, and a
@@ -437,7 +449,7 @@ fn record_firsts(
     attempts: &[&AttemptRecord],
 ) -> Result<(), DbError> {
     let c = Columns::of(attempts);
-    diesel::sql_query(
+    let q = diesel::sql_query(
         "WITH r AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::float8[], $4::int2[], \
                  $5::text[], $6::int4[], $7::timestamptz[]) \
                AS r(event_id, status, delay, response_status, error, duration_ms, attempted_at)), \
@@ -454,15 +466,9 @@ fn record_firsts(
            d.attempted_at, CASE WHEN d.status = 'retrying' THEN d.next_attempt_at END \
          FROM d WHERE d.status <> 'delivered'",
     )
-    .bind::<Array<SqlUuid>, _>(attempts.iter().map(|a| a.event_id).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(c.state)
-    .bind::<Array<Double>, _>(c.delay)
-    .bind::<Array<Nullable<SmallInt>>, _>(c.response_status)
-    .bind::<Array<Nullable<Text>>, _>(c.error)
-    .bind::<Array<Int4>, _>(c.duration_ms)
-    .bind::<Array<Timestamptz>, _>(c.attempted_at)
-    .bind::<SqlUuid, _>(endpoint)
-    .execute(conn)?;
+    .into_boxed()
+    .bind::<Array<SqlUuid>, _>(attempts.iter().map(|a| a.event_id).collect::<Vec<_>>());
+    c.bind(q).bind::<SqlUuid, _>(endpoint).execute(conn)?;
     Ok(())
 }
 
@@ -481,7 +487,7 @@ fn record_retries(
         })
         .collect();
     let c = Columns::of(attempts);
-    diesel::sql_query(
+    let q = diesel::sql_query(
         "WITH r AS (SELECT * FROM unnest($1::int8[], $2::int4[], $3::text[], $4::float8[], \
                  $5::int2[], $6::text[], $7::int4[], $8::timestamptz[]) \
                AS r(id, attempt, status, delay, response_status, error, duration_ms, attempted_at)), \
@@ -498,16 +504,10 @@ fn record_retries(
              THEN now() + make_interval(secs => r.delay) END \
          FROM r WHERE r.status <> 'delivered'",
     )
+    .into_boxed()
     .bind::<Array<Int8>, _>(ids)
-    .bind::<Array<Int4>, _>(attempts.iter().map(|a| a.attempt).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(c.state)
-    .bind::<Array<Double>, _>(c.delay)
-    .bind::<Array<Nullable<SmallInt>>, _>(c.response_status)
-    .bind::<Array<Nullable<Text>>, _>(c.error)
-    .bind::<Array<Int4>, _>(c.duration_ms)
-    .bind::<Array<Timestamptz>, _>(c.attempted_at)
-    .bind::<SqlUuid, _>(endpoint)
-    .execute(conn)?;
+    .bind::<Array<Int4>, _>(attempts.iter().map(|a| a.attempt).collect::<Vec<_>>());
+    c.bind(q).bind::<SqlUuid, _>(endpoint).execute(conn)?;
     Ok(())
 }
 
