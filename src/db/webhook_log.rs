@@ -10,7 +10,7 @@ use diesel::sql_types::{
 };
 use uuid::Uuid;
 
-use super::webhooks::DeliveryState;
+use super::webhooks::{DeliveryState, OF_ITS_TYPES};
 use super::DbError;
 
 /// One line of a delivery log: an attempt, or a delivery not yet tried.
@@ -67,7 +67,7 @@ fn log_query(scope: &str) -> String {
               NULL, l.created_at, 0 \
             FROM webhook_endpoints w JOIN webhook_log l \
               ON w.enabled AND (l.xact, l.position) > (w.cursor_xact, w.cursor_position) \
-                AND (l.type = ANY (w.events) OR '*' = ANY (w.events)) \
+                AND {OF_ITS_TYPES} \
               JOIN order_events e ON e.id = l.event_id \
             WHERE {scope} ORDER BY l.xact DESC, l.position DESC LIMIT $2) \
          ) log ORDER BY at DESC, n DESC LIMIT $2"

@@ -116,10 +116,9 @@ pub fn update(
         if changes.enabled == Some(true) {
             // A disabled endpoint takes no events: enabled again, it starts
             // from the log's head.
-            diesel::sql_query(
-                "UPDATE webhook_endpoints SET cursor_xact = webhook_log_horizon() - 1, \
-                   cursor_position = 9223372036854775807 WHERE id = $1 AND NOT enabled",
-            )
+            diesel::sql_query(format!(
+                "UPDATE webhook_endpoints SET {TO_HEAD} WHERE id = $1 AND NOT enabled"
+            ))
             .bind::<SqlUuid, _>(id)
             .execute(conn)?;
         }
@@ -362,6 +361,22 @@ pub enum Source {
     Log(Pos),
 }
 
+impl Source {
+    pub fn row(self) -> Option<i64> {
+        match self {
+            Source::Row(id) => Some(id),
+            Source::Log(_) => None,
+        }
+    }
+
+    pub fn log(self) -> Option<Pos> {
+        match self {
+            Source::Log(pos) => Some(pos),
+            Source::Row(_) => None,
+        }
+    }
+}
+
 /// How one attempt ended, to record.
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
@@ -387,15 +402,14 @@ pub fn record(
     attempts: &[AttemptRecord],
     cursor: Option<Pos>,
 ) -> Result<(), DbError> {
-    if attempts.is_empty() && cursor.is_none() {
+    if attempts.is_empty() {
         return Ok(());
     }
     let ok = |a: &AttemptRecord| a.state == DeliveryState::Delivered;
     let trailing = attempts.iter().rev().take_while(|a| !ok(a)).count() as i32;
     let any_ok = attempts.iter().any(ok);
-    let (firsts, retries): (Vec<&AttemptRecord>, Vec<&AttemptRecord>) = attempts
-        .iter()
-        .partition(|a| matches!(a.source, Source::Log(_)));
+    let (firsts, retries): (Vec<&AttemptRecord>, Vec<&AttemptRecord>) =
+        attempts.iter().partition(|a| a.source.log().is_some());
     conn.transaction(|conn| {
         relaxed_commit(conn)?;
         if !firsts.is_empty() {
@@ -479,13 +493,7 @@ fn record_retries(
     endpoint: Uuid,
     attempts: &[&AttemptRecord],
 ) -> Result<(), DbError> {
-    let ids: Vec<i64> = attempts
-        .iter()
-        .filter_map(|a| match a.source {
-            Source::Row(id) => Some(id),
-            Source::Log(_) => None,
-        })
-        .collect();
+    let ids: Vec<i64> = attempts.iter().filter_map(|a| a.source.row()).collect();
     let c = Columns::of(attempts);
     let q = diesel::sql_query(
         "WITH r AS (SELECT * FROM unnest($1::int8[], $2::int4[], $3::text[], $4::float8[], \
@@ -513,8 +521,7 @@ fn record_retries(
 
 /// The endpoint's health after a round: its last success, and the failures
 /// since (the round's trailing ones, added to the count if it had none);
-/// and its cursor, which only moves forward. A round with no attempts
-/// moves the cursor only.
+/// and its cursor, which only moves forward.
 fn record_health(
     conn: &mut PgConnection,
     endpoint: Uuid,
@@ -522,19 +529,16 @@ fn record_health(
     trailing_failures: i32,
     cursor: Option<Pos>,
 ) -> Result<(), DbError> {
-    let (attempted, at) = (
-        any_ok || trailing_failures > 0,
-        cursor.unwrap_or(Pos {
-            xact: 0,
-            position: 0,
-        }),
-    );
+    // No move: a place every cursor is past.
+    let at = cursor.unwrap_or(Pos {
+        xact: 0,
+        position: 0,
+    });
     diesel::sql_query(format!(
         "UPDATE webhook_endpoints SET \
            last_success_at = CASE WHEN $2 THEN now() ELSE last_success_at END, \
-           consecutive_failures = CASE WHEN NOT $6 THEN consecutive_failures \
-             WHEN $2 THEN $3 ELSE consecutive_failures + $3 END, \
-           failing_since = CASE WHEN NOT $6 THEN failing_since WHEN $3 = 0 THEN NULL \
+           consecutive_failures = CASE WHEN $2 THEN $3 ELSE consecutive_failures + $3 END, \
+           failing_since = CASE WHEN $3 = 0 THEN NULL \
              WHEN $2 THEN now() ELSE coalesce(failing_since, now()) END, \
            {} \
          WHERE id = $1",
@@ -545,7 +549,6 @@ fn record_health(
     .bind::<Int4, _>(trailing_failures)
     .bind::<BigInt, _>(at.xact)
     .bind::<BigInt, _>(at.position)
-    .bind::<Bool, _>(attempted)
     .execute(conn)?;
     Ok(())
 }
@@ -567,10 +570,23 @@ pub fn next_due(conn: &mut PgConnection, endpoint: Uuid) -> Result<Option<DateTi
     Ok(row.at)
 }
 
-/// `w`'s log entries waiting for a first attempt (SQL, for `EXISTS`).
-const WAITING: &str = "SELECT 1 FROM webhook_log l \
-    WHERE (l.xact, l.position) > (w.cursor_xact, w.cursor_position) \
-      AND l.xact < webhook_log_horizon() AND (l.type = ANY (w.events) OR '*' = ANY (w.events))";
+/// Log entry `l` is of a type endpoint `w` takes (SQL).
+pub const OF_ITS_TYPES: &str = "(l.type = ANY (w.events) OR '*' = ANY (w.events))";
+
+/// Endpoint `w`'s log entries after `cursor` (its own by default) that
+/// wait for a first attempt (SQL, for `EXISTS`).
+fn waiting(cursor: &str) -> String {
+    format!(
+        "SELECT 1 FROM webhook_log l WHERE (l.xact, l.position) > {cursor} \
+           AND l.xact < webhook_log_horizon() AND {OF_ITS_TYPES}"
+    )
+}
+const OWN_CURSOR: &str = "(w.cursor_xact, w.cursor_position)";
+
+/// Sets endpoint `w`'s cursor to the log's head: past every entry of an
+/// ended transaction (SQL, a `SET` list).
+const TO_HEAD: &str =
+    "cursor_xact = webhook_log_horizon() - 1, cursor_position = 9223372036854775807";
 
 #[derive(QueryableByName)]
 struct Exists {
@@ -581,12 +597,11 @@ struct Exists {
 /// Whether `endpoint` has log entries after `cursor` waiting for a first
 /// attempt.
 pub fn has_waiting(conn: &mut PgConnection, endpoint: Uuid, cursor: Pos) -> Result<bool, DbError> {
-    let row: Exists = diesel::sql_query(
-        "SELECT EXISTS (SELECT 1 FROM webhook_endpoints w, webhook_log l \
-           WHERE w.id = $1 AND (l.xact, l.position) > ($2, $3) \
-             AND l.xact < webhook_log_horizon() \
-             AND (l.type = ANY (w.events) OR '*' = ANY (w.events))) AS exists",
-    )
+    let row: Exists = diesel::sql_query(format!(
+        "SELECT EXISTS (SELECT 1 FROM webhook_endpoints w \
+           WHERE w.id = $1 AND EXISTS ({})) AS exists",
+        waiting("($2, $3)")
+    ))
     .bind::<SqlUuid, _>(endpoint)
     .bind::<BigInt, _>(cursor.xact)
     .bind::<BigInt, _>(cursor.position)
@@ -602,9 +617,10 @@ pub fn wakeable_endpoints(conn: &mut PgConnection, grace: Duration) -> Result<Ve
     let rows: Vec<EndpointId> = diesel::sql_query(format!(
         "SELECT w.id AS endpoint_id FROM webhook_endpoints w \
          WHERE w.enabled AND (w.drain_until IS NULL OR w.drain_until < now()) \
-           AND (EXISTS ({WAITING}) OR EXISTS (SELECT 1 FROM webhook_deliveries d \
+           AND (EXISTS ({}) OR EXISTS (SELECT 1 FROM webhook_deliveries d \
              WHERE d.endpoint_id = w.id AND d.status IN ('pending', 'retrying') \
-               AND d.next_attempt_at < now() - make_interval(secs => $1)))"
+               AND d.next_attempt_at < now() - make_interval(secs => $1)))",
+        waiting(OWN_CURSOR)
     ))
     .bind::<Double, _>(grace.as_secs_f64())
     .load(conn)?;
@@ -616,11 +632,11 @@ pub fn wakeable_endpoints(conn: &mut PgConnection, grace: Duration) -> Result<Ve
 /// does not take), so the log can be trimmed behind it.
 pub fn advance_idle_cursors(conn: &mut PgConnection) -> Result<usize, DbError> {
     Ok(diesel::sql_query(format!(
-        "UPDATE webhook_endpoints w SET cursor_xact = webhook_log_horizon() - 1, \
-           cursor_position = 9223372036854775807 \
+        "UPDATE webhook_endpoints w SET {TO_HEAD} \
          WHERE (w.drain_until IS NULL OR w.drain_until < now()) \
-           AND (w.cursor_xact, w.cursor_position) < (webhook_log_horizon() - 1, 9223372036854775807) \
-           AND NOT EXISTS ({WAITING})"
+           AND {OWN_CURSOR} < (webhook_log_horizon() - 1, 9223372036854775807) \
+           AND NOT EXISTS ({})",
+        waiting(OWN_CURSOR)
     ))
     .execute(conn)?)
 }

@@ -289,23 +289,11 @@ struct Look {
 
 impl Look {
     fn rows(&self) -> Vec<i64> {
-        self.items
-            .iter()
-            .filter_map(|i| match i.source {
-                Source::Row(id) => Some(id),
-                Source::Log(_) => None,
-            })
-            .collect()
+        self.items.iter().filter_map(|i| i.source.row()).collect()
     }
 
     fn entries(&self) -> Vec<Pos> {
-        self.items
-            .iter()
-            .filter_map(|i| match i.source {
-                Source::Log(pos) => Some(pos),
-                Source::Row(_) => None,
-            })
-            .collect()
+        self.items.iter().filter_map(|i| i.source.log()).collect()
     }
 }
 

@@ -75,7 +75,8 @@ pub async fn sweep(ctx: &WebhookContext) -> anyhow::Result<usize> {
 
 /// Pushes a drain of each endpoint under a fresh task id (`why` tags it:
 /// `f` the fan-out timer, `h` an ops request); if the push fails, the
-/// sweep pushes one once the deliveries are overdue.
+/// timer pushes one again on its next tick (a delivery row's, once it is
+/// `SWEEP_GRACE_SECS` overdue).
 pub async fn wake(queue: &JobQueue, endpoints: &[Uuid], why: &str) {
     for &endpoint_id in endpoints {
         if let Err(e) = queue.push_fresh(WebhookDrain { endpoint_id }, why).await {

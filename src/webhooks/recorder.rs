@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::WebhookContext;
 use crate::db;
-use crate::db::webhooks::{self as store, AttemptRecord, Pos, Source};
+use crate::db::webhooks::{self as store, AttemptRecord, Pos};
 
 /// Finished attempts recorded per statement, at most.
 const RECORD_BATCH: usize = 128;
@@ -97,7 +97,7 @@ impl Recorder {
                 let cursor = settle_log(&progress, &batch);
                 let moved = (cursor > written).then_some(cursor);
                 written = written.max(cursor);
-                let rows: Vec<i64> = batch.iter().filter_map(row_of).collect();
+                let rows: Vec<i64> = batch.iter().filter_map(|a| a.source.row()).collect();
                 db::unit(&ctx.pool, move |c| {
                     store::record(c, endpoint, &batch, moved)
                 })
@@ -125,21 +125,12 @@ impl Recorder {
     }
 }
 
-fn row_of(a: &AttemptRecord) -> Option<i64> {
-    match a.source {
-        Source::Row(id) => Some(id),
-        Source::Log(_) => None,
-    }
-}
-
 /// Takes the batch's log entries off the unrecorded ones (they are
 /// recorded with the cursor this returns, in one transaction).
 fn settle_log(progress: &Shared, batch: &[AttemptRecord]) -> Pos {
     let mut p = progress.lock();
-    for a in batch {
-        if let Source::Log(pos) = a.source {
-            p.log.remove(&pos);
-        }
+    for pos in batch.iter().filter_map(|a| a.source.log()) {
+        p.log.remove(&pos);
     }
     p.cursor()
 }
