@@ -24,8 +24,12 @@ impl StorefrontSim {
     }
 }
 
+/// Takes the body as a receiver does (to verify it): actix-web closes a
+/// connection whose request body was left unread, so without it every
+/// delivery would open a new one.
 async fn receive(
     req: HttpRequest,
+    _body: web::Bytes,
     sim: web::Data<StorefrontSim>,
     chaos: web::Data<Chaos>,
 ) -> HttpResponse {

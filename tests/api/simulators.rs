@@ -243,3 +243,38 @@ async fn runtime_knobs_inject_failures_and_latency() {
         .unwrap();
     assert_eq!(bad.status(), 422);
 }
+
+/// A storefront keeps its connections open between deliveries, as a
+/// receiver that reads (and verifies) each body does: the webhook client
+/// then reuses one connection instead of opening one per delivery.
+#[actix_rt::test]
+async fn the_storefront_receiver_keeps_the_connection_alive_between_deliveries() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sims = start(30).await;
+    let mut conn = tokio::net::TcpStream::connect(sims.storefront_addr)
+        .await
+        .unwrap();
+    let body = r#"{"id":"evt_1","type":"order.paid"}"#;
+    let mut answers = String::new();
+    for id in ["evt_1", "evt_2"] {
+        let request = format!(
+            "POST /webhooks HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\n\
+             Orderflow-Event-Id: {id}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+            .await
+            .expect("an answer on the same connection")
+            .unwrap();
+        assert!(
+            n > 0,
+            "the storefront closed the connection before answering {id}"
+        );
+        answers.push_str(&String::from_utf8_lossy(&buf[..n]).to_lowercase());
+    }
+    assert_eq!(answers.matches("http/1.1 200").count(), 2, "{answers}");
+    assert!(!answers.contains("connection: close"), "{answers}");
+    assert_eq!(sims.storefront.stats(), (2, 2));
+}
