@@ -159,7 +159,6 @@ diesel::joinable!(order_items -> orders (order_id));
 diesel::joinable!(order_items -> products (sku));
 diesel::joinable!(outbox -> orders (order_id));
 diesel::joinable!(webhook_attempts -> webhook_deliveries (delivery_id));
-diesel::joinable!(webhook_deliveries -> order_events (event_id));
 diesel::joinable!(webhook_deliveries -> webhook_endpoints (endpoint_id));
 
 diesel::allow_tables_to_appear_in_same_query!(

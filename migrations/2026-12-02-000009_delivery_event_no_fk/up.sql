@@ -1,0 +1,11 @@
+-- A delivery row no longer checks its event with a foreign key. The check
+-- locked the event row (FOR KEY SHARE) once per endpoint that received
+-- it, so three endpoints inserting their rows for one event at about the
+-- same time made a multixact of the event row each time: PostgreSQL work
+-- for every delivery that bought nothing, as events are append-only
+-- (never deleted; the cascade could not fire) and a delivery row is only
+-- written for an event read from the webhook log or the event table.
+-- Same-run A/B in docs/BENCHMARKS.md. The endpoint's key stays: its
+-- cascade deletes an endpoint's deliveries, and its lock is taken by the
+-- transaction that then updates the endpoint row anyway.
+ALTER TABLE webhook_deliveries DROP CONSTRAINT webhook_deliveries_event_id_fkey;
