@@ -140,10 +140,9 @@ struct EndpointId {
     endpoint_id: Uuid,
 }
 
-/// The webhook bookkeeping (fan-out, the drain lease, attempts) commits without
-/// waiting for its WAL flush. A crash may lose the last few hundred
-/// milliseconds of it, which only means an event is fanned out or a
-/// delivery sent again: delivery is at least once, and receivers dedupe.
+/// The webhook bookkeeping (the drain lease, the cursor, attempts) commits
+/// without waiting for its WAL flush. A crash may lose the last few hundred
+/// milliseconds of it, which only means a delivery is sent again: delivery is at least once, and receivers dedupe.
 /// Never used for a change of an order, its event, or money.
 pub fn relaxed_commit(conn: &mut PgConnection) -> Result<(), DbError> {
     diesel::sql_query("SET LOCAL synchronous_commit TO OFF").execute(conn)?;

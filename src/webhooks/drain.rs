@@ -63,7 +63,7 @@ pub async fn run(
     drain(&ctx, job.endpoint_id, &task.to_string())
         .await
         .map_err(|e| {
-            tracing::warn!(endpoint = %super::endpoint_id(job.endpoint_id), error = %e, "webhook drain stopped; the sweep wakes it again");
+            tracing::warn!(endpoint = %super::endpoint_id(job.endpoint_id), error = %e, "webhook drain stopped; the fan-out timer wakes it again once its lease runs out");
             e.into()
         })
 }
@@ -109,8 +109,7 @@ async fn drain(ctx: &WebhookContext, endpoint: Uuid, task: &str) -> anyhow::Resu
                 return Ok(());
             }
             recorder = Recorder::start(ctx, endpoint, progress.clone());
-            round.idle_since = None;
-            round.dry = false;
+            round.look_now();
             continue;
         }
         for done in round.wait().await {
@@ -170,6 +169,12 @@ impl Round {
             self.idle_since
                 .map_or(Duration::ZERO, |t| RECHECK.saturating_sub(t.elapsed())),
         )
+    }
+
+    /// The drainer stays: its next look is now.
+    fn look_now(&mut self) {
+        self.idle_since = None;
+        self.dry = false;
     }
 
     fn room(&self) -> usize {
@@ -436,7 +441,8 @@ async fn finish_or_stay(
 }
 
 /// Pushes a drain of `endpoint` due in `delay`; if the push fails, the
-/// sweep pushes one once the delivery is overdue.
+/// fan-out timer pushes one once the delivery is `SWEEP_GRACE_SECS`
+/// overdue.
 pub async fn wake_after(ctx: &WebhookContext, endpoint: Uuid, delay: Duration) {
     let job = WebhookDrain {
         endpoint_id: endpoint,
@@ -444,7 +450,7 @@ pub async fn wake_after(ctx: &WebhookContext, endpoint: Uuid, delay: Duration) {
     let at = Utc::now().timestamp() + delay.as_secs() as i64;
     let id = format!("{}-at{at}", job.task_id());
     if let Err(e) = ctx.queue.push_with(job, id, delay).await {
-        tracing::warn!(error = %e, "webhook retry wake-up not pushed; the sweep will push it");
+        tracing::warn!(error = %e, "webhook retry wake-up not pushed; the fan-out timer pushes one once it is overdue");
     }
 }
 

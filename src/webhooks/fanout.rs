@@ -20,7 +20,8 @@ const EVERY: Duration = Duration::from_millis(100);
 /// Log entries trimmed per sweep, at most.
 const TRIM: i64 = 10_000;
 
-/// When the sweep runs, and how overdue a delivery must be for it.
+/// When the sweep runs, and how overdue a delivery row must be before the
+/// timer wakes its endpoint (its own delayed wake-up was lost).
 #[derive(Debug, Clone, Copy)]
 pub struct SweepTiming {
     pub every: Duration,
@@ -80,7 +81,7 @@ pub async fn sweep(ctx: &WebhookContext) -> anyhow::Result<usize> {
 pub async fn wake(queue: &JobQueue, endpoints: &[Uuid], why: &str) {
     for &endpoint_id in endpoints {
         if let Err(e) = queue.push_fresh(WebhookDrain { endpoint_id }, why).await {
-            tracing::debug!(error = %e, "webhook wake-up not pushed; the sweep will push it");
+            tracing::debug!(error = %e, "webhook wake-up not pushed; the next tick pushes it again");
         }
     }
 }
