@@ -1,5 +1,6 @@
-//! Order events (migration 7): written by the events trigger inside the
-//! statement that changes the order; read here, oldest first.
+//! Order events (migration 7; the trigger as it is now: migration 8):
+//! written by the events trigger inside the statement that changes the
+//! order; read here, oldest first.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;

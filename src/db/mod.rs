@@ -7,6 +7,7 @@
 //! transaction is ever held while a partner is called.
 
 pub mod delivery;
+pub mod delivery_log;
 pub mod events;
 pub mod group;
 pub mod idempotency;
@@ -17,7 +18,6 @@ mod pool;
 pub mod prepared;
 pub mod products;
 pub mod schema;
-pub mod webhook_log;
 pub mod webhooks;
 
 pub use pool::{build_pool, build_pool_sized, unit, unit_before_deadline, DbPool, ALIVE_BYPASS};

@@ -1,5 +1,6 @@
-//! Webhook endpoints and their deliveries (migration 7); the delivery log
-//! is `webhook_log`.
+//! Webhook endpoints, the webhook log (the events' outbox: migration 8)
+//! and the deliveries (migrations 7 to 9); what ops read of them, the
+//! delivery log, is `delivery_log`.
 //!
 //! An endpoint's deliveries waiting for a first attempt are the webhook
 //! log's entries past its cursor ([`new_entries`]); the endpoint's one

@@ -1,5 +1,5 @@
 //! Order event types (docs/API.md, "Order events"). The events trigger of
-//! migration 7 writes them; endpoints subscribe to them.
+//! migration 7 (replaced in migration 8) writes them; endpoints subscribe to them.
 
 crate::domain::status::text_enum! {
     /// What changed. `order.<status>` each time the status changes.

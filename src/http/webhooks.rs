@@ -12,7 +12,7 @@ use super::auth::OpsAuth;
 use super::body::{json_object, BODY_LIMIT};
 use super::views::{event_id, parse_event_id};
 use super::AppState;
-use crate::db::webhook_log::{self, LogLine, LogOf};
+use crate::db::delivery_log::{self, LogLine, LogOf};
 use crate::db::webhooks::{self as store, EndpointChanges, EndpointRow, NewEndpoint};
 use crate::db::{self};
 use crate::error::{ApiError, FieldError};
@@ -248,7 +248,7 @@ pub async fn endpoint_deliveries(
     let limit = log_limit(req.query_string())?;
     let lines = db::unit(&state.pool, move |c| {
         store::find(c, id)?
-            .map(|_| webhook_log::log(c, LogOf::Endpoint(id), limit))
+            .map(|_| delivery_log::log(c, LogOf::Endpoint(id), limit))
             .transpose()
     })
     .await?
@@ -280,7 +280,7 @@ pub async fn order_deliveries(
     let id = super::orders::parse_order_id(&path)?;
     let lines = db::unit(&state.pool, move |c| {
         crate::db::orders::exists(c, id)?
-            .then(|| webhook_log::log(c, LogOf::Order(id), LOG_MAX as i64))
+            .then(|| delivery_log::log(c, LogOf::Order(id), LOG_MAX as i64))
             .transpose()
     })
     .await?

@@ -30,7 +30,7 @@ pub struct SweepPolicy {
     /// Owe reconciliation for orders `payment_pending` for longer than this.
     pub stale_payment: Duration,
     /// Settled webhook deliveries older than this leave the delivery log.
-    pub webhook_log_retention: Duration,
+    pub delivery_log_retention: Duration,
 }
 
 impl Default for SweepPolicy {
@@ -40,7 +40,7 @@ impl Default for SweepPolicy {
             repush_after: Duration::from_secs(60),
             batch: 2000,
             stale_payment: Duration::from_secs(60),
-            webhook_log_retention: crate::db::webhook_log::RETENTION,
+            delivery_log_retention: crate::db::delivery_log::RETENTION,
         }
     }
 }
@@ -73,9 +73,9 @@ pub async fn sweep_once(
         crate::db::idempotency::purge_expired(c, 1000)
     })
     .await?;
-    let retention = policy.webhook_log_retention;
+    let retention = policy.delivery_log_retention;
     report.purged_deliveries = db::unit(&ctx.pool, move |c| {
-        crate::db::webhook_log::purge_settled(c, retention, 1000)
+        crate::db::delivery_log::purge_settled(c, retention, 1000)
     })
     .await?;
     for kind in [

@@ -561,7 +561,7 @@ async fn settled_deliveries_leave_the_log_after_its_retention_and_events_stay() 
     let receiver = Receiver::start(Mode::Ok);
     let (endpoint, _) = register(&app, &receiver.url, &["*"]).await;
     let mut opts = fast_worker();
-    opts.sweep.webhook_log_retention = Duration::from_secs(3600);
+    opts.sweep.delivery_log_retention = Duration::from_secs(3600);
     let worker = app.start_worker(opts);
     let id = order_id(&app.purchase(&visa(), None).await);
     app.wait_order(id, 15, fulfilling).await;
