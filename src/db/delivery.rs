@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use diesel::dsl::IntoSql;
 use diesel::prelude::*;
 use uuid::Uuid;
 
@@ -232,12 +233,16 @@ pub struct AttemptFailure {
     pub retry_in: Option<std::time::Duration>,
 }
 
-/// Records a failed attempt: back to `queued` with the next attempt due
-/// (the outbox row says when), or `failed` for good (the outbox delivery is
-/// then settled; ops may retry it).
+/// Records failed attempt `attempt`: back to `queued` with the next attempt
+/// due (the outbox row says when), or `failed` for good (the outbox delivery
+/// is then settled; ops may retry it). Fenced by attempt: an answer from an
+/// attempt that a later one replaced changes nothing. An unknown outcome is
+/// never forgotten by a later definite "not now" (a 429, a refused
+/// connection): only a recorded shipment clears it.
 pub fn record_delivery_error(
     conn: &mut PgConnection,
     id: Uuid,
+    attempt: i32,
     error: &str,
     failure: AttemptFailure,
 ) -> Result<(), DbError> {
@@ -247,19 +252,27 @@ pub fn record_delivery_error(
         None => DeliveryStatus::Failed,
     };
     conn.transaction(|conn| {
-        diesel::update(
+        let n = diesel::update(
             orders::table
                 .find(id)
                 .filter(orders::status.eq(OrderStatus::Paid))
-                .filter(orders::delivery_status.eq(DeliveryStatus::Requested)),
+                .filter(orders::delivery_status.eq(DeliveryStatus::Requested))
+                .filter(orders::delivery_attempts.eq(attempt)),
         )
         .set((
             orders::delivery_status.eq(next),
             orders::delivery_last_error.eq(error),
-            orders::delivery_outcome_unknown.eq(failure.outcome_unknown),
+            orders::delivery_outcome_unknown.eq(orders::delivery_outcome_unknown.or(failure
+                .outcome_unknown
+                .into_sql::<diesel::sql_types::Bool>())),
             orders::updated_at.eq(diesel::dsl::now),
         ))
         .execute(conn)?;
+        if n == 0 {
+            // A stale attempt (a later one started) or a settled delivery:
+            // the live attempt, or nothing, owns the outbox row.
+            return Ok(());
+        }
         match failure.retry_in {
             Some(delay) => outbox::retry_in(conn, OutboxKind::Deliver, id, delay)?,
             None => outbox::done(conn, OutboxKind::Deliver, id)?,

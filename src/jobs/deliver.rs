@@ -155,7 +155,7 @@ async fn record_attempt(
                 retry_in: None,
             };
             db::unit(&ctx.pool, move |c| {
-                delivery::record_delivery_error(c, id, &error, failure)
+                delivery::record_delivery_error(c, id, attempt, &error, failure)
             })
             .await?;
             tracing::warn!(delivery.attempt = attempt, error = %message, "delivery failed for good");
@@ -174,7 +174,7 @@ async fn record_attempt(
             };
             let error = message.clone();
             db::unit(&ctx.pool, move |c| {
-                delivery::record_delivery_error(c, id, &error, failure)
+                delivery::record_delivery_error(c, id, attempt, &error, failure)
             })
             .await?;
             if give_up {

@@ -344,3 +344,86 @@ async fn a_batch_of_delivery_starts_answers_each_request_as_alone() {
         assert_eq!(app.db(state(id)).await.2, 0);
     }
 }
+
+/// Attempt 1 creates the shipment and gets no answer (outcome unknown);
+/// attempt 2 gets a definite "not now" (429). The 429 says nothing about
+/// the shipment of attempt 1: the order stays not cancellable, and once an
+/// attempt gets through it ships, once, with nothing refunded.
+#[actix_rt::test]
+async fn a_later_429_does_not_forget_that_a_shipment_may_exist() {
+    let app = spawn_app().await;
+    app.set_shipping(json!({"failure_rate": 1.0, "failure_status": 503, "after_effect": true}))
+        .await;
+    let mut opts = fast_worker();
+    opts.retry.max_attempts = 5;
+    let worker = app.start_worker(opts);
+    let id = order_id(&app.purchase(&visa(), None).await);
+    app.wait_order(id, 20, |o| o["delivery"]["outcome_unknown"] == true)
+        .await;
+    app.set_shipping(json!({"failure_status": 429, "retry_after_secs": 30, "after_effect": false}))
+        .await;
+    let attempts = app
+        .wait_order(id, 20, |o| o["delivery"]["status"] == "queued")
+        .await["delivery"]["attempts"]
+        .as_i64()
+        .unwrap_or_default();
+    let o = app
+        .wait_order(id, 20, |o| {
+            o["delivery"]["attempts"].as_i64() > Some(attempts)
+                && o["delivery"]["status"] == "queued"
+        })
+        .await;
+    assert!(
+        o["delivery"]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("429"),
+        "{o}"
+    );
+    assert_eq!(o["delivery"]["outcome_unknown"], true, "{o}");
+    let cancel = app
+        .ops("POST", &format!("/api/v1/orders/{id}/cancel"), None)
+        .await;
+    assert_eq!(cancel.status, 409, "{}", cancel.body);
+    worker.stop().unwrap();
+    assert!(app.sims.payment.stats().refunds_by_intent.is_empty());
+    app.assert_shipped_once(&[id]);
+}
+
+/// An attempt that stalls past its lease while a second attempt starts:
+/// the stale attempt's answer (a definite 429) must not overwrite the live
+/// one's `requested`, or a cancel would pass while the live attempt creates
+/// the shipment.
+#[actix_rt::test]
+async fn a_stale_attempt_cannot_overwrite_the_live_one() {
+    use orderflow::db::delivery::{self, AttemptFailure, BeginRequest, DeliveryBegin};
+    let app = spawn_app().await;
+    let id = order_id(&app.purchase(&visa(), None).await);
+    let begin = move |c: &mut diesel::PgConnection, task: &str| {
+        let req = BeginRequest {
+            order_id: id,
+            task: task.to_owned(),
+        };
+        delivery::begin_deliveries(c, &[req], Duration::ZERO).expect("begin")
+    };
+    let (first, second) = app.db(move |c| (begin(c, "stale"), begin(c, "live"))).await;
+    let attempt = |b: &[DeliveryBegin]| match b.first() {
+        Some(DeliveryBegin::Start(s)) => s.attempt,
+        other => panic!("no attempt started: {other:?}"),
+    };
+    assert_eq!((attempt(&first), attempt(&second)), (1, 2));
+    app.db(move |c| {
+        let failure = AttemptFailure {
+            outcome_unknown: false,
+            retry_in: Some(Duration::from_secs(30)),
+        };
+        delivery::record_delivery_error(c, id, 1, "shipping answered 429", failure).expect("record")
+    })
+    .await;
+    let o = app.get(&format!("/api/v1/orders/{id}")).await.body;
+    assert_eq!(o["delivery"]["status"], "requested", "{o}");
+    let cancel = app
+        .ops("POST", &format!("/api/v1/orders/{id}/cancel"), None)
+        .await;
+    assert_eq!(cancel.status, 409, "{}", cancel.body);
+}
