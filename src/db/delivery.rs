@@ -5,7 +5,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use diesel::dsl::IntoSql;
 use diesel::prelude::*;
 use uuid::Uuid;
 
