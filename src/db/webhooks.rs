@@ -396,30 +396,54 @@ pub struct AttemptRecord {
 /// rows of first attempts, each retried delivery's state, next attempt and
 /// last answer, a log row for each attempt that did not deliver, the
 /// endpoint's health and its `cursor` (when it moved). One transaction.
+///
+/// Fenced by the drain lease: if `task` no longer holds it (it lapsed and
+/// another drainer took it, and sends these events again), nothing is
+/// written and this returns false, so one event never gets two rows and
+/// two retry chains.
 pub fn record(
     conn: &mut PgConnection,
     endpoint: Uuid,
+    task: &str,
     attempts: &[AttemptRecord],
     cursor: Option<Pos>,
-) -> Result<(), DbError> {
+) -> Result<bool, DbError> {
     if attempts.is_empty() {
-        return Ok(());
+        return Ok(true);
     }
     let ok = |a: &AttemptRecord| a.state == DeliveryState::Delivered;
     let trailing = attempts.iter().rev().take_while(|a| !ok(a)).count() as i32;
     let any_ok = attempts.iter().any(ok);
     let (firsts, retries): (Vec<&AttemptRecord>, Vec<&AttemptRecord>) =
         attempts.iter().partition(|a| a.source.log().is_some());
+    let health = Health {
+        any_ok,
+        trailing_failures: trailing,
+        cursor,
+    };
     conn.transaction(|conn| {
         relaxed_commit(conn)?;
+        // First: it locks the endpoint's row, so the lease cannot pass
+        // to another drainer before this commits.
+        if !record_health(conn, endpoint, task, &health)? {
+            return Ok(false);
+        }
         if !firsts.is_empty() {
             record_firsts(conn, endpoint, &firsts)?;
         }
         if !retries.is_empty() {
             record_retries(conn, endpoint, &retries)?;
         }
-        record_health(conn, endpoint, any_ok, trailing, cursor)
+        Ok(true)
     })
+}
+
+/// What a batch of attempts says about its endpoint.
+#[derive(Clone, Copy)]
+struct Health {
+    any_ok: bool,
+    trailing_failures: i32,
+    cursor: Option<Pos>,
 }
 
 /// The attempts' columns, in one order, for `unnest`.
@@ -521,27 +545,32 @@ fn record_retries(
 
 /// The endpoint's health after a round: its last success, and the failures
 /// since (the round's trailing ones, added to the count if it had none);
-/// and its cursor, which only moves forward.
+/// and its cursor, which only moves forward. False if `task` does not hold
+/// the drain lease (nothing changed).
 fn record_health(
     conn: &mut PgConnection,
     endpoint: Uuid,
-    any_ok: bool,
-    trailing_failures: i32,
-    cursor: Option<Pos>,
-) -> Result<(), DbError> {
+    task: &str,
+    health: &Health,
+) -> Result<bool, DbError> {
+    let Health {
+        any_ok,
+        trailing_failures,
+        cursor,
+    } = *health;
     // No move: a place every cursor is past.
     let at = cursor.unwrap_or(Pos {
         xact: 0,
         position: 0,
     });
-    diesel::sql_query(format!(
+    let n = diesel::sql_query(format!(
         "UPDATE webhook_endpoints SET \
            last_success_at = CASE WHEN $2 THEN now() ELSE last_success_at END, \
            consecutive_failures = CASE WHEN $2 THEN $3 ELSE consecutive_failures + $3 END, \
            failing_since = CASE WHEN $3 = 0 THEN NULL \
              WHEN $2 THEN now() ELSE coalesce(failing_since, now()) END, \
            {} \
-         WHERE id = $1",
+         WHERE id = $1 AND drain_task = $6",
         move_cursor(4, 5)
     ))
     .bind::<SqlUuid, _>(endpoint)
@@ -549,8 +578,9 @@ fn record_health(
     .bind::<Int4, _>(trailing_failures)
     .bind::<BigInt, _>(at.xact)
     .bind::<BigInt, _>(at.position)
+    .bind::<Text, _>(task)
     .execute(conn)?;
-    Ok(())
+    Ok(n == 1)
 }
 
 #[derive(QueryableByName)]

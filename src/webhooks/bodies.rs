@@ -5,7 +5,9 @@
 //! made per endpoint, is apart). Events never change, so the first drainer
 //! to send one reads and renders it, and the others take the same bytes
 //! from here instead of reading the event, its order's lines and rendering
-//! again. Bounded: the oldest entries go first.
+//! again. Bounded: the oldest entries go first, so a drainer takes the
+//! bodies it needs out of here at once ([`Bodies::held`]) and keeps them
+//! until sent: a body evicted meanwhile is never one it lacks.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -20,9 +22,15 @@ use crate::http::views::EventView;
 /// fan-out rate, some MB.
 pub const CAPACITY: usize = 4096;
 
-#[derive(Default)]
 pub struct Bodies {
     inner: Mutex<Ring>,
+    capacity: usize,
+}
+
+impl Default for Bodies {
+    fn default() -> Self {
+        Bodies::with_capacity(CAPACITY)
+    }
 }
 
 #[derive(Default)]
@@ -31,19 +39,38 @@ struct Ring {
     order: VecDeque<Uuid>,
 }
 
+/// Bodies a drainer holds, by event.
+pub type Held = HashMap<Uuid, Bytes>;
+
 impl Bodies {
-    /// Of `events`, those whose body is not kept here.
-    pub fn missing(&self, events: &[Uuid]) -> Vec<Uuid> {
-        let ring = self.lock();
-        events
-            .iter()
-            .filter(|id| !ring.by_event.contains_key(id))
-            .copied()
-            .collect()
+    /// A cache of at most `capacity` bodies (at least one).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Bodies {
+            inner: Mutex::new(Ring::default()),
+            capacity: capacity.max(1),
+        }
     }
 
-    /// Renders `events` and keeps their bodies.
-    pub fn render(&self, events: Vec<Event>) {
+    /// Of `events`, the bodies kept here (the caller's from now on,
+    /// whatever is evicted later), and the events whose body is not.
+    pub fn held(&self, events: &[Uuid]) -> (Held, Vec<Uuid>) {
+        let ring = self.lock();
+        let mut held = Held::with_capacity(events.len());
+        let mut missing = Vec::new();
+        for id in events {
+            match ring.by_event.get(id) {
+                Some(body) => {
+                    held.insert(*id, body.clone());
+                }
+                None => missing.push(*id),
+            }
+        }
+        (held, missing)
+    }
+
+    /// Renders `events`, keeps their bodies for other drainers and adds
+    /// them to `held`.
+    pub fn render(&self, events: Vec<Event>, held: &mut Held) {
         let rendered: Vec<(Uuid, Bytes)> = events
             .into_iter()
             .map(|e| {
@@ -52,6 +79,7 @@ impl Bodies {
                 (id, Bytes::from(body))
             })
             .collect();
+        held.extend(rendered.iter().cloned());
         self.keep(rendered);
     }
 
@@ -62,7 +90,7 @@ impl Bodies {
                 ring.order.push_back(id);
             }
         }
-        while ring.order.len() > CAPACITY {
+        while ring.order.len() > self.capacity {
             if let Some(oldest) = ring.order.pop_front() {
                 ring.by_event.remove(&oldest);
             }
@@ -94,9 +122,20 @@ mod tests {
         let bodies = Bodies::default();
         bodies.keep(vec![body(1), body(2)]);
         let ids = [1, 2, 3].map(Uuid::from_u128);
-        assert_eq!(bodies.missing(&ids), vec![Uuid::from_u128(3)]);
-        assert_eq!(bodies.get(ids[1]), Some(Bytes::from("2")));
+        let (held, missing) = bodies.held(&ids);
+        assert_eq!(missing, vec![Uuid::from_u128(3)]);
+        assert_eq!(held.get(&ids[1]), Some(&Bytes::from("2")));
         assert_eq!(bodies.get(ids[2]), None);
+    }
+
+    #[test]
+    fn a_held_body_outlives_its_eviction() {
+        let bodies = Bodies::with_capacity(2);
+        bodies.keep(vec![body(1)]);
+        let (held, _) = bodies.held(&[Uuid::from_u128(1)]);
+        bodies.keep(vec![body(2), body(3)]);
+        assert_eq!(bodies.get(Uuid::from_u128(1)), None, "evicted here");
+        assert_eq!(held.get(&Uuid::from_u128(1)), Some(&Bytes::from("1")));
     }
 
     #[test]

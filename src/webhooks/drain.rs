@@ -77,21 +77,41 @@ struct Item {
     due_at: Option<chrono::DateTime<Utc>>,
 }
 
-/// An item rendered and ready to send.
+/// An item rendered and ready to send (`None`: its event no longer
+/// exists, the attempt is recorded failed without a POST).
 struct Ready {
     item: Item,
-    post: Post,
+    post: Option<Post>,
 }
 
-async fn drain(ctx: &WebhookContext, endpoint: Uuid, task: &str) -> anyhow::Result<()> {
+/// How many attempts, per `WEBHOOK_CONCURRENCY`, may wait for the recorder
+/// before a drainer stops taking more: a recorder that cannot write holds
+/// the sending back instead of letting POSTs run unrecorded.
+const UNRECORDED_PER_SLOT: usize = 2;
+
+async fn drain(ctx: &WebhookContext, endpoint: Uuid, job: &str) -> anyhow::Result<()> {
+    // The lease's holder is this run, not the job: a job run again (its
+    // worker was orphaned) must not pass for one stalled past its lease.
+    let task = format!("{job}/{}", Uuid::new_v4().simple());
+    let task = task.as_str();
     let Some(target) = hold(ctx, endpoint, task).await? else {
         return Ok(());
     };
     let progress = Shared::new(target.cursor());
     let mut round = Round::new(ctx.settings.concurrency);
-    let mut recorder = Recorder::start(ctx, endpoint, progress.clone());
+    let mut recorder = Recorder::start(ctx, endpoint, task, progress.clone());
+    let behind_at = ctx.settings.concurrency * UNRECORDED_PER_SLOT;
     loop {
-        if round.wants_more() {
+        if ctx.stopping() {
+            return stop(ctx, endpoint, task, round, recorder, &progress).await;
+        }
+        if recorder.ended() {
+            // Its error; `Ok` cannot be, the sender is still held here.
+            recorder.finish().await?;
+            anyhow::bail!("the webhook recorder ended");
+        }
+        let behind = progress.lock().unrecorded() >= behind_at;
+        if !behind && round.wants_more() {
             let (from, room) = (round.scan_from(), round.room());
             let ready = take_due(ctx, endpoint, task, room, &progress, from).await?;
             round.found(&ready, room);
@@ -100,6 +120,10 @@ async fn drain(ctx: &WebhookContext, endpoint: Uuid, task: &str) -> anyhow::Resu
             }
         }
         if round.inflight.is_empty() {
+            if behind {
+                tokio::time::sleep(RECHECK).await;
+                continue;
+            }
             if let Some(wait) = round.until_next_look() {
                 tokio::time::sleep(wait).await;
                 continue;
@@ -108,7 +132,7 @@ async fn drain(ctx: &WebhookContext, endpoint: Uuid, task: &str) -> anyhow::Resu
             if !finish_or_stay(ctx, endpoint, task, &progress).await? {
                 return Ok(());
             }
-            recorder = Recorder::start(ctx, endpoint, progress.clone());
+            recorder = Recorder::start(ctx, endpoint, task, progress.clone());
             round.look_now();
             continue;
         }
@@ -116,6 +140,31 @@ async fn drain(ctx: &WebhookContext, endpoint: Uuid, task: &str) -> anyhow::Resu
             recorder.add(done);
         }
     }
+}
+
+/// The worker is stopping (SIGTERM): takes nothing more, waits for the
+/// POSTs in flight (each ends within the request timeout), records them and
+/// gives the lease back with the cursor, so a drainer elsewhere goes on at
+/// once and sends nothing twice.
+async fn stop(
+    ctx: &WebhookContext,
+    endpoint: Uuid,
+    task: &str,
+    mut round: Round,
+    recorder: Recorder,
+    progress: &Shared,
+) -> anyhow::Result<()> {
+    while let Some(done) = round.inflight.next().await {
+        recorder.add(done);
+    }
+    recorder.finish().await?;
+    let (owned, cursor) = (task.to_owned(), progress.lock().cursor());
+    db::unit(&ctx.pool, move |c| {
+        store::release_drain(c, endpoint, &owned, cursor)
+    })
+    .await?;
+    tracing::info!(endpoint = %super::endpoint_id(endpoint), "webhook drain stopped for the shutdown; its lease is free");
+    Ok(())
 }
 
 /// A drainer's moving window of POSTs.
@@ -249,38 +298,38 @@ async fn take_due(
             let mut ids: Vec<Uuid> = look.items.iter().map(|i| i.event_id).collect();
             ids.sort_unstable();
             ids.dedup();
-            // Rendered by another drainer already: not read again.
-            let missing = bodies.missing(&ids);
+            // Rendered by another drainer already: not read again. Taken
+            // out of the cache now, so an eviction cannot lose one.
+            let (held, missing) = bodies.held(&ids);
             let unrendered = if missing.is_empty() {
                 Vec::new()
             } else {
                 events::by_ids(c, &missing)?
             };
-            Ok(Some((target, look, unrendered)))
+            Ok(Some((target, look, held, unrendered)))
         })
     })
     .await?;
-    let Some((target, look, unrendered)) = look else {
+    let Some((target, look, mut held, unrendered)) = look else {
         return Ok(Vec::new());
     };
     progress
         .lock()
         .took(&look.rows(), &look.entries(), look.reached);
     // Rendered here, not in the transaction: the connection is back.
-    ctx.bodies.render(unrendered);
+    ctx.bodies.render(unrendered, &mut held);
+    let t = Utc::now().timestamp();
     Ok(look
         .items
         .into_iter()
-        .filter_map(|item| {
-            let body = ctx.bodies.get(item.event_id)?;
-            let t = Utc::now().timestamp();
-            let post = Post {
+        .map(|item| {
+            let post = held.get(&item.event_id).map(|body| Post {
                 url: target.url.clone(),
                 event_id: event_id(item.event_id),
-                signature: signature::sign(&target.secret, t, &body),
-                body,
-            };
-            Some(Ready { item, post })
+                signature: signature::sign(&target.secret, t, body),
+                body: body.clone(),
+            });
+            Ready { item, post }
         })
         .collect())
 }
@@ -352,6 +401,9 @@ fn send(
         let attempted_at = Utc::now();
         let started = Instant::now();
         let Ready { item, post } = ready;
+        let Some(post) = post else {
+            return gone(item, attempted_at);
+        };
         let answer = sender
             .run(move |client| Box::pin(async move { client.send(post).await }))
             .await
@@ -375,6 +427,22 @@ fn send(
             attempted_at,
         }
     })
+}
+
+/// An attempt at an event that no longer exists (its order was deleted):
+/// failed, so the cursor passes it.
+fn gone(item: Item, attempted_at: chrono::DateTime<Utc>) -> AttemptRecord {
+    AttemptRecord {
+        source: item.source,
+        event_id: item.event_id,
+        attempt: item.attempt,
+        state: DeliveryState::Failed,
+        retry_in: Duration::ZERO,
+        response_status: None,
+        error: Some("the event no longer exists".into()),
+        duration_ms: 0,
+        attempted_at,
+    }
 }
 
 /// A 2xx is delivered; anything else is retried until the budget is used.

@@ -55,6 +55,14 @@ pub struct WebhookContext {
     pub lease: std::time::Duration,
     /// Event bodies rendered by one drainer, for the others.
     pub bodies: Arc<bodies::Bodies>,
+    /// Turns true when the process stops: drainers give their leases back.
+    pub stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl WebhookContext {
+    pub fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
 }
 
 /// The public id of an endpoint.

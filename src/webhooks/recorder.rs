@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
@@ -51,6 +52,12 @@ impl Progress {
         self.rows.iter().copied().collect()
     }
 
+    /// How many attempts were taken and are not recorded yet (those in
+    /// flight among them).
+    pub fn unrecorded(&self) -> usize {
+        self.rows.len() + self.log.len()
+    }
+
     /// A look took these rows and entries and reached `reached`.
     pub fn took(&mut self, rows: &[i64], entries: &[Pos], reached: Option<Pos>) {
         self.rows.extend(rows);
@@ -80,10 +87,20 @@ pub struct Recorder {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
+/// The first wait after a failed write; it doubles up to [`RETRY_WRITE_CAP`].
+const RETRY_WRITE: Duration = Duration::from_millis(50);
+const RETRY_WRITE_CAP: Duration = Duration::from_secs(1);
+
 impl Recorder {
-    pub fn start(ctx: &WebhookContext, endpoint: Uuid, progress: Shared) -> Self {
+    /// Records what is [`add`](Self::add)ed for the drainer holding the
+    /// lease as `task`. A failed write (a checkout or statement timeout, a
+    /// blip) is tried again, with the batch unchanged, for as long as a
+    /// lease lasts; then, or once the lease has passed to another drainer,
+    /// the recorder ends with the error and its drainer stops (see
+    /// [`ended`](Self::ended)).
+    pub fn start(ctx: &WebhookContext, endpoint: Uuid, task: &str, progress: Shared) -> Self {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<AttemptRecord>();
-        let ctx = ctx.clone();
+        let (ctx, task) = (ctx.clone(), task.to_owned());
         let task = tokio::spawn(async move {
             let mut written = progress.lock().cursor();
             while let Some(first) = rx.recv().await {
@@ -98,10 +115,7 @@ impl Recorder {
                 let moved = (cursor > written).then_some(cursor);
                 written = written.max(cursor);
                 let rows: Vec<i64> = batch.iter().filter_map(|a| a.source.row()).collect();
-                db::unit(&ctx.pool, move |c| {
-                    store::record(c, endpoint, &batch, moved)
-                })
-                .await?;
+                write(&ctx, endpoint, &task, Arc::new(batch), moved).await?;
                 let mut p = progress.lock();
                 for id in rows {
                     p.rows.remove(&id);
@@ -118,10 +132,47 @@ impl Recorder {
         let _ = self.tx.send(done);
     }
 
+    /// Whether the recorder gave up before it was finished: its drainer
+    /// must stop sending (what it sends would not be recorded).
+    pub fn ended(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// Waits until everything added is recorded.
     pub async fn finish(self) -> anyhow::Result<()> {
         drop(self.tx);
         self.task.await?
+    }
+}
+
+/// Writes one batch, trying again after a failure for up to a lease.
+async fn write(
+    ctx: &WebhookContext,
+    endpoint: Uuid,
+    task: &str,
+    batch: Arc<Vec<AttemptRecord>>,
+    moved: Option<Pos>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut wait = RETRY_WRITE;
+    loop {
+        let (batch, task) = (batch.clone(), task.to_owned());
+        let kept = db::unit(&ctx.pool, move |c| {
+            store::record(c, endpoint, &task, &batch, moved)
+        })
+        .await;
+        match kept {
+            Ok(true) => return Ok(()),
+            Ok(false) => anyhow::bail!(
+                "the drain lease passed to another drainer, which sends these attempts again"
+            ),
+            Err(e) if started.elapsed() >= ctx.lease => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(endpoint = %super::endpoint_id(endpoint), error = %e, "webhook attempts not recorded; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RETRY_WRITE_CAP);
+            }
+        }
     }
 }
 

@@ -79,8 +79,10 @@ fn job_context(
 /// The webhooks' context: their own sender thread; the jobs' pool and queue.
 fn webhook_context(
     settings: &Settings,
+    opts: &WorkerOptions,
     metrics: &Metrics,
     jobs: &JobContext,
+    stop: watch::Receiver<bool>,
 ) -> anyhow::Result<WebhookContext> {
     let (timeout, hooks, partner) = (
         settings.partner_timeout,
@@ -95,7 +97,8 @@ fn webhook_context(
         })?,
         settings: settings.webhooks,
         lease: settings.partner_timeout * 2 + Duration::from_secs(5),
-        bodies: Default::default(),
+        bodies: Arc::new(webhooks::bodies::Bodies::with_capacity(opts.webhook_bodies)),
+        stop,
     })
 }
 
@@ -259,7 +262,13 @@ pub async fn run(
         },
         halt,
     };
-    let hooks = Arc::new(webhook_context(&settings, &metrics, &ctx)?);
+    let hooks = Arc::new(webhook_context(
+        &settings,
+        &w.opts,
+        &metrics,
+        &ctx,
+        w.halt.clone(),
+    )?);
     let (refreshed, (), (), ()) = tokio::join!(
         refresh_workers(&w, &refresh_rt, &refresh_ctx, halt_tx),
         job_workers(&w, &ctx),

@@ -33,6 +33,9 @@ pub struct WorkerOptions {
     /// Nice value of the threads that run status refreshes
     /// (`REFRESH_NICE`, see [`crate::priority`]).
     pub refresh_nice: i32,
+    /// Rendered webhook bodies the process keeps for its drainers
+    /// ([`crate::webhooks::bodies`]).
+    pub webhook_bodies: usize,
 }
 
 impl Default for WorkerOptions {
@@ -52,6 +55,7 @@ impl Default for WorkerOptions {
             partner_concurrency: 1024,
             partner_calls_per_sec: 500,
             refresh_nice: 10,
+            webhook_bodies: crate::webhooks::bodies::CAPACITY,
         }
     }
 }

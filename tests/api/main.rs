@@ -16,6 +16,7 @@ mod ops;
 mod outages;
 mod purchase;
 mod receiver;
+mod senders;
 mod simulators;
 mod validation;
 mod webhook_log;

@@ -1,0 +1,234 @@
+//! Webhook senders that must not wedge, go silent or send twice: a body
+//! evicted from the cache before it is sent, a recorder that cannot write
+//! for a while, a stale drainer past its lease, SIGTERM under steady
+//! traffic.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use orderflow::db::webhooks::{self as store, AttemptRecord, DeliveryState, Pos, Source};
+use uuid::Uuid;
+
+use crate::helpers::*;
+use crate::receiver::{register, Got, Mode, Receiver};
+
+/// Every event in the database, by its public id (`evt_…`).
+async fn all_events(app: &TestApp) -> BTreeSet<String> {
+    app.db(|c| {
+        diesel::sql_query("SELECT id FROM order_events")
+            .load::<IdRow>(c)
+            .expect("events")
+    })
+    .await
+    .into_iter()
+    .map(|r| orderflow::http::views::event_id(r.id))
+    .collect()
+}
+
+#[derive(QueryableByName)]
+struct IdRow {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    id: Uuid,
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+async fn count(app: &TestApp, sql: &'static str) -> i64 {
+    app.db(move |c| diesel::sql_query(sql).get_result::<Count>(c).expect(sql).n)
+        .await
+}
+
+/// How many times each event was accepted by the receiver.
+fn accepted_times(got: &[Got]) -> BTreeMap<String, usize> {
+    let mut times = BTreeMap::new();
+    for g in got.iter().filter(|g| g.accepted) {
+        *times.entry(g.event_id.clone()).or_insert(0) += 1;
+    }
+    times
+}
+
+/// Waits until the receiver has accepted every event in the database and
+/// each has its delivered row.
+async fn wait_all_delivered(app: &TestApp, receiver: &Receiver, secs: u64) -> BTreeSet<String> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let expected = all_events(app).await;
+        let got: BTreeSet<String> = accepted_times(&receiver.got()).into_keys().collect();
+        let rows = count(
+            app,
+            "SELECT count(DISTINCT event_id) AS n FROM webhook_deliveries WHERE status = 'delivered'",
+        )
+        .await;
+        if !expected.is_empty() && expected.is_subset(&got) && rows as usize == expected.len() {
+            return expected;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} events accepted, {rows} recorded delivered",
+            expected.intersection(&got).count(),
+            expected.len()
+        );
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn assert_each_sent_once(receiver: &Receiver) {
+    let twice: Vec<(String, usize)> = accepted_times(&receiver.got())
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .collect();
+    assert!(twice.is_empty(), "sent more than once: {twice:?}");
+}
+
+#[actix_rt::test]
+async fn an_event_whose_body_is_evicted_before_it_is_sent_is_still_sent() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start(Mode::Ok);
+    register(&app, &receiver.url, &["*"]).await;
+    // A cache of one body: every look that renders more evicts all but the
+    // last before they are sent.
+    let worker = app.start_worker(orderflow::worker::WorkerOptions {
+        webhook_bodies: 1,
+        ..fast_worker()
+    });
+    for _ in 0..6 {
+        app.purchase(&visa(), None).await;
+    }
+    wait_all_delivered(&app, &receiver, 30).await;
+    assert_each_sent_once(&receiver);
+    worker.stop().unwrap();
+}
+
+#[actix_rt::test]
+async fn a_recorder_that_cannot_write_for_a_while_records_later_and_sends_nothing_twice() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start(Mode::Ok);
+    register(&app, &receiver.url, &["*"]).await;
+    let worker = app.start_worker(fast_worker());
+    app.purchase(&visa(), None).await;
+    wait_all_delivered(&app, &receiver, 20).await;
+    // Every write of a first attempt fails while the check stands; the
+    // drainer's looks (reads, and the lease's renewal) still work.
+    app.db(|c| {
+        c.batch_execute(
+            "ALTER TABLE webhook_deliveries ADD CONSTRAINT test_no_writes CHECK (false) NOT VALID",
+        )
+        .expect("block writes")
+    })
+    .await;
+    let blocked_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < blocked_until {
+        app.purchase(&visa(), None).await;
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.db(|c| {
+        c.batch_execute("ALTER TABLE webhook_deliveries DROP CONSTRAINT test_no_writes")
+            .expect("unblock writes")
+    })
+    .await;
+    for _ in 0..5 {
+        app.purchase(&visa(), None).await;
+    }
+    wait_all_delivered(&app, &receiver, 60).await;
+    assert_each_sent_once(&receiver);
+    let rows = count(&app, "SELECT count(*) AS n FROM webhook_deliveries").await;
+    assert_eq!(
+        rows as usize,
+        all_events(&app).await.len(),
+        "one row per event"
+    );
+    worker.stop().unwrap();
+}
+
+/// A first attempt at `event` by whoever holds the lease as `task`.
+fn first_attempt(event: Uuid) -> AttemptRecord {
+    AttemptRecord {
+        source: Source::Log(Pos {
+            xact: 1,
+            position: 1,
+        }),
+        event_id: event,
+        attempt: 1,
+        state: DeliveryState::Delivered,
+        retry_in: Duration::ZERO,
+        response_status: Some(200),
+        error: None,
+        duration_ms: 5,
+        attempted_at: chrono::Utc::now(),
+    }
+}
+
+#[actix_rt::test]
+async fn a_drainer_whose_lease_passed_to_another_records_nothing() {
+    let app = spawn_app().await;
+    let (id, _) = register(&app, "https://example.com/hooks", &["*"]).await;
+    let endpoint = orderflow::webhooks::parse_endpoint_id(&id).unwrap();
+    let event = Uuid::new_v4();
+    let (stale, live) = app
+        .db(move |c| {
+            let lease = Duration::from_millis(50);
+            assert!(store::take_drain(c, endpoint, "stale", lease)
+                .unwrap()
+                .is_some());
+            std::thread::sleep(Duration::from_millis(120));
+            assert!(store::take_drain(c, endpoint, "live", lease)
+                .unwrap()
+                .is_some());
+            let stale = store::record(c, endpoint, "stale", &[first_attempt(event)], None).unwrap();
+            let live = store::record(c, endpoint, "live", &[first_attempt(event)], None).unwrap();
+            (stale, live)
+        })
+        .await;
+    assert!(!stale, "the stale drainer is told its lease is gone");
+    assert!(live);
+    let rows = count(&app, "SELECT count(*) AS n FROM webhook_deliveries").await;
+    assert_eq!(rows, 1, "one row for the event, the live drainer's");
+}
+
+#[actix_rt::test]
+async fn sigterm_under_steady_traffic_stops_the_worker_and_gives_the_lease_back() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start(Mode::Ok);
+    register(&app, &receiver.url, &["*"]).await;
+    let worker = app.start_worker(fast_worker());
+    for _ in 0..3 {
+        app.purchase(&visa(), None).await;
+    }
+    // Purchases keep coming while the worker stops: its drainer always
+    // finds more to send.
+    let stopping = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        let asked = Instant::now();
+        let stopped = worker.stop();
+        (asked.elapsed(), stopped)
+    });
+    let traffic_until = Instant::now() + Duration::from_secs(15);
+    while !stopping.is_finished() && Instant::now() < traffic_until {
+        app.purchase(&visa(), None).await;
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        stopping.is_finished(),
+        "the worker did not stop in 15 s of steady traffic"
+    );
+    let (took, stopped) = stopping.join().unwrap();
+    stopped.unwrap();
+    assert!(took < Duration::from_secs(10), "stopping took {took:?}");
+    let held = count(
+        &app,
+        "SELECT count(*) AS n FROM webhook_endpoints WHERE drain_task IS NOT NULL",
+    )
+    .await;
+    assert_eq!(held, 0, "the drain lease was given back");
+    // The next worker goes on where it stopped: every event, once.
+    let next = app.start_worker(fast_worker());
+    wait_all_delivered(&app, &receiver, 30).await;
+    assert_each_sent_once(&receiver);
+    next.stop().unwrap();
+}
