@@ -158,11 +158,8 @@ async fn stop(
         recorder.add(done);
     }
     recorder.finish().await?;
-    let (owned, cursor) = (task.to_owned(), progress.lock().cursor());
-    db::unit(&ctx.pool, move |c| {
-        store::release_drain(c, endpoint, &owned, cursor)
-    })
-    .await?;
+    let cursor = progress.lock().cursor();
+    release(ctx, endpoint, task, cursor).await?;
     tracing::info!(endpoint = %super::endpoint_id(endpoint), "webhook drain stopped for the shutdown; its lease is free");
     Ok(())
 }
@@ -490,11 +487,7 @@ async fn finish_or_stay(
         tokio::time::sleep(wait).await;
         return Ok(hold(ctx, endpoint, task).await?.is_some());
     }
-    let owned = task.to_owned();
-    db::unit(&ctx.pool, move |c| {
-        store::release_drain(c, endpoint, &owned, cursor)
-    })
-    .await?;
+    release(ctx, endpoint, task, cursor).await?;
     // A resend made between the look and the release found the lease held
     // and its wake-up ended at once: look again now that it is free. (Log
     // entries committed meanwhile are woken by the fan-out timer.)
@@ -506,6 +499,21 @@ async fn finish_or_stay(
         wake_after(ctx, endpoint, wait).await;
     }
     Ok(false)
+}
+
+/// Gives the drain lease back, with the cursor at `cursor`.
+async fn release(
+    ctx: &WebhookContext,
+    endpoint: Uuid,
+    task: &str,
+    cursor: Pos,
+) -> anyhow::Result<()> {
+    let owned = task.to_owned();
+    db::unit(&ctx.pool, move |c| {
+        store::release_drain(c, endpoint, &owned, cursor)
+    })
+    .await?;
+    Ok(())
 }
 
 /// Pushes a drain of `endpoint` due in `delay`; if the push fails, the

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use uuid::Uuid;
 
@@ -87,10 +87,6 @@ pub struct Recorder {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-/// The first wait after a failed write; it doubles up to [`RETRY_WRITE_CAP`].
-const RETRY_WRITE: Duration = Duration::from_millis(50);
-const RETRY_WRITE_CAP: Duration = Duration::from_secs(1);
-
 impl Recorder {
     /// Records what is [`add`](Self::add)ed for the drainer holding the
     /// lease as `task`. A failed write (a checkout or statement timeout, a
@@ -145,7 +141,8 @@ impl Recorder {
     }
 }
 
-/// Writes one batch, trying again after a failure for up to a lease.
+/// Writes one batch, trying again after a failure (on the reconnect
+/// schedule) for up to a lease.
 async fn write(
     ctx: &WebhookContext,
     endpoint: Uuid,
@@ -154,7 +151,7 @@ async fn write(
     moved: Option<Pos>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let mut wait = RETRY_WRITE;
+    let mut backoff = crate::backoff::Backoff::default();
     loop {
         let (batch, task) = (batch.clone(), task.to_owned());
         let kept = db::unit(&ctx.pool, move |c| {
@@ -169,8 +166,7 @@ async fn write(
             Err(e) if started.elapsed() >= ctx.lease => return Err(e.into()),
             Err(e) => {
                 tracing::warn!(endpoint = %super::endpoint_id(endpoint), error = %e, "webhook attempts not recorded; trying again");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(RETRY_WRITE_CAP);
+                tokio::time::sleep(backoff.next_jittered()).await;
             }
         }
     }
