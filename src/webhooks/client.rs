@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use awc::http::header::CONTENT_TYPE;
 
-use super::guard::GuardedResolver;
+use super::guard::{literal_target_allowed, GuardedResolver};
 use crate::metrics::PartnerMetrics;
 use crate::partners::call::{send_error, status_outcome, CallError};
 
@@ -18,6 +18,7 @@ const ANSWER_LIMIT: usize = 64 << 10;
 pub struct WebhookClient {
     client: awc::Client,
     timeout: Duration,
+    allow_private: bool,
     metrics: PartnerMetrics,
 }
 
@@ -46,6 +47,7 @@ impl WebhookClient {
                 .connector(connector)
                 .finish(),
             timeout,
+            allow_private,
             metrics,
         }
     }
@@ -53,6 +55,11 @@ impl WebhookClient {
     /// Sends `post`; the answer's status, or why none came. The URL is
     /// never logged (it may carry a token in its query).
     pub async fn send(&self, post: Post) -> Result<u16, CallError> {
+        if !literal_target_allowed(&post.url, self.allow_private) {
+            return Err(CallError::Unreachable(
+                "the endpoint's address is not public".into(),
+            ));
+        }
         let started = Instant::now();
         let exchange = async {
             let mut resp = self

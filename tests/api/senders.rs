@@ -232,3 +232,42 @@ async fn sigterm_under_steady_traffic_stops_the_worker_and_gives_the_lease_back(
     assert_each_sent_once(&receiver);
     next.stop().unwrap();
 }
+
+/// A literal private address that got in while private targets were
+/// allowed (or straight into the table) is not POSTed to by a worker that
+/// forbids them: a resolver never sees a literal IP, so the client checks
+/// it before each send, and the attempt is recorded as failed.
+#[actix_rt::test]
+async fn a_worker_that_forbids_private_targets_never_posts_to_a_literal_one() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start(Mode::Ok);
+    assert!(receiver.url.starts_with("http://127.0.0.1:"));
+    register(&app, &receiver.url, &["*"]).await;
+    let mut strict = app.settings.clone();
+    strict.webhooks.allow_private_targets = false;
+    let worker = app.start_worker_with(strict, fast_worker());
+    let id = order_id(&app.purchase(&visa(), None).await);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(
+        &app,
+        "SELECT count(*) AS n FROM webhook_deliveries WHERE status <> 'delivered'",
+    )
+    .await
+        == 0
+    {
+        assert!(Instant::now() < deadline, "no failed attempt recorded");
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let delivered = count(
+        &app,
+        "SELECT count(*) AS n FROM webhook_deliveries WHERE status = 'delivered'",
+    )
+    .await;
+    worker.stop().unwrap();
+    assert_eq!(
+        receiver.started(),
+        0,
+        "order {id}: a request reached 127.0.0.1"
+    );
+    assert_eq!(delivered, 0);
+}
