@@ -66,7 +66,7 @@ fn log_query(scope: &str) -> String {
            (SELECT w.id, l.event_id, l.type, e.order_id, 0, 'pending', NULL, NULL, NULL, NULL, \
               NULL, l.created_at, 0 \
             FROM webhook_endpoints w JOIN webhook_log l \
-              ON w.enabled AND (l.xact, l.position) > (w.cursor_xact, w.cursor_position) \
+              ON (l.xact, l.position) > (w.cursor_xact, w.cursor_position) \
                 AND {OF_ITS_TYPES} \
               JOIN order_events e ON e.id = l.event_id \
             WHERE {scope} ORDER BY l.xact DESC, l.position DESC LIMIT $2) \

@@ -113,22 +113,11 @@ pub fn update(
     if nothing {
         return find(conn, id);
     }
-    conn.transaction(|conn| {
-        if changes.enabled == Some(true) {
-            // A disabled endpoint takes no events: enabled again, it starts
-            // from the log's head.
-            diesel::sql_query(format!(
-                "UPDATE webhook_endpoints SET {TO_HEAD} WHERE id = $1 AND NOT enabled"
-            ))
-            .bind::<SqlUuid, _>(id)
-            .execute(conn)?;
-        }
-        Ok(diesel::update(ep::table.find(id))
-            .set((changes, ep::updated_at.eq(diesel::dsl::now)))
-            .returning(EndpointRow::as_returning())
-            .get_result(conn)
-            .optional()?)
-    })
+    Ok(diesel::update(ep::table.find(id))
+        .set((changes, ep::updated_at.eq(diesel::dsl::now)))
+        .returning(EndpointRow::as_returning())
+        .get_result(conn)
+        .optional()?)
 }
 
 pub fn delete(conn: &mut PgConnection, id: Uuid) -> Result<bool, DbError> {
@@ -671,19 +660,34 @@ pub fn advance_idle_cursors(conn: &mut PgConnection) -> Result<usize, DbError> {
     .execute(conn)?)
 }
 
-/// Deletes up to `limit` log entries every enabled endpoint's cursor has
-/// passed (every ended one, when none is enabled). Returns how many.
+/// How long the log keeps an entry for a disabled endpoint that has not
+/// taken it yet: enabled again within this, it gets what it missed.
+pub const PAUSED_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Deletes log entries every enabled endpoint's cursor has passed (every
+/// ended one, when none is enabled) and every disabled one's too, unless
+/// the entry is older than [`PAUSED_RETENTION`]. Looks at the first
+/// `limit` such entries in log order (so the cost stays bounded behind a
+/// long pause); returns how many it deleted.
 pub fn trim_log(conn: &mut PgConnection, limit: i64) -> Result<usize, DbError> {
     Ok(diesel::sql_query(
         "WITH low AS (SELECT cursor_xact AS x, cursor_position AS p FROM webhook_endpoints \
              WHERE enabled ORDER BY cursor_xact, cursor_position LIMIT 1), \
+           paused AS (SELECT cursor_xact AS x, cursor_position AS p FROM webhook_endpoints \
+             WHERE NOT enabled ORDER BY cursor_xact, cursor_position LIMIT 1), \
            upto AS (SELECT coalesce((SELECT x FROM low), webhook_log_horizon() - 1) AS x, \
-             coalesce((SELECT p FROM low), 9223372036854775807) AS p) \
+             coalesce((SELECT p FROM low), 9223372036854775807) AS p), \
+           first AS (SELECT l.xact, l.position, l.created_at FROM webhook_log l, upto \
+             WHERE (l.xact, l.position) <= (upto.x, upto.p) \
+             ORDER BY l.xact, l.position LIMIT $1) \
          DELETE FROM webhook_log WHERE (xact, position) IN ( \
-           SELECT l.xact, l.position FROM webhook_log l, upto \
-           WHERE (l.xact, l.position) <= (upto.x, upto.p) ORDER BY l.xact, l.position LIMIT $1)",
+           SELECT f.xact, f.position FROM first f \
+           WHERE NOT EXISTS (SELECT 1 FROM paused) \
+              OR (f.xact, f.position) <= (SELECT x, p FROM paused) \
+              OR f.created_at < now() - make_interval(secs => $2))",
     )
     .bind::<BigInt, _>(limit)
+    .bind::<Double, _>(PAUSED_RETENTION.as_secs_f64())
     .execute(conn)?)
 }
 

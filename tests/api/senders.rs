@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use orderflow::db::webhooks::{self as store, AttemptRecord, DeliveryState, Pos, Source};
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::helpers::*;
@@ -270,4 +271,82 @@ async fn a_worker_that_forbids_private_targets_never_posts_to_a_literal_one() {
         "order {id}: a request reached 127.0.0.1"
     );
     assert_eq!(delivered, 0);
+}
+
+/// Disabling pauses an endpoint: the log keeps what it subscribes to while
+/// it is off (for the retention), the trim does not take it, and enabled
+/// again it gets every event it missed, in order, once. Entries older than
+/// the retention are trimmed even behind a paused endpoint.
+#[actix_rt::test]
+async fn disabling_pauses_and_enabling_delivers_the_backlog_within_retention() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start(Mode::Ok);
+    let (endpoint, _) = register(&app, &receiver.url, &["order.created"]).await;
+    let path = format!("/api/v1/webhook-endpoints/{endpoint}");
+    let worker = app.start_worker(fast_worker());
+    let before = order_id(&app.purchase(&visa(), None).await);
+    receiver
+        .wait_for(10, "the first order's event", |got| got.len() == 1)
+        .await;
+    let off = app
+        .ops("PATCH", &path, Some(&json!({"enabled": false})))
+        .await;
+    assert_eq!(off.status, 200, "{}", off.body);
+    // An old entry: past the retention, it may go even while paused.
+    let stale = order_id(&app.purchase(&visa(), None).await);
+    app.db(move |c| {
+        diesel::sql_query(
+            "UPDATE webhook_log l SET created_at = now() - interval '8 days' \
+             FROM order_events e WHERE e.id = l.event_id AND e.order_id = $1",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(stale)
+        .execute(c)
+        .expect("age the entry")
+    })
+    .await;
+    let mut missed = Vec::new();
+    for _ in 0..5 {
+        missed.push(order_id(&app.purchase(&visa(), None).await));
+    }
+    let last = missed[missed.len() - 1];
+    // The other processes' trim and idle-cursor passes run as they would.
+    let (kept, stale_kept) = app
+        .db(move |c| {
+            store::advance_idle_cursors(c).expect("advance");
+            store::trim_log(c, 10_000).expect("trim");
+            let mut created = |order: Uuid| {
+                diesel::sql_query(
+                    "SELECT count(*) AS n FROM webhook_log l JOIN order_events e \
+                     ON e.id = l.event_id WHERE e.order_id = $1 AND l.type = 'order.created'",
+                )
+                .bind::<diesel::sql_types::Uuid, _>(order)
+                .get_result::<Count>(c)
+                .expect("count")
+                .n
+            };
+            (created(last), created(stale))
+        })
+        .await;
+    assert_eq!(kept, 1, "the trim keeps what a paused endpoint missed");
+    assert_eq!(stale_kept, 0, "an entry past the retention is trimmed");
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.got().len(), 1, "nothing while disabled");
+
+    let on = app
+        .ops("PATCH", &path, Some(&json!({"enabled": true})))
+        .await;
+    assert_eq!(on.status, 200, "{}", on.body);
+    receiver
+        .wait_for(15, "the missed events", |got| got.len() == 1 + missed.len())
+        .await;
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    worker.stop().unwrap();
+    let orders: Vec<String> = receiver
+        .got()
+        .iter()
+        .map(|g| g.json()["order_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let mut expected = vec![before.to_string()];
+    expected.extend(missed.iter().map(Uuid::to_string));
+    assert_eq!(orders, expected, "every missed event, in order, once");
 }

@@ -332,16 +332,22 @@ async fn endpoints_are_changed_disabled_resent_and_deleted() {
     actix_rt::time::sleep(Duration::from_millis(800)).await;
     assert!(
         receiver.got().is_empty(),
-        "a disabled endpoint gets nothing"
+        "a disabled endpoint gets nothing while it is disabled"
     );
 
+    // Enabled again, it gets what it missed, then what comes next.
     app.ops("PATCH", &path, Some(&json!({"enabled": true})))
         .await;
+    receiver
+        .wait_for(10, "the missed order's created event", |got| got.len() == 1)
+        .await;
+    let missed = receiver.got()[0].json();
+    assert_eq!(missed["order_id"], quiet.to_string());
     let loud = order_id(&app.purchase(&visa(), None).await);
     receiver
-        .wait_for(10, "the new order's created event", |got| got.len() == 1)
+        .wait_for(10, "the new order's created event", |got| got.len() == 2)
         .await;
-    let first = receiver.got()[0].json();
+    let first = receiver.got()[1].json();
     assert_eq!(first["order_id"], loud.to_string());
     assert_eq!(first["type"], "order.created");
 
@@ -351,10 +357,10 @@ async fn endpoints_are_changed_disabled_resent_and_deleted() {
         .await;
     assert_eq!(resend.status, 202, "{}", resend.body);
     receiver
-        .wait_for(10, "the resent event", |got| got.len() == 2)
+        .wait_for(10, "the resent event", |got| got.len() == 3)
         .await;
     assert_eq!(
-        receiver.got()[1].event_id,
+        receiver.got()[2].event_id,
         event,
         "the same event, once more"
     );
@@ -372,7 +378,7 @@ async fn endpoints_are_changed_disabled_resent_and_deleted() {
         .await;
     assert_eq!(resend_old.status, 202, "any event can be resent");
     receiver
-        .wait_for(10, "the older event", |got| got.len() == 3)
+        .wait_for(10, "the older event", |got| got.len() == 4)
         .await;
 
     for missing in [
