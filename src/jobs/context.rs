@@ -25,32 +25,13 @@ pub struct JobContext {
 }
 
 impl JobContext {
-    /// Runs one job, recording its duration and outcome in this process'
-    /// metrics and in the shared totals `serve` reports (`done`, `failed` =
-    /// will be retried, `dead` = given up).
+    /// Runs one job through the job shell ([`super::shell::observe`]).
     pub async fn observe(
         &self,
         kind: &'static str,
         job: impl std::future::Future<Output = Result<(), BoxDynError>>,
     ) -> Result<(), BoxDynError> {
-        let started = std::time::Instant::now();
-        let result = job.await;
-        let outcome = match &result {
-            Ok(()) => "done",
-            Err(e) if e.downcast_ref::<AbortError>().is_some() => "dead",
-            Err(e) => {
-                tracing::warn!(job.kind = kind, error = %e, "job failed; it will be retried");
-                "failed"
-            }
-        };
-        self.metrics.observe(kind, outcome, started.elapsed());
-        if let Ok(mut conn) = self.queue.connection().await {
-            if let Err(e) = super::stats::count(&mut conn, self.queue.prefix(), kind, outcome).await
-            {
-                tracing::debug!(error = %e, "job total not counted");
-            }
-        }
-        result
+        super::shell::observe(&self.metrics, &self.queue, kind, job).await
     }
 }
 

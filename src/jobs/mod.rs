@@ -10,6 +10,7 @@ pub mod context;
 pub mod deliver;
 pub mod reconcile;
 pub mod refund;
+pub mod shell;
 pub mod stats;
 pub mod sweep;
 pub mod vacuum;

@@ -60,12 +60,14 @@ pub async fn run(
     ctx: Data<Arc<WebhookContext>>,
     task: TaskId,
 ) -> Result<(), BoxDynError> {
-    drain(&ctx, job.endpoint_id, &task.to_string())
-        .await
-        .map_err(|e| {
+    let task = task.to_string();
+    let run = async {
+        drain(&ctx, job.endpoint_id, &task).await.map_err(|e| {
             tracing::warn!(endpoint = %super::endpoint_id(job.endpoint_id), error = %e, "webhook drain stopped; the fan-out timer wakes it again once its lease runs out");
             e.into()
         })
+    };
+    crate::jobs::shell::observe(&ctx.metrics, &ctx.queue, WebhookDrain::QUEUE, run).await
 }
 
 /// Something to send: a due delivery row or a log entry.

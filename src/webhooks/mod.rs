@@ -57,6 +57,8 @@ pub struct WebhookContext {
     pub bodies: Arc<bodies::Bodies>,
     /// Turns true when the process stops: drainers give their leases back.
     pub stop: tokio::sync::watch::Receiver<bool>,
+    /// The job metrics every job shell reports to.
+    pub metrics: crate::metrics::JobMetrics,
 }
 
 impl WebhookContext {

@@ -99,6 +99,7 @@ fn webhook_context(
         lease: settings.partner_timeout * 2 + Duration::from_secs(5),
         bodies: Arc::new(webhooks::bodies::Bodies::with_capacity(opts.webhook_bodies)),
         stop,
+        metrics: jobs.metrics.clone(),
     })
 }
 

@@ -558,3 +558,39 @@ async fn refresh_calls_run_concurrently_within_the_per_partner_bound() {
     assert_eq!(load(app.sims.shipping_url(), false).await, 3);
     worker.stop().unwrap();
 }
+
+/// Every job kind that runs is counted in the summary's queue totals,
+/// the webhook drainer's too (it once skipped the job shell and read 0).
+#[actix_rt::test]
+async fn every_job_kind_that_ran_is_counted_in_the_summary() {
+    let app = spawn_app().await;
+    let receiver = crate::receiver::Receiver::start(crate::receiver::Mode::Ok);
+    crate::receiver::register(&app, &receiver.url, &["order.created"]).await;
+    let worker = app.start_worker(fast_worker());
+    let paid = order_id(&app.purchase(&visa(), None).await);
+    app.wait_order(paid, 15, |o| o["status"] == "fulfilling")
+        .await;
+    receiver
+        .wait_for(10, "the created event", |got| !got.is_empty())
+        .await;
+    refresh_and_wait(&app).await;
+    // A drainer's run ends a moment after its last POST: wait for it.
+    let kinds = ["deliver", "webhook", "refresh", "refresh_batch"];
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let queues = app.ops("GET", "/api/v1/dashboard/summary", None).await.body["queues"].clone();
+        let missing: Vec<&str> = kinds
+            .into_iter()
+            .filter(|k| queues[*k]["done"].as_u64() < Some(1))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never counted done: {missing:?} in {queues}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    worker.stop().unwrap();
+}
