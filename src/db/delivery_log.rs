@@ -103,14 +103,37 @@ pub fn purge_settled(
     older_than: Duration,
     limit: i64,
 ) -> Result<usize, DbError> {
+    conn.transaction(|conn| {
+        if !take_purge_turn(conn)? {
+            return Ok(0);
+        }
+        Ok(diesel::sql_query(PURGE_SETTLED)
+            .bind::<Double, _>(older_than.as_secs_f64())
+            .bind::<BigInt, _>(limit)
+            .execute(conn)?)
+    })
+}
+
+/// The purge (`$1`: seconds of retention, `$2`: the limit), answered from
+/// the partial index of settled rows by their time.
+pub const PURGE_SETTLED: &str = "DELETE FROM webhook_deliveries WHERE id IN ( \
+       SELECT id FROM webhook_deliveries \
+       WHERE status IN ('delivered', 'failed') \
+         AND created_at < now() - make_interval(secs => $1) LIMIT $2)";
+
+/// Takes this transaction's turn at the purge; false if another process
+/// has it (each worker sweeps every few seconds: one purging is enough).
+pub fn take_purge_turn(conn: &mut PgConnection) -> QueryResult<bool> {
+    #[derive(QueryableByName)]
+    struct Turn {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        taken: bool,
+    }
     Ok(diesel::sql_query(
-        "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries \
-           WHERE status IN ('delivered', 'failed') \
-             AND created_at < now() - make_interval(secs => $1) LIMIT $2)",
+        "SELECT pg_try_advisory_xact_lock(hashtext('orderflow.delivery_log_purge')) AS taken",
     )
-    .bind::<Double, _>(older_than.as_secs_f64())
-    .bind::<BigInt, _>(limit)
-    .execute(conn)?)
+    .get_result::<Turn>(conn)?
+    .taken)
 }
 
 /// How long settled deliveries stay in the log.

@@ -150,3 +150,80 @@ async fn the_log_is_trimmed_behind_every_cursor_even_one_that_takes_a_rare_type(
     .await;
     worker.stop().unwrap();
 }
+
+/// The delivery log's retention is answered from an index, not a scan of
+/// the whole table, and only one process purges at a time: a second one
+/// that finds the purge taken skips its turn.
+#[actix_rt::test]
+async fn the_delivery_log_purge_uses_an_index_and_runs_in_one_process_at_a_time() {
+    let app = spawn_app().await;
+    let plan = app
+        .db(|c| {
+            c.batch_execute("SET enable_seqscan = off").expect("set");
+            #[derive(QueryableByName)]
+            struct Line {
+                #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
+                line: String,
+            }
+            let lines = diesel::sql_query(format!(
+                "EXPLAIN {}",
+                orderflow::db::delivery_log::PURGE_SETTLED
+            ))
+            .bind::<diesel::sql_types::Double, _>(3600.0)
+            .bind::<diesel::sql_types::BigInt, _>(1000)
+            .load::<Line>(c)
+            .expect("explain");
+            c.batch_execute("RESET enable_seqscan").expect("reset");
+            lines
+                .into_iter()
+                .map(|l| l.line)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .await;
+    assert!(
+        plan.contains("webhook_deliveries_settled_idx"),
+        "the purge does not use its index:\n{plan}"
+    );
+    assert!(!plan.contains("Seq Scan on webhook_deliveries"), "{plan}");
+
+    // Two old settled rows; a purge held elsewhere makes this one skip.
+    app.db(|c| {
+        c.batch_execute(
+            "INSERT INTO webhook_endpoints (id, url, secret, events) \
+               VALUES ('00000000-0000-0000-0000-00000000000a', 'https://shop.example/h', 'whsec_x', '{*}'); \
+             INSERT INTO webhook_deliveries (endpoint_id, event_id, status, created_at) \
+               SELECT '00000000-0000-0000-0000-00000000000a', gen_random_uuid(), 'delivered', \
+                      now() - interval '8 days' FROM generate_series(1, 2)",
+        )
+        .expect("seed");
+    })
+    .await;
+    let url = format!("{}/{}", pg_base(), app.db_name);
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let mut other = PgConnection::establish(&url).expect("connect");
+        other
+            .transaction::<_, diesel::result::Error, _>(|c| {
+                orderflow::db::delivery_log::take_purge_turn(c)?;
+                held_tx.send(()).ok();
+                release_rx.recv().ok();
+                Ok(())
+            })
+            .expect("hold");
+    });
+    held_rx.recv().expect("held");
+    let skipped = app
+        .db(|c| orderflow::db::delivery_log::purge_settled(c, Duration::from_secs(3600), 1000))
+        .await
+        .expect("purge");
+    assert_eq!(skipped, 0, "another process holds the purge: skip");
+    release_tx.send(()).expect("release");
+    holder.join().expect("holder");
+    let purged = app
+        .db(|c| orderflow::db::delivery_log::purge_settled(c, Duration::from_secs(3600), 1000))
+        .await
+        .expect("purge");
+    assert_eq!(purged, 2);
+}
