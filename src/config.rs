@@ -15,6 +15,9 @@
 //! - `REDIS_PREFIX` (default `orderflow`): prefix of every Redis key, so several
 //!   deployments (or tests) can share one Redis
 //! - `WORKER_METRICS_ADDR` (default none): where `worker` serves its own metrics
+//! - `METRICS_TOKEN` (default none): a bearer token `serve`'s `/metrics` asks for
+//! - `METRICS_READ_EVERY_MS` (default 5000): how often a scrape reads the
+//!   shared figures (queues, outbox lag, stuck orders) from Redis and PostgreSQL
 //! - `REFRESH_PARTNER_CONCURRENCY` (default 1024): concurrent calls per partner
 //!   during a status refresh, per worker process
 //! - `REFRESH_CALLS_PER_SEC` (default 500): the status refresh's call budget
@@ -93,6 +96,12 @@ pub struct Settings {
     pub redis_prefix: String,
     /// Where a worker serves its own process metrics, if anywhere.
     pub worker_metrics_addr: Option<SocketAddr>,
+    /// `METRICS_TOKEN`: when set, `serve`'s `/metrics` answers only
+    /// `Authorization: Bearer` with it.
+    pub metrics_token: Option<SecretString>,
+    /// `METRICS_READ_EVERY_MS`: how long a scrape's PostgreSQL and Redis
+    /// reads serve the scrapes after it.
+    pub metrics_read_every: Duration,
     /// Concurrent calls per partner during a status refresh, per worker.
     pub refresh_partner_concurrency: usize,
     pub refresh_calls_per_sec: u32,
@@ -169,6 +178,8 @@ impl Settings {
             )?),
             bind_addr: env.parsed("BIND_ADDR", "127.0.0.1:8080")?,
             ops_token: env.optional_token("OPS_TOKEN")?,
+            metrics_token: env.optional_token("METRICS_TOKEN")?,
+            metrics_read_every: env.millis("METRICS_READ_EVERY_MS", 5000, 0, 600_000)?,
             payment_gateway_url: env.optional_http_url("PAYMENT_GATEWAY_URL")?,
             payment_api_key: SecretString::from(
                 env.non_empty("PAYMENT_API_KEY", "sk_test_orderflow")?,

@@ -25,20 +25,24 @@ fn check(req: &HttpRequest) -> Result<OpsAuth, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("AppState missing")))?;
-    let presented = req
-        .headers()
+    if bearer_matches(req, &state.ops_token_digest) {
+        Ok(OpsAuth)
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+/// Whether the request's `Authorization: Bearer` token has `digest`
+/// (compared in constant time).
+pub fn bearer_matches(req: &HttpRequest, digest: &[u8; 32]) -> bool {
+    req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             let (scheme, token) = v.split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         })
-        .ok_or(ApiError::Unauthorized)?;
-    if bool::from(token_digest(presented).ct_eq(&state.ops_token_digest)) {
-        Ok(OpsAuth)
-    } else {
-        Err(ApiError::Unauthorized)
-    }
+        .is_some_and(|presented| bool::from(token_digest(presented).ct_eq(digest)))
 }
 
 impl FromRequest for OpsAuth {

@@ -1,12 +1,13 @@
 //! `/healthz` (the process runs), `/readyz` (PostgreSQL and Redis answer)
 //! and `/metrics` (Prometheus text, with queue and outbox state read now).
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use diesel::RunQueryDsl;
 use serde_json::json;
 
 use super::AppState;
 use crate::db;
+use crate::error::ApiError;
 
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
@@ -55,14 +56,54 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// `/metrics`' guard and read cache: the token it asks for (if any), and
+/// when the shared figures were last read. One scrape at a time reads;
+/// the scrapes in between answer from the gauges it set.
+pub struct Scrape {
+    token: Option<[u8; 32]>,
+    every: std::time::Duration,
+    last_read: tokio::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Scrape {
+    pub fn new(token: Option<[u8; 32]>, every: std::time::Duration) -> Self {
+        Scrape {
+            token,
+            every,
+            last_read: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
 /// Prometheus text: this process' HTTP metrics; every process' partner
 /// calls, queue depth and job totals (counted in Redis by whichever process
-/// made or ran them) and the outbox lag, read at scrape time. A source that
-/// does not answer within a second keeps its last values.
+/// made or ran them), the outbox lag and the stuck orders, read at most
+/// once per `METRICS_READ_EVERY_MS`. A source that does not answer within
+/// a second keeps its last values. With `METRICS_TOKEN` set, 401 without it.
 pub async fn metrics(
+    req: HttpRequest,
     state: web::Data<AppState>,
     metrics: web::Data<crate::metrics::Metrics>,
 ) -> HttpResponse {
+    if let Some(token) = &state.scrape.token {
+        if !super::auth::bearer_matches(&req, token) {
+            return ApiError::Unauthorized.error_response();
+        }
+    }
+    {
+        let mut last = state.scrape.last_read.lock().await;
+        if last.is_none_or(|at| at.elapsed() >= state.scrape.every) {
+            read_shared(&state, &metrics).await;
+            *last = Some(std::time::Instant::now());
+        }
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(metrics.encode())
+}
+
+/// Reads the figures every process shares into this process' gauges.
+async fn read_shared(state: &AppState, metrics: &crate::metrics::Metrics) {
     let queue = state.queue.clone();
     let shared = async {
         let conn = tokio::time::timeout(std::time::Duration::from_secs(1), queue.connection())
@@ -101,7 +142,4 @@ pub async fn metrics(
     metrics
         .queues
         .set(stats.as_deref().unwrap_or(&[]), lag.ok());
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(metrics.encode())
 }

@@ -49,6 +49,8 @@ pub struct AppState {
     pub stuck: crate::domain::stuck::StuckRules,
     /// Webhook registration rules (`WEBHOOK_ALLOW_PRIVATE_TARGETS`).
     pub webhooks: crate::config::WebhookSettings,
+    /// `/metrics`: its token, and when its shared figures were last read.
+    pub scrape: health::Scrape,
 }
 
 /// A bound, not yet running, HTTP server.
@@ -88,6 +90,13 @@ impl Application {
             queue,
             stuck: settings.stuck,
             webhooks: settings.webhooks,
+            scrape: health::Scrape::new(
+                settings
+                    .metrics_token
+                    .as_ref()
+                    .map(|t| auth::token_digest(t.expose_secret())),
+                settings.metrics_read_every,
+            ),
         });
         actix_rt::spawn(Arc::clone(&state.board_cache).watch());
         let payment = PaymentConfig {

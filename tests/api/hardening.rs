@@ -231,3 +231,67 @@ fn tempfile_path(name: &str) -> std::path::PathBuf {
         uuid::Uuid::new_v4().simple()
     ))
 }
+
+/// The value of the metric line that starts with `name `.
+fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// A burst of scrapes reads PostgreSQL and Redis once per
+/// `METRICS_READ_EVERY_MS`, not once per scrape: a tight scrape loop (or
+/// someone hammering a public `/metrics`) costs the database nothing more.
+/// Seen from outside: an outbox item an hour overdue, added after the
+/// first scrape, does not show in the 50 scrapes within the window.
+#[actix_rt::test]
+async fn a_burst_of_metrics_scrapes_reads_the_database_once() {
+    let app = spawn_app_with(Opts {
+        env: vec![("METRICS_READ_EVERY_MS", "60000".into())],
+        ..Opts::default()
+    })
+    .await;
+    let lag = "orderflow_outbox_lag_seconds";
+    let first = metric_value(&app.metrics_text().await, lag);
+    assert_eq!(first, Some(0.0), "nothing owed yet");
+    app.seed_paid_orders(1, "now() - interval '1 hour'").await;
+    let scrapes = futures_util::future::join_all((0..50).map(|_| app.metrics_text())).await;
+    for text in &scrapes {
+        assert_eq!(metric_value(text, lag), first, "a scrape read afresh");
+    }
+    // Read afresh each time, the same item shows at once.
+    let fresh = spawn_app().await;
+    fresh.seed_paid_orders(1, "now() - interval '1 hour'").await;
+    let seen = metric_value(&fresh.metrics_text().await, lag).unwrap_or_default();
+    assert!(seen >= 3500.0, "lag {seen}");
+}
+
+/// With `METRICS_TOKEN` set, `/metrics` answers only with it.
+#[actix_rt::test]
+async fn metrics_token_keeps_metrics_to_whoever_holds_it() {
+    let app = spawn_app_with(Opts {
+        env: vec![("METRICS_TOKEN", "scrape-secret-1".into())],
+        ..Opts::default()
+    })
+    .await;
+    let none = app.get("/metrics").await;
+    assert_eq!(none.status, 401);
+    assert_eq!(none.code(), "unauthorized");
+    let wrong = app
+        .client
+        .get(app.url("/metrics"))
+        .insert_header(("Authorization", "Bearer nope-nope-nope"))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(wrong.status().as_u16(), 401);
+    let mut right = app
+        .client
+        .get(app.url("/metrics"))
+        .insert_header(("Authorization", "Bearer scrape-secret-1"))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(right.status().as_u16(), 200);
+    let body = right.body().await.expect("body");
+    assert!(String::from_utf8_lossy(&body).contains("orderflow_http_requests_total"));
+}

@@ -146,6 +146,8 @@ pub async fn spawn_app_with(opts: Opts) -> TestApp {
         // The test receivers listen on 127.0.0.1; retries come fast.
         ("WEBHOOK_ALLOW_PRIVATE_TARGETS", "true".into()),
         ("WEBHOOK_RETRY_BASE_MS", "200".into()),
+        // Each scrape reads afresh unless a test asks for the cache.
+        ("METRICS_READ_EVERY_MS", "0".into()),
     ]);
     vars.extend(opts.env.iter().cloned());
     let settings = Settings::from_lookup(|k| vars.get(k).cloned()).expect("settings");
