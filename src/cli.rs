@@ -158,6 +158,7 @@ fn run_serve(settings: Settings) -> anyhow::Result<()> {
         let metrics = Metrics::new()?;
         let app = Application::build(&settings, pool.clone(), queue.clone(), &metrics)?;
         tracing::info!(http.addr = %settings.bind_addr, "serving");
+        settings.webhook_secrets.warn_if_development();
         let stop_flusher = share_partner_calls(&metrics, &queue);
         watch_dependencies(pool, queue.clone());
         app.server().await?;

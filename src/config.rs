@@ -32,7 +32,10 @@
 //!
 //! Webhooks and stuck orders (docs/API.md, "Order events, webhooks and stuck
 //! orders"): `WEBHOOK_MAX_ATTEMPTS` (default 10), `WEBHOOK_ALLOW_PRIVATE_TARGETS`
-//! (default false), `WEBHOOK_RETRY_BASE_MS` (default 30000: the first retry's
+//! (default false), `WEBHOOK_SECRETS_KEY` (32 bytes, 64 hex digits or
+//! base64: the key webhook secrets are sealed with; unset, a development
+//! key and a warning) and `WEBHOOK_SECRETS_KEY_PREVIOUS` (older keys, comma
+//! separated, while the sweep seals again), `WEBHOOK_RETRY_BASE_MS` (default 30000: the first retry's
 //! delay, doubling to a 1 h ceiling), `WEBHOOK_CONCURRENCY` (default 256:
 //! requests in flight per endpoint), `STUCK_PAYMENT_PENDING_SECS` (900),
 //! `STUCK_PAID_SECS` (600), `STUCK_FULFILLING_SECS` (172800).
@@ -114,6 +117,9 @@ pub struct Settings {
     pub job_max_attempts: i32,
     pub job_retry_cap: Duration,
     pub webhooks: WebhookSettings,
+    /// `WEBHOOK_SECRETS_KEY` (and `_PREVIOUS`): the keys webhook secrets
+    /// are sealed with at rest.
+    pub webhook_secrets: crate::webhooks::sealed::SecretsKeys,
     pub stuck: crate::domain::stuck::StuckRules,
 }
 
@@ -235,6 +241,14 @@ impl Settings {
             job_max_attempts: env.bounded("JOB_MAX_ATTEMPTS", 8, 1, 1000)? as i32,
             job_retry_cap: env.secs("JOB_RETRY_CAP_SECS", 120, 1, 86_400)?,
             webhooks: WebhookSettings::from_env(&env)?,
+            webhook_secrets: crate::webhooks::sealed::SecretsKeys::from_config(
+                env.get("WEBHOOK_SECRETS_KEY").as_deref(),
+                env.get("WEBHOOK_SECRETS_KEY_PREVIOUS").as_deref(),
+            )
+            .map_err(|e| ConfigError {
+                var: "WEBHOOK_SECRETS_KEY",
+                message: e.to_string(),
+            })?,
             stuck: stuck_rules(&env)?,
             worker_metrics_addr: match env.get("WORKER_METRICS_ADDR") {
                 None => None,

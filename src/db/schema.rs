@@ -139,6 +139,8 @@ diesel::table! {
         drain_until -> Nullable<Timestamptz>,
         cursor_xact -> Int8,
         cursor_position -> Int8,
+        previous_secret -> Nullable<Text>,
+        previous_secret_until -> Nullable<Timestamptz>,
     }
 }
 

@@ -43,7 +43,6 @@ pub struct EndpointRow {
     pub events: Vec<Option<String>>,
     pub description: String,
     pub enabled: bool,
-    pub secret: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_success_at: Option<DateTime<Utc>>,
@@ -65,6 +64,7 @@ pub struct NewEndpoint {
     pub events: Vec<String>,
     pub description: String,
     pub enabled: bool,
+    /// Sealed (`webhooks::sealed`), never the plain secret.
     pub secret: String,
 }
 
@@ -120,6 +120,79 @@ pub fn update(
         .optional()?)
 }
 
+/// Makes `sealed` the endpoint's secret; the one it replaces stays valid
+/// for `keep_old` (signed with beside the new one). `None`: no such
+/// endpoint.
+pub fn rotate_secret(
+    conn: &mut PgConnection,
+    id: Uuid,
+    sealed: &str,
+    keep_old: Duration,
+) -> Result<Option<EndpointRow>, DbError> {
+    let changed = diesel::sql_query(
+        "UPDATE webhook_endpoints SET previous_secret = secret, \
+           previous_secret_until = now() + make_interval(secs => $3), \
+           secret = $2, updated_at = now() WHERE id = $1",
+    )
+    .bind::<SqlUuid, _>(id)
+    .bind::<Text, _>(sealed)
+    .bind::<Double, _>(keep_old.as_secs_f64())
+    .execute(conn)?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    find(conn, id)
+}
+
+/// An endpoint's stored secrets, as a sweep that seals them again reads
+/// them.
+#[derive(Debug, QueryableByName)]
+pub struct StoredSecrets {
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub secret: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub previous_secret: Option<String>,
+}
+
+/// Up to `limit` endpoints with a secret not sealed under the key whose
+/// values start with `current_prefix`.
+pub fn stale_sealed(
+    conn: &mut PgConnection,
+    current_prefix: &str,
+    limit: i64,
+) -> Result<Vec<StoredSecrets>, DbError> {
+    Ok(diesel::sql_query(
+        "SELECT id, secret, previous_secret FROM webhook_endpoints \
+         WHERE left(secret, length($1)) <> $1 \
+            OR left(previous_secret, length($1)) <> $1 LIMIT $2",
+    )
+    .bind::<Text, _>(current_prefix)
+    .bind::<BigInt, _>(limit)
+    .load(conn)?)
+}
+
+/// Stores `new`'s values if the row still holds `old`'s (a rotation in
+/// between wins).
+pub fn reseal(
+    conn: &mut PgConnection,
+    old: &StoredSecrets,
+    new: &StoredSecrets,
+) -> Result<bool, DbError> {
+    Ok(diesel::sql_query(
+        "UPDATE webhook_endpoints SET secret = $3, previous_secret = $4 \
+         WHERE id = $1 AND secret = $2 AND previous_secret IS NOT DISTINCT FROM $5",
+    )
+    .bind::<SqlUuid, _>(old.id)
+    .bind::<Text, _>(&old.secret)
+    .bind::<Text, _>(&new.secret)
+    .bind::<Nullable<Text>, _>(&new.previous_secret)
+    .bind::<Nullable<Text>, _>(&old.previous_secret)
+    .execute(conn)?
+        == 1)
+}
+
 pub fn delete(conn: &mut PgConnection, id: Uuid) -> Result<bool, DbError> {
     Ok(diesel::delete(ep::table.find(id)).execute(conn)? == 1)
 }
@@ -167,8 +240,12 @@ pub struct Target {
     pub id: Uuid,
     #[diesel(sql_type = Text)]
     pub url: String,
+    /// Sealed (`webhooks::sealed`).
     #[diesel(sql_type = Text)]
     pub secret: String,
+    /// The secret before the last rotation, while it is still valid.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub previous_secret: Option<String>,
     #[diesel(sql_type = Array<Text>)]
     pub events: Vec<String>,
     #[diesel(sql_type = Int8)]
@@ -199,7 +276,8 @@ pub fn take_drain(
            drain_until = now() + make_interval(secs => $3) \
          WHERE id = $1 AND enabled \
            AND (drain_until IS NULL OR drain_until < now() OR drain_task = $2) \
-         RETURNING id, url, secret, events, cursor_xact, cursor_position",
+         RETURNING id, url, secret, events, cursor_xact, cursor_position, \
+           CASE WHEN previous_secret_until > now() THEN previous_secret END AS previous_secret",
     )
     .bind::<SqlUuid, _>(endpoint)
     .bind::<Text, _>(task)

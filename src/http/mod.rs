@@ -51,6 +51,8 @@ pub struct AppState {
     pub webhooks: crate::config::WebhookSettings,
     /// `/metrics`: its token, and when its shared figures were last read.
     pub scrape: health::Scrape,
+    /// The keys webhook secrets are sealed with (`WEBHOOK_SECRETS_KEY`).
+    pub secrets: Arc<crate::webhooks::sealed::SecretsKeys>,
 }
 
 /// A bound, not yet running, HTTP server.
@@ -90,6 +92,7 @@ impl Application {
             queue,
             stuck: settings.stuck,
             webhooks: settings.webhooks,
+            secrets: Arc::new(settings.webhook_secrets.clone()),
             scrape: health::Scrape::new(
                 settings
                     .metrics_token
@@ -197,6 +200,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     web::resource("/webhook-endpoints/{id}")
                         .route(web::patch().to(webhooks::patch_endpoint))
                         .route(web::delete().to(webhooks::delete_endpoint)),
+                )
+                .service(
+                    web::resource("/webhook-endpoints/{id}/rotate-secret")
+                        .route(web::post().to(webhooks::rotate_secret)),
                 )
                 .service(
                     web::resource("/webhook-endpoints/{id}/deliveries")

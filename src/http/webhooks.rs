@@ -25,8 +25,9 @@ pub struct EndpointHealth {
     pub consecutive_failures: i32,
 }
 
-/// An endpoint; `secret` only in the registration's answer.
-#[derive(Debug, Serialize, ToSchema)]
+/// An endpoint; `secret` only in the answers to a registration and a
+/// rotation (no `Debug`: it may hold the secret).
+#[derive(Serialize, ToSchema)]
 pub struct EndpointView {
     /// `we_…`
     pub id: String,
@@ -41,14 +42,14 @@ pub struct EndpointView {
 }
 
 impl EndpointView {
-    fn of(row: EndpointRow, with_secret: bool) -> Self {
+    fn of(row: EndpointRow, secret: Option<String>) -> Self {
         EndpointView {
             id: endpoint_id(row.id),
             events: row.event_types(),
             url: row.url,
             description: row.description,
             enabled: row.enabled,
-            secret: with_secret.then_some(row.secret),
+            secret,
             created_at: row.created_at,
             health: EndpointHealth {
                 last_success_at: row.last_success_at,
@@ -59,7 +60,7 @@ impl EndpointView {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct EndpointList {
     pub endpoints: Vec<EndpointView>,
 }
@@ -153,16 +154,17 @@ pub async fn create_endpoint(
             "required fields passed validation unset"
         )));
     };
+    let (id, secret) = (Uuid::new_v4(), endpoint::new_secret());
     let new = NewEndpoint {
-        id: Uuid::new_v4(),
+        id,
         url: url.to_string(),
         events,
         description: input.description.unwrap_or_default(),
         enabled: input.enabled.unwrap_or(true),
-        secret: endpoint::new_secret(),
+        secret: state.secrets.seal(id, &secret),
     };
     let row = db::unit(&state.pool, move |c| store::create(c, &new)).await?;
-    Ok(HttpResponse::Created().json(EndpointView::of(row, true)))
+    Ok(HttpResponse::Created().json(EndpointView::of(row, Some(secret))))
 }
 
 #[utoipa::path(
@@ -177,7 +179,7 @@ pub async fn list_endpoints(
     Ok(HttpResponse::Ok().json(EndpointList {
         endpoints: rows
             .into_iter()
-            .map(|r| EndpointView::of(r, false))
+            .map(|r| EndpointView::of(r, None))
             .collect(),
     }))
 }
@@ -209,7 +211,79 @@ pub async fn patch_endpoint(
     if input.enabled == Some(true) {
         wake(&state, id).await;
     }
-    Ok(HttpResponse::Ok().json(EndpointView::of(row, false)))
+    Ok(HttpResponse::Ok().json(EndpointView::of(row, None)))
+}
+
+/// How long the old secret stays valid after a rotation, by default and
+/// at most.
+const KEEP_OLD_DEFAULT_SECS: u64 = 86_400;
+const KEEP_OLD_MAX_SECS: u64 = 30 * 86_400;
+
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct RotateBody {
+    /// Seconds the old secret stays valid (0–2592000, default 86400);
+    /// until then every delivery carries a `v1` for each.
+    pub expire_old_in_secs: Option<u64>,
+}
+
+/// How long the old secret stays valid: the body's `expire_old_in_secs`
+/// (an empty body takes the default).
+async fn keep_old(
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<std::time::Duration, ApiError> {
+    let empty = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .is_none()
+        && req
+            .headers()
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .is_none_or(|v| v.as_bytes() == b"0");
+    let secs = if empty {
+        KEEP_OLD_DEFAULT_SECS
+    } else {
+        let body = json_object(req, payload, BODY_LIMIT).await?;
+        match body.get("expire_old_in_secs") {
+            None | Some(Value::Null) => KEEP_OLD_DEFAULT_SECS,
+            Some(v) => v
+                .as_u64()
+                .filter(|n| *n <= KEEP_OLD_MAX_SECS)
+                .ok_or_else(|| {
+                    ApiError::Validation(vec![FieldError::new(
+                        "expire_old_in_secs",
+                        format!("must be a whole number of seconds, 0 to {KEEP_OLD_MAX_SECS}"),
+                    )])
+                })?,
+        }
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/webhook-endpoints/{id}/rotate-secret", tag = "ops", security(("ops_token" = [])),
+    params(("id" = String, Path, description = "we_…")),
+    request_body(content = RotateBody, description = "optional"),
+    responses((status = 200, body = EndpointView), (status = 401), (status = 404), (status = 422, body = crate::http::views::ErrorBody))
+)]
+pub async fn rotate_secret(
+    _: OpsAuth,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = known_endpoint(&path)?;
+    let keep = keep_old(&req, payload).await?;
+    let secret = endpoint::new_secret();
+    let sealed = state.secrets.seal(id, &secret);
+    let row = db::unit(&state.pool, move |c| {
+        store::rotate_secret(c, id, &sealed, keep)
+    })
+    .await?
+    .ok_or(ApiError::NotFound)?;
+    Ok(HttpResponse::Ok().json(EndpointView::of(row, Some(secret))))
 }
 
 #[utoipa::path(

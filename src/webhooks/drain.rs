@@ -317,6 +317,7 @@ async fn take_due(
         .took(&look.rows(), &look.entries(), look.reached);
     // Rendered here, not in the transaction: the connection is back.
     ctx.bodies.render(unrendered, &mut held);
+    let secrets = signing_secrets(ctx, &target)?;
     let t = Utc::now().timestamp();
     Ok(look
         .items
@@ -325,12 +326,28 @@ async fn take_due(
             let post = held.get(&item.event_id).map(|body| Post {
                 url: target.url.clone(),
                 event_id: event_id(item.event_id),
-                signature: signature::sign(&target.secret, t, body),
+                signature: signature::sign_all(&secrets, t, body),
                 body: body.clone(),
             });
             Ready { item, post }
         })
         .collect())
+}
+
+/// The endpoint's valid secrets, opened: the current one, then the one
+/// before a rotation while it is valid.
+fn signing_secrets(
+    ctx: &WebhookContext,
+    target: &Target,
+) -> anyhow::Result<Vec<secrecy::SecretString>> {
+    std::iter::once(&target.secret)
+        .chain(&target.previous_secret)
+        .map(|stored| {
+            ctx.secrets.open(target.id, stored).map_err(|e| {
+                anyhow::anyhow!("the endpoint's secret does not open: {e} (is WEBHOOK_SECRETS_KEY_PREVIOUS set?)")
+            })
+        })
+        .collect()
 }
 
 /// What one look took, and how far into the log it reached (`None`: it

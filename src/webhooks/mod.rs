@@ -29,6 +29,7 @@ pub mod endpoint;
 pub mod fanout;
 pub mod guard;
 pub mod recorder;
+pub mod sealed;
 pub mod signature;
 
 use std::sync::Arc;
@@ -59,6 +60,8 @@ pub struct WebhookContext {
     pub stop: tokio::sync::watch::Receiver<bool>,
     /// The job metrics every job shell reports to.
     pub metrics: crate::metrics::JobMetrics,
+    /// The keys webhook secrets are sealed with.
+    pub secrets: std::sync::Arc<sealed::SecretsKeys>,
 }
 
 impl WebhookContext {

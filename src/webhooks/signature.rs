@@ -31,6 +31,18 @@ pub fn sign(secret: &str, t: i64, body: &[u8]) -> String {
     format!("t={t},v1={}", hex::encode(mac(secret, t, body)))
 }
 
+/// The header value for `body` signed at `t` with each of `secrets`: one
+/// `v1` per secret (during a rotation, the new one first).
+pub fn sign_all(secrets: &[secrecy::SecretString], t: i64, body: &[u8]) -> String {
+    use secrecy::ExposeSecret;
+    let mut header = format!("t={t}");
+    for secret in secrets {
+        header.push_str(",v1=");
+        header.push_str(&hex::encode(mac(secret.expose_secret(), t, body)));
+    }
+    header
+}
+
 fn mac(secret: &str, t: i64, body: &[u8]) -> [u8; 32] {
     let mut message = format!("{t}.").into_bytes();
     message.extend_from_slice(body);

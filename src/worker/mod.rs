@@ -100,6 +100,7 @@ fn webhook_context(
         bodies: Arc::new(webhooks::bodies::Bodies::with_capacity(opts.webhook_bodies)),
         stop,
         metrics: jobs.metrics.clone(),
+        secrets: Arc::new(settings.webhook_secrets.clone()),
     })
 }
 
@@ -239,6 +240,7 @@ pub async fn run(
     opts: WorkerOptions,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    settings.webhook_secrets.warn_if_development();
     let metrics = Metrics::for_worker()?;
     let partners = PartnerConfig::from_settings(&settings, "worker")?;
     let ctx = Arc::new(job_context(&settings, &opts, &metrics, &partners)?);

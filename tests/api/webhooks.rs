@@ -607,3 +607,120 @@ async fn settled_deliveries_leave_the_log_after_its_retention_and_events_stay() 
     );
     worker.stop().unwrap();
 }
+
+/// Rotating a secret: the answer shows the new one once; until the old one
+/// expires each delivery carries a `v1` for each (either verifies), then
+/// only the new one. Secrets are sealed at rest, never stored plain, and a
+/// secret stored plain (from before sealing) is sealed by the sweep.
+#[actix_rt::test]
+async fn a_rotated_secret_signs_beside_the_old_one_until_it_expires_and_secrets_are_sealed() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start(Mode::Ok);
+    let (endpoint, old) = register(&app, &receiver.url, &["order.created"]).await;
+    let worker = app.start_worker(fast_worker());
+    let stored = || {
+        app.db(|c| {
+            use diesel::prelude::*;
+            use orderflow::db::schema::webhook_endpoints::dsl as w;
+            w::webhook_endpoints
+                .select((w::secret, w::previous_secret))
+                .first::<(String, Option<String>)>(c)
+                .expect("secret")
+        })
+    };
+    let (at_rest, _) = stored().await;
+    assert!(
+        at_rest.starts_with("sealed1:") && !at_rest.contains(&old),
+        "{at_rest}"
+    );
+
+    let path = format!("/api/v1/webhook-endpoints/{endpoint}/rotate-secret");
+    let rotated = app
+        .ops("POST", &path, Some(&json!({"expire_old_in_secs": 3600})))
+        .await;
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    let new = rotated.body["secret"]
+        .as_str()
+        .expect("the new secret")
+        .to_owned();
+    assert!(new.starts_with("whsec_") && new != old);
+    let listed = app.ops("GET", "/api/v1/webhook-endpoints", None).await;
+    assert!(
+        !listed.body.to_string().contains("whsec_"),
+        "secrets are never listed"
+    );
+    app.purchase(&visa(), None).await;
+    receiver
+        .wait_for(10, "one event", |got| got.len() == 1)
+        .await;
+    let got = &receiver.got()[0];
+    let now = chrono::Utc::now().timestamp();
+    assert_eq!(got.signature.matches("v1=").count(), 2, "{}", got.signature);
+    for secret in [&old, &new] {
+        verify(&got.signature, secret, &got.body, now, 300).expect("each secret verifies");
+    }
+
+    // Expired at once: only the new secret signs.
+    let again = app
+        .ops("POST", &path, Some(&json!({"expire_old_in_secs": 0})))
+        .await;
+    let newest = again.body["secret"].as_str().unwrap().to_owned();
+    // A drainer reads the secrets when it takes or renews its lease: a
+    // fresh one for the next purchase.
+    worker.stop().unwrap();
+    let worker = app.start_worker(fast_worker());
+    app.purchase(&visa(), None).await;
+    receiver
+        .wait_for(10, "two events", |got| got.len() == 2)
+        .await;
+    let got = &receiver.got()[1];
+    assert_eq!(got.signature.matches("v1=").count(), 1, "{}", got.signature);
+    verify(
+        &got.signature,
+        &newest,
+        &got.body,
+        chrono::Utc::now().timestamp(),
+        300,
+    )
+    .expect("the newest verifies");
+    assert!(verify(&got.signature, &new, &got.body, now, 300).is_err());
+
+    // A secret stored plain is sealed by the next sweep, and still signs.
+    app.db(|c| {
+        use diesel::prelude::*;
+        diesel::sql_query(
+            "UPDATE webhook_endpoints SET secret = 'whsec_plain', previous_secret = NULL",
+        )
+        .execute(c)
+        .expect("plain");
+    })
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !stored().await.0.starts_with("sealed1:") {
+        assert!(std::time::Instant::now() < deadline, "never sealed");
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+    }
+    worker.stop().unwrap();
+
+    for (body, field) in [
+        (json!({"expire_old_in_secs": -1}), "expire_old_in_secs"),
+        (json!({"expire_old_in_secs": "soon"}), "expire_old_in_secs"),
+        (
+            json!({"expire_old_in_secs": 99_999_999}),
+            "expire_old_in_secs",
+        ),
+    ] {
+        let bad = app.ops("POST", &path, Some(&body)).await;
+        assert_eq!(bad.status, 422, "{body}");
+        assert_eq!(bad.fields(), vec![field.to_string()]);
+    }
+    let unknown = format!(
+        "/api/v1/webhook-endpoints/we_{}/rotate-secret",
+        Uuid::new_v4().simple()
+    );
+    assert_eq!(app.ops("POST", &unknown, None).await.status, 404);
+    assert_eq!(
+        app.ops_with_token("POST", &path, None, None).await.status,
+        401
+    );
+}
