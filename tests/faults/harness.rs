@@ -180,6 +180,9 @@ pub fn worker_command(app: &TestApp, database_url: &str, redis_url: &str) -> Com
         .env("SHIPPING_API_URL", app.sims.shipping_url())
         .env("WAREHOUSE_API_URL", app.sims.warehouse_url())
         .env("PARTNER_TIMEOUT_MS", "10000")
+        // The test receivers listen on 127.0.0.1, a literal private address
+        // the client refuses before each POST unless this is set.
+        .env("WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
