@@ -246,3 +246,101 @@ async fn events_of_an_unknown_order_are_404_and_need_the_token() {
         .await;
     assert_eq!(resp.status, 401);
 }
+
+/// The order's events, (sequence, type, created_at), in sequence order.
+async fn timeline(app: &TestApp, id: Uuid) -> Vec<(i32, String, chrono::DateTime<chrono::Utc>)> {
+    use diesel::prelude::*;
+    use orderflow::db::schema::order_events::dsl as e;
+    app.db(move |c| {
+        e::order_events
+            .filter(e::order_id.eq(id))
+            .order(e::sequence)
+            .select((e::sequence, e::type_, e::created_at))
+            .load(c)
+            .expect("events")
+    })
+    .await
+}
+
+/// An order paid, not yet given to a worker (no worker runs).
+async fn paid_order(app: &TestApp) -> Uuid {
+    let id = order_id(&app.purchase(&visa(), None).await);
+    app.wait_order(id, 10, |o| o["status"] == "paid").await;
+    id
+}
+
+/// An attempt lost with its worker (its lease ran out, the next attempt
+/// took the order over, `requested` to `requested`) is in the timeline as
+/// `delivery.attempt_failed`, like an attempt that answered.
+#[actix_rt::test]
+async fn an_attempt_lost_with_its_worker_is_in_the_timeline() {
+    use diesel::connection::SimpleConnection;
+    let app = spawn_app().await;
+    let id = paid_order(&app).await;
+    app.db(move |c| {
+        c.batch_execute(&format!(
+            "UPDATE orders SET delivery_status = 'requested', delivery_attempts = 1 WHERE id = '{id}'; \
+             UPDATE orders SET delivery_status = 'requested', delivery_attempts = 2 WHERE id = '{id}';"
+        ))
+        .expect("two attempts");
+    })
+    .await;
+    let kinds: Vec<String> = timeline(&app, id).await.into_iter().map(|e| e.1).collect();
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("delivery.attempt_failed"),
+        "{kinds:?}"
+    );
+}
+
+/// Events are stamped with the time of the change, taken under the
+/// order's row lock, not the transaction's start: a transaction that began
+/// earlier but changed the order later gets the later time, so times never
+/// run backwards as `sequence` grows.
+#[actix_rt::test]
+async fn event_times_never_run_backwards_as_the_sequence_grows() {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    let app = spawn_app().await;
+    let id = paid_order(&app).await;
+    app.db(move |c| {
+        c.batch_execute(&format!(
+            "UPDATE orders SET delivery_status = 'requested', delivery_attempts = 1 WHERE id = '{id}'"
+        ))
+        .expect("requested");
+    })
+    .await;
+    let url = format!("{}/{}", pg_base(), app.db_name);
+    tokio::task::spawn_blocking(move || {
+        let mut early = diesel::PgConnection::establish(&url).expect("early");
+        let mut late = diesel::PgConnection::establish(&url).expect("late");
+        // `early` starts first (its now() is fixed here) ...
+        early.batch_execute("BEGIN; SELECT now();").expect("begin");
+        std::thread::sleep(Duration::from_millis(100));
+        // ... `late` changes the order and commits ...
+        late.batch_execute(&format!(
+            "UPDATE orders SET delivery_status = 'queued' WHERE id = '{id}'"
+        ))
+        .expect("late change");
+        // ... then `early` changes it after.
+        early
+            .batch_execute(&format!(
+                "UPDATE orders SET delivery_status = 'failed' WHERE id = '{id}'; COMMIT;"
+            ))
+            .expect("early change");
+    })
+    .await
+    .expect("transactions");
+    let events = timeline(&app, id).await;
+    assert!(events.len() >= 4, "{events:?}");
+    for pair in events.windows(2) {
+        assert!(
+            pair[0].2 <= pair[1].2,
+            "{} at {} before {} at {}",
+            pair[0].1,
+            pair[0].2,
+            pair[1].1,
+            pair[1].2
+        );
+    }
+}

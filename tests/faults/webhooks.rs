@@ -31,7 +31,9 @@ async fn wait_all_delivered(app: &TestApp, receiver: &Receiver, ids: &[Uuid], se
             .await;
     }
     let expected = all_events(app, ids).await;
-    assert_eq!(expected.len(), ids.len() * 3);
+    // created, paid, fulfilling; and a `delivery.attempt_failed` for a
+    // delivery attempt that a killed worker took with it.
+    assert!(expected.len() >= ids.len() * 3, "{expected:?}");
     receiver
         .wait_for(secs, "every event", |got| {
             got.iter()
