@@ -514,6 +514,27 @@ async fn ops_open_an_order_see_its_timeline_and_webhooks_resend_one_and_find_stu
         )
         .await;
 
+    // The marks agree with the API, not with the board: with the refresh
+    // stopped (the board keeps the order's old status time), an order the
+    // API no longer counts as stuck loses its mark at the next load.
+    worker.stop().unwrap();
+    app.db(move |c| {
+        use diesel::prelude::*;
+        diesel::sql_query("UPDATE orders SET status_since = now() WHERE id = $1")
+            .bind::<diesel::sql_types::Uuid, _>(stuck)
+            .execute(c)
+            .expect("fresh status");
+    })
+    .await;
+    browser.click("#stuck-only").await;
+    browser
+        .wait_for(
+            "the mark gone with the API's word",
+            &format!("const row = document.querySelector('tr[data-id=\"{stuck}\"]'); return !!row && !row.querySelector('.stuck')"),
+        )
+        .await;
+    let worker = app.start_worker(fast_worker());
+
     // No markup from customers or ops ran or rendered.
     assert_eq!(
         browser

@@ -170,8 +170,17 @@ async function load() {
   const seq = ++loads;
   const filter = $("filter").value;
   const q = "?limit=200" + (filter ? "&status=" + encodeURIComponent(filter) : "");
-  const [summary, board] = await Promise.all([api("/api/v1/dashboard/summary"), api("/api/v1/dashboard/orders" + q)]);
+  // Stuck marks come from the orders API (the database, now), not from the
+  // board (as of its last refresh), so the page, the list and the summary
+  // agree on which orders are stuck.
+  const [summary, board, stuck] = await Promise.all([
+    api("/api/v1/dashboard/summary"),
+    api("/api/v1/dashboard/orders" + q),
+    api("/api/v1/orders?stuck=true&limit=200" + (filter ? "&status=" + encodeURIComponent(filter) : "")),
+  ]);
   if (seq !== loads) return; // a newer load (another filter, a later refresh) wins
+  const stuckNow = new Map(stuck.orders.map((o) => [o.id, o.stuck]));
+  board.orders.forEach((o) => { o.stuck = stuckNow.get(o.id) || null; });
   renderSummary(summary);
   renderRows($("stuck-only").checked ? board.orders.filter((o) => o.stuck) : board.orders);
   loadEndpoints().catch(() => {});
