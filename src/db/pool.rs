@@ -111,11 +111,23 @@ struct SessionSettings {
 impl CustomizeConnection<Conn, diesel::r2d2::Error> for SessionSettings {
     fn on_acquire(&self, conn: &mut Conn) -> Result<(), diesel::r2d2::Error> {
         conn.batch_execute(&format!(
-            "SET statement_timeout = {}; SET application_name = '{}';",
-            self.statement_timeout_ms, self.application_name
+            "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}; \
+             SET application_name = '{}';",
+            self.statement_timeout_ms,
+            idle_in_transaction_ms(self.statement_timeout_ms),
+            self.application_name
         ))
         .map_err(diesel::r2d2::Error::QueryError)
     }
+}
+
+/// How long one of our sessions may sit idle inside a transaction before
+/// PostgreSQL ends it: no unit of ours waits between statements (partner
+/// calls are made with no transaction open), so one that does is stuck,
+/// and its open transaction would hold the webhook log's horizon (every
+/// first delivery) back. Twice the statement timeout, at least a second.
+fn idle_in_transaction_ms(statement_timeout_ms: u128) -> u128 {
+    (statement_timeout_ms * 2).max(1000)
 }
 
 /// Builds the pool without connecting: a database that is down at start

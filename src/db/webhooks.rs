@@ -738,6 +738,38 @@ pub fn advance_idle_cursors(conn: &mut PgConnection) -> Result<usize, DbError> {
     .execute(conn)?)
 }
 
+#[derive(QueryableByName)]
+struct Age {
+    #[diesel(sql_type = Nullable<Double>)]
+    seconds: Option<f64>,
+}
+
+/// Seconds since the oldest event an enabled endpoint waits to make its
+/// first attempt at was written (0 when none): the webhook lag.
+pub fn lag_secs(conn: &mut PgConnection) -> Result<f64, DbError> {
+    let age: Age = diesel::sql_query(format!(
+        "SELECT EXTRACT(EPOCH FROM now() - min(first.created_at))::float8 AS seconds \
+         FROM webhook_endpoints w, LATERAL (SELECT l.created_at FROM webhook_log l \
+           WHERE (l.xact, l.position) > {OWN_CURSOR} AND {OF_ITS_TYPES} \
+           ORDER BY l.xact, l.position LIMIT 1) first \
+         WHERE w.enabled"
+    ))
+    .get_result(conn)?;
+    Ok(age.seconds.unwrap_or(0.0).max(0.0))
+}
+
+/// Seconds the oldest open transaction holding an id (anywhere in the
+/// cluster) has been open: the log's horizon waits for it, and so does
+/// every first delivery after it (0 when none).
+pub fn horizon_age_secs(conn: &mut PgConnection) -> Result<f64, DbError> {
+    let age: Age = diesel::sql_query(
+        "SELECT EXTRACT(EPOCH FROM now() - min(xact_start))::float8 AS seconds \
+         FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()",
+    )
+    .get_result(conn)?;
+    Ok(age.seconds.unwrap_or(0.0).max(0.0))
+}
+
 /// How long the log keeps an entry for a disabled endpoint that has not
 /// taken it yet: enabled again within this, it gets what it missed.
 pub const PAUSED_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);

@@ -126,11 +126,19 @@ async fn read_shared(state: &AppState, metrics: &crate::metrics::Metrics) {
     let rules = state.stuck;
     let lag = db::unit(&state.pool, move |c| {
         let lag = crate::db::outbox::oldest_age_secs(c)?;
-        Ok((lag, crate::db::orders::stuck_counts(c, &rules)?))
+        let hooks = (
+            crate::db::webhooks::lag_secs(c)?,
+            crate::db::webhooks::horizon_age_secs(c)?,
+        );
+        Ok((lag, crate::db::orders::stuck_counts(c, &rules)?, hooks))
     });
     let (stats, read) = futures_util::join!(shared, lag);
     let (lag, stuck) = match read {
-        Ok((lag, stuck)) => (Ok(lag), Some(stuck)),
+        Ok((lag, stuck, (webhook_lag, horizon_age))) => {
+            metrics.webhook_lag.set(webhook_lag);
+            metrics.horizon_age.set(horizon_age);
+            (Ok(lag), Some(stuck))
+        }
         Err(e) => (Err(e), None),
     };
     for (status, n) in stuck.into_iter().flatten() {

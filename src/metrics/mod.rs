@@ -38,6 +38,9 @@ pub struct Metrics {
     pub board_renders: prometheus::IntCounter,
     /// Stuck orders by status, read from PostgreSQL at scrape time.
     pub stuck_orders: prometheus::IntGaugeVec,
+    /// Webhook lag and what holds it: read from PostgreSQL at scrape time.
+    pub webhook_lag: prometheus::Gauge,
+    pub horizon_age: prometheus::Gauge,
     /// The partner calls of every process, as last read from Redis.
     shared_calls: Arc<Mutex<Vec<CallTally>>>,
 }
@@ -66,7 +69,19 @@ impl Metrics {
             &["status"],
         )?;
         registry.register(Box::new(stuck_orders.clone()))?;
+        let webhook_lag = prometheus::Gauge::with_opts(Opts::new(
+            "orderflow_webhook_lag_seconds",
+            "Age of the oldest event an enabled webhook endpoint has not had a first attempt at (0 when none)",
+        ))?;
+        registry.register(Box::new(webhook_lag.clone()))?;
+        let horizon_age = prometheus::Gauge::with_opts(Opts::new(
+            "orderflow_transaction_horizon_age_seconds",
+            "Age of the oldest open PostgreSQL transaction holding a transaction id: webhook first deliveries wait behind it (0 when none)",
+        ))?;
+        registry.register(Box::new(horizon_age.clone()))?;
         Ok(Metrics {
+            webhook_lag,
+            horizon_age,
             registry,
             board_renders,
             stuck_orders,

@@ -227,3 +227,57 @@ async fn the_delivery_log_purge_uses_an_index_and_runs_in_one_process_at_a_time(
         .expect("purge");
     assert_eq!(purged, 2);
 }
+
+/// A stalled horizon shows: a transaction left open (here by someone
+/// else's session) holds every first delivery back, and `/metrics` says
+/// how old it is and how far behind the webhooks are. The service's own
+/// sessions cannot be that transaction: PostgreSQL ends one idle in a
+/// transaction after twice the statement timeout.
+#[actix_rt::test]
+async fn a_stalled_horizon_shows_in_the_metrics_and_our_own_sessions_cannot_stall_it() {
+    let app = spawn_app_with(Opts {
+        statement_timeout_ms: 300,
+        ..Opts::default()
+    })
+    .await;
+    let receiver = Receiver::start(Mode::Ok);
+    register(&app, &receiver.url, &["order.created"]).await;
+    let url = format!("{}/{}", pg_base(), app.db_name);
+    let mut other = PgConnection::establish(&url).expect("connect");
+    other
+        .batch_execute("BEGIN; SELECT pg_current_xact_id();")
+        .expect("hold an id");
+    app.purchase(&visa(), None).await;
+    actix_rt::time::sleep(Duration::from_millis(1500)).await;
+    let text = app.metrics_text().await;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
+    assert!(
+        value("orderflow_transaction_horizon_age_seconds") >= 1.0,
+        "{text}"
+    );
+    assert!(value("orderflow_webhook_lag_seconds") >= 1.0, "{text}");
+    other.batch_execute("COMMIT").expect("commit");
+
+    // One of ours, left idle in a transaction, is ended by the server.
+    let pool = orderflow::db::build_pool(&app.settings, "orderflow-test-idle");
+    let ended = tokio::task::spawn_blocking(move || {
+        let mut conn = pool.get().expect("checkout");
+        conn.batch_execute("BEGIN; SELECT pg_current_xact_id();")
+            .expect("begin");
+        std::thread::sleep(Duration::from_millis(1500));
+        conn.batch_execute("SELECT 1").is_err()
+    })
+    .await
+    .expect("idle session");
+    assert!(ended, "an idle transaction of ours outlived its timeout");
+}
