@@ -158,6 +158,22 @@ fn encode_families(families: &[MetricFamily]) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_scrape_before_any_partner_call_still_has_every_family() {
+        let m = Metrics::new().unwrap();
+        let text = m.encode();
+        for name in [
+            "orderflow_outbox_lag_seconds",
+            "orderflow_transaction_horizon_age_seconds",
+            "orderflow_webhook_lag_seconds",
+        ] {
+            assert!(
+                text.contains(&format!("\n{name} ")),
+                "{name} missing:\n{text}"
+            );
+        }
+    }
+
     fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
         text.lines()
             .find(|l| l.starts_with(prefix))

@@ -209,6 +209,11 @@ pub async fn read_shared_calls(
 
 /// The two `orderflow_partner_*` families for a set of tallies.
 pub fn call_families(tallies: &[CallTally]) -> Vec<MetricFamily> {
+    // An empty family is invalid to the text encoder, which then stops:
+    // every family sorted after it would be missing from the scrape.
+    if tallies.is_empty() {
+        return Vec::new();
+    }
     let labels = |t: &CallTally| {
         ["outcome", "partner"]
             .into_iter()
