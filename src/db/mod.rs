@@ -252,3 +252,20 @@ mod tests {
         ));
     }
 }
+
+#[derive(diesel::QueryableByName)]
+struct Age {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Double>)]
+    seconds: Option<f64>,
+}
+
+/// Seconds since the time `oldest` selects (a query of one timestamp,
+/// NULL when there is nothing), 0 when NULL: the lag figures `/metrics`
+/// reports.
+pub fn age_secs(conn: &mut PgConnection, oldest: &str) -> Result<f64, DbError> {
+    let age: Age = diesel::sql_query(format!(
+        "SELECT EXTRACT(EPOCH FROM now() - ({oldest}))::float8 AS seconds"
+    ))
+    .get_result(conn)?;
+    Ok(age.seconds.unwrap_or(0.0).max(0.0))
+}

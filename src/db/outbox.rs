@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Double, Nullable, Text, Uuid as SqlUuid};
+use diesel::sql_types::{BigInt, Double, Text, Uuid as SqlUuid};
 use uuid::Uuid;
 
 use super::schema::outbox::dsl as w;
@@ -160,17 +160,7 @@ pub fn owe_stale_payments(
     .execute(conn)?)
 }
 
-#[derive(QueryableByName)]
-struct Lag {
-    #[diesel(sql_type = Nullable<Double>)]
-    seconds: Option<f64>,
-}
-
 /// Age in seconds of the oldest outbox item (0 when nothing is owed).
 pub fn oldest_age_secs(conn: &mut PgConnection) -> Result<f64, DbError> {
-    let lag: Lag = diesel::sql_query(
-        "SELECT EXTRACT(EPOCH FROM now() - min(created_at))::float8 AS seconds FROM outbox",
-    )
-    .get_result(conn)?;
-    Ok(lag.seconds.unwrap_or(0.0).max(0.0))
+    super::age_secs(conn, "SELECT min(created_at) FROM outbox")
 }

@@ -129,19 +129,19 @@ pub fn rotate_secret(
     sealed: &str,
     keep_old: Duration,
 ) -> Result<Option<EndpointRow>, DbError> {
-    let changed = diesel::sql_query(
-        "UPDATE webhook_endpoints SET previous_secret = secret, \
-           previous_secret_until = now() + make_interval(secs => $3), \
-           secret = $2, updated_at = now() WHERE id = $1",
-    )
-    .bind::<SqlUuid, _>(id)
-    .bind::<Text, _>(sealed)
-    .bind::<Double, _>(keep_old.as_secs_f64())
-    .execute(conn)?;
-    if changed == 0 {
-        return Ok(None);
-    }
-    find(conn, id)
+    let until = diesel::dsl::sql::<Nullable<Timestamptz>>("now() + make_interval(secs => ")
+        .bind::<Double, _>(keep_old.as_secs_f64())
+        .sql(")");
+    Ok(diesel::update(ep::table.find(id))
+        .set((
+            ep::previous_secret.eq(ep::secret.nullable()),
+            ep::previous_secret_until.eq(until),
+            ep::secret.eq(sealed),
+            ep::updated_at.eq(diesel::dsl::now),
+        ))
+        .returning(EndpointRow::as_returning())
+        .get_result(conn)
+        .optional()?)
 }
 
 /// An endpoint's stored secrets, as a sweep that seals them again reads
@@ -738,36 +738,30 @@ pub fn advance_idle_cursors(conn: &mut PgConnection) -> Result<usize, DbError> {
     .execute(conn)?)
 }
 
-#[derive(QueryableByName)]
-struct Age {
-    #[diesel(sql_type = Nullable<Double>)]
-    seconds: Option<f64>,
-}
-
 /// Seconds since the oldest event an enabled endpoint waits to make its
 /// first attempt at was written (0 when none): the webhook lag.
 pub fn lag_secs(conn: &mut PgConnection) -> Result<f64, DbError> {
-    let age: Age = diesel::sql_query(format!(
-        "SELECT EXTRACT(EPOCH FROM now() - min(first.created_at))::float8 AS seconds \
-         FROM webhook_endpoints w, LATERAL (SELECT l.created_at FROM webhook_log l \
-           WHERE (l.xact, l.position) > {OWN_CURSOR} AND {OF_ITS_TYPES} \
-           ORDER BY l.xact, l.position LIMIT 1) first \
-         WHERE w.enabled"
-    ))
-    .get_result(conn)?;
-    Ok(age.seconds.unwrap_or(0.0).max(0.0))
+    super::age_secs(
+        conn,
+        &format!(
+            "SELECT min(first.created_at) \
+             FROM webhook_endpoints w, LATERAL (SELECT l.created_at FROM webhook_log l \
+               WHERE (l.xact, l.position) > {OWN_CURSOR} AND {OF_ITS_TYPES} \
+               ORDER BY l.xact, l.position LIMIT 1) first \
+             WHERE w.enabled"
+        ),
+    )
 }
 
 /// Seconds the oldest open transaction holding an id (anywhere in the
 /// cluster) has been open: the log's horizon waits for it, and so does
 /// every first delivery after it (0 when none).
 pub fn horizon_age_secs(conn: &mut PgConnection) -> Result<f64, DbError> {
-    let age: Age = diesel::sql_query(
-        "SELECT EXTRACT(EPOCH FROM now() - min(xact_start))::float8 AS seconds \
-         FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()",
+    super::age_secs(
+        conn,
+        "SELECT min(xact_start) FROM pg_stat_activity \
+         WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()",
     )
-    .get_result(conn)?;
-    Ok(age.seconds.unwrap_or(0.0).max(0.0))
 }
 
 /// How long the log keeps an entry for a disabled endpoint that has not

@@ -64,53 +64,17 @@ pub async fn fan_out_loop(
     }
 }
 
-/// Moves idle cursors and trims the log behind them. Returns how many
-/// entries it trimmed.
+/// Moves idle cursors, seals secrets again under the current key
+/// ([`super::sealed::reseal`]) and trims the log behind the cursors.
+/// Returns how many entries it trimmed.
 pub async fn sweep(ctx: &WebhookContext) -> anyhow::Result<usize> {
     let keys = ctx.secrets.clone();
     Ok(db::unit(&ctx.pool, move |c| {
         store::advance_idle_cursors(c)?;
-        reseal(c, &keys)?;
+        super::sealed::reseal(c, &keys)?;
         store::trim_log(c, TRIM)
     })
     .await?)
-}
-
-/// Endpoints whose secrets a sweep seals again, at most.
-const RESEAL: i64 = 100;
-
-/// Seals again, under the current key, every secret sealed under an older
-/// one (or stored before sealing). One that does not open is left as it
-/// is, with a warning: its key is not configured. Returns how many rows
-/// it sealed again.
-pub fn reseal(
-    c: &mut diesel::PgConnection,
-    keys: &super::sealed::SecretsKeys,
-) -> Result<usize, crate::db::DbError> {
-    use secrecy::ExposeSecret;
-    let mut done = 0;
-    for old in store::stale_sealed(c, &keys.current_prefix(), RESEAL)? {
-        let again = |stored: &str| {
-            keys.open(old.id, stored)
-                .map(|plain| keys.seal(old.id, plain.expose_secret()))
-        };
-        let new = match (
-            again(&old.secret),
-            old.previous_secret.as_deref().map(again).transpose(),
-        ) {
-            (Ok(secret), Ok(previous_secret)) => store::StoredSecrets {
-                id: old.id,
-                secret,
-                previous_secret,
-            },
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::warn!(endpoint = %super::endpoint_id(old.id), error = %e, "a webhook secret cannot be sealed again");
-                continue;
-            }
-        };
-        done += usize::from(store::reseal(c, &old, &new)?);
-    }
-    Ok(done)
 }
 
 /// Pushes a drain of each endpoint under a fresh task id (`why` tags it:

@@ -232,12 +232,6 @@ fn tempfile_path(name: &str) -> std::path::PathBuf {
     ))
 }
 
-/// The value of the metric line that starts with `name `.
-fn metric_value(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 /// A burst of scrapes reads PostgreSQL and Redis once per
 /// `METRICS_READ_EVERY_MS`, not once per scrape: a tight scrape loop (or
 /// someone hammering a public `/metrics`) costs the database nothing more.

@@ -424,6 +424,13 @@ impl TestApp {
 }
 
 /// A valid purchase body for `items`.
+/// The value of the metric line of `text` that starts with `name `.
+#[allow(dead_code)]
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 pub fn purchase_body(items: &[(&str, i64)], payment_method: &str) -> Value {
     json!({
         "customer": {"email": "ada@example.com", "name": "Ada Lovelace"},

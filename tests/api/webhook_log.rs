@@ -250,17 +250,7 @@ async fn a_stalled_horizon_shows_in_the_metrics_and_our_own_sessions_cannot_stal
     app.purchase(&visa(), None).await;
     actix_rt::time::sleep(Duration::from_millis(1500)).await;
     let text = app.metrics_text().await;
-    let value = |name: &str| {
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(name)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
-            .unwrap_or_else(|| panic!("{name} missing"))
-    };
+    let value = |name: &str| metric_value(&text, name).unwrap_or_else(|| panic!("{name} missing"));
     assert!(
         value("orderflow_transaction_horizon_age_seconds") >= 1.0,
         "{text}"
