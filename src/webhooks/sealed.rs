@@ -7,8 +7,9 @@
 //! Rotating the key: set the new one in `WEBHOOK_SECRETS_KEY` and the old
 //! one in `WEBHOOK_SECRETS_KEY_PREVIOUS` (comma-separated, several allowed)
 //! on every process; the workers' sweep seals every secret again under the
-//! new key (`orderflow_webhook_secrets_resealed_total`, and no row left
-//! under an old key id); then drop the old key. A value without the
+//! new key ([`reseal`], 100 endpoints a sweep; done when no row is left
+//! under an old key id, docs/WEBHOOKS.md shows the query); then drop the
+//! old key. A value without the
 //! `sealed1:` prefix is a secret from before sealing: it is used as it is
 //! and sealed by the same sweep.
 
