@@ -263,22 +263,51 @@ impl Target {
     }
 }
 
-/// Takes (or renews, for the same `task`) the drain lease of an enabled
-/// endpoint for `lease`: one drainer per endpoint across all workers.
+/// Takes the drain lease of an enabled endpoint that no drainer holds (or
+/// whose holder let it run out) for `lease`: one drainer per endpoint
+/// across all workers. `task` names this drainer's run, never reused.
 pub fn take_drain(
     conn: &mut PgConnection,
     endpoint: Uuid,
     task: &str,
     lease: Duration,
 ) -> Result<Option<Target>, DbError> {
-    Ok(diesel::sql_query(
+    hold_drain(
+        conn,
+        endpoint,
+        task,
+        lease,
+        "drain_until IS NULL OR drain_until < now() OR drain_task = $2",
+    )
+}
+
+/// Renews the drain lease `task` holds, even one that ran out while no
+/// other drainer took it; `None` once another took it or the lease was
+/// ended (a disable, or the log shifted by [`rebase_if_moved`]): the
+/// drainer stops, and what it held in memory goes with it.
+pub fn renew_drain(
+    conn: &mut PgConnection,
+    endpoint: Uuid,
+    task: &str,
+    lease: Duration,
+) -> Result<Option<Target>, DbError> {
+    hold_drain(conn, endpoint, task, lease, "drain_task = $2")
+}
+
+fn hold_drain(
+    conn: &mut PgConnection,
+    endpoint: Uuid,
+    task: &str,
+    lease: Duration,
+    free: &str,
+) -> Result<Option<Target>, DbError> {
+    Ok(diesel::sql_query(format!(
         "UPDATE webhook_endpoints SET drain_task = $2, \
            drain_until = now() + make_interval(secs => $3) \
-         WHERE id = $1 AND enabled \
-           AND (drain_until IS NULL OR drain_until < now() OR drain_task = $2) \
+         WHERE id = $1 AND enabled AND ({free}) \
          RETURNING id, url, secret, events, cursor_xact, cursor_position, \
            CASE WHEN previous_secret_until > now() THEN previous_secret END AS previous_secret",
-    )
+    ))
     .bind::<SqlUuid, _>(endpoint)
     .bind::<Text, _>(task)
     .bind::<Double, _>(lease.as_secs_f64())
@@ -751,6 +780,24 @@ pub fn lag_secs(conn: &mut PgConnection) -> Result<f64, DbError> {
              WHERE w.enabled"
         ),
     )
+}
+
+#[derive(QueryableByName)]
+struct Shift {
+    #[diesel(sql_type = Int8)]
+    shift: i64,
+}
+
+/// Guards the log against a database moved to a cluster whose transaction
+/// ids are younger (a dump and restore, a logical replica, a blue/green
+/// switch): shifts every entry and cursor below the horizon if any sorts
+/// at or past it (migration 14 says why that means a move). Returns the
+/// shift, 0 when none was needed. Every writer of the log runs the same
+/// check first; this sweep catches old entries no write follows.
+pub fn rebase_if_moved(conn: &mut PgConnection) -> Result<i64, DbError> {
+    Ok(diesel::sql_query("SELECT webhook_log_rebase() AS shift")
+        .get_result::<Shift>(conn)?
+        .shift)
 }
 
 /// Seconds the oldest open transaction holding an id (anywhere in the

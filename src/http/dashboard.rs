@@ -79,7 +79,11 @@ pub async fn summary(_: OpsAuth, state: web::Data<AppState>) -> Result<HttpRespo
             .iter()
             .map(|(_, n)| n)
             .sum();
-        Ok((rows, lag, attention, stuck))
+        let hooks = WebhookLag {
+            lag: crate::db::webhooks::lag_secs(c)?,
+            horizon_age: crate::db::webhooks::horizon_age_secs(c)?,
+        };
+        Ok((rows, lag, attention, stuck, hooks))
     });
     let redis = async {
         let mut conn = state.queue.connection().await.map_err(redis_down)?;
@@ -100,7 +104,7 @@ pub async fn summary(_: OpsAuth, state: web::Data<AppState>) -> Result<HttpRespo
         Ok::<_, ApiError>((queues, partners, last))
     };
     let (counts, redis) = futures_util::join!(counts, redis);
-    let (rows, lag, attention, stuck) = counts?;
+    let (rows, lag, attention, stuck, hooks) = counts?;
     let (queues, partners, last) = redis?;
     let mut by_status: BTreeMap<String, i64> = OrderStatus::ALL
         .iter()
@@ -123,7 +127,27 @@ pub async fn summary(_: OpsAuth, state: web::Data<AppState>) -> Result<HttpRespo
         "outbox_lag_seconds": lag,
         "needs_attention": attention,
         "stuck": stuck,
+        "webhooks": hooks.view(state.webhooks.stalled_after),
     })))
+}
+
+/// How far behind first deliveries are, and why they may be.
+struct WebhookLag {
+    /// Age of the oldest event an enabled endpoint has not tried.
+    lag: f64,
+    /// Age of the oldest open transaction holding the log's horizon.
+    horizon_age: f64,
+}
+
+impl WebhookLag {
+    fn view(&self, stalled_after: Duration) -> Value {
+        let limit = stalled_after.as_secs_f64();
+        json!({
+            "lag_seconds": self.lag,
+            "horizon_age_seconds": self.horizon_age,
+            "stalled": self.lag >= limit || self.horizon_age >= limit,
+        })
+    }
 }
 
 #[utoipa::path(

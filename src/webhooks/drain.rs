@@ -290,7 +290,7 @@ async fn take_due(
         use diesel::Connection;
         c.transaction(|c| {
             store::relaxed_commit(c)?;
-            let Some(target) = store::take_drain(c, endpoint, &task, lease)? else {
+            let Some(target) = store::renew_drain(c, endpoint, &task, lease)? else {
                 return Ok(None);
             };
             let look = look(c, &target, room as i64, &sending, after, from)?;

@@ -64,12 +64,17 @@ pub async fn fan_out_loop(
     }
 }
 
-/// Moves idle cursors, seals secrets again under the current key
+/// Shifts the log if the database moved ([`store::rebase_if_moved`]),
+/// moves idle cursors, seals secrets again under the current key
 /// ([`super::sealed::reseal`]) and trims the log behind the cursors.
 /// Returns how many entries it trimmed.
 pub async fn sweep(ctx: &WebhookContext) -> anyhow::Result<usize> {
     let keys = ctx.secrets.clone();
     Ok(db::unit(&ctx.pool, move |c| {
+        let shift = store::rebase_if_moved(c)?;
+        if shift != 0 {
+            tracing::warn!(shift, "webhook log: the database moved to a cluster with younger transaction ids; the log and the cursors were shifted below the horizon");
+        }
         store::advance_idle_cursors(c)?;
         super::sealed::reseal(c, &keys)?;
         store::trim_log(c, TRIM)

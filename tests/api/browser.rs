@@ -382,7 +382,10 @@ async fn ops_open_an_order_see_its_timeline_and_webhooks_resend_one_and_find_stu
         return;
     };
     let app = spawn_app_with(Opts {
-        env: vec![("STUCK_PAID_SECS", "3".into())],
+        env: vec![
+            ("STUCK_PAID_SECS", "3".into()),
+            ("WEBHOOK_STALLED_AFTER_SECS", "1".into()),
+        ],
         ..Opts::default()
     })
     .await;
@@ -534,6 +537,19 @@ async fn ops_open_an_order_see_its_timeline_and_webhooks_resend_one_and_find_stu
         )
         .await;
     let worker = app.start_worker(fast_worker());
+
+    // A transaction someone leaves open holds every first delivery back:
+    // the webhook tile says so, and stops saying so once it ends.
+    let stall = "const t = document.querySelector('.webhook-tile'); return !!t && t.classList.contains('bad') && t.textContent.includes('webhooks stalled')";
+    let held = app.hold_transaction_id();
+    browser.wait_for("the stalled webhooks mark", stall).await;
+    held.commit();
+    browser
+        .wait_for(
+            "the stalled mark gone",
+            &format!("return !(() => {{ {stall} }})()"),
+        )
+        .await;
 
     // No markup from customers or ops ran or rendered.
     assert_eq!(

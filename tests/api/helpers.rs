@@ -338,6 +338,19 @@ impl TestApp {
         .expect("db task")
     }
 
+    /// Opens a transaction on a session of its own (as someone else's
+    /// client would) and makes it take an id, holding the webhook log's
+    /// horizon until [`HeldTransaction::commit`].
+    #[allow(dead_code)]
+    pub fn hold_transaction_id(&self) -> HeldTransaction {
+        use diesel::connection::SimpleConnection;
+        let url = format!("{}/{}", pg_base(), self.db_name);
+        let mut conn = PgConnection::establish(&url).expect("connect");
+        conn.batch_execute("BEGIN; SELECT pg_current_xact_id();")
+            .expect("hold an id");
+        HeldTransaction(conn)
+    }
+
     /// Inserts `n` paid orders whose delivery is owed (owed since
     /// `created_at`, e.g. `now() - interval '1 hour'`), straight in SQL.
     pub async fn seed_paid_orders(&self, n: usize, created_at: &'static str) {
@@ -579,5 +592,16 @@ impl TestApp {
             );
             actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// A transaction holding an id, from [`TestApp::hold_transaction_id`].
+pub struct HeldTransaction(PgConnection);
+
+impl HeldTransaction {
+    #[allow(dead_code)]
+    pub fn commit(mut self) {
+        use diesel::connection::SimpleConnection;
+        self.0.batch_execute("COMMIT").expect("commit");
     }
 }

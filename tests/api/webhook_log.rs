@@ -237,16 +237,13 @@ async fn the_delivery_log_purge_uses_an_index_and_runs_in_one_process_at_a_time(
 async fn a_stalled_horizon_shows_in_the_metrics_and_our_own_sessions_cannot_stall_it() {
     let app = spawn_app_with(Opts {
         statement_timeout_ms: 300,
+        env: vec![("WEBHOOK_STALLED_AFTER_SECS", "1".into())],
         ..Opts::default()
     })
     .await;
     let receiver = Receiver::start(Mode::Ok);
     register(&app, &receiver.url, &["order.created"]).await;
-    let url = format!("{}/{}", pg_base(), app.db_name);
-    let mut other = PgConnection::establish(&url).expect("connect");
-    other
-        .batch_execute("BEGIN; SELECT pg_current_xact_id();")
-        .expect("hold an id");
+    let held = app.hold_transaction_id();
     app.purchase(&visa(), None).await;
     actix_rt::time::sleep(Duration::from_millis(1500)).await;
     let text = app.metrics_text().await;
@@ -256,7 +253,23 @@ async fn a_stalled_horizon_shows_in_the_metrics_and_our_own_sessions_cannot_stal
         "{text}"
     );
     assert!(value("orderflow_webhook_lag_seconds") >= 1.0, "{text}");
-    other.batch_execute("COMMIT").expect("commit");
+    // The summary says the same, and calls it stalled past its limit.
+    let summary = app.ops("GET", "/api/v1/dashboard/summary", None).await.body;
+    let hooks = &summary["webhooks"];
+    assert!(
+        hooks["horizon_age_seconds"].as_f64() >= Some(1.0),
+        "{summary}"
+    );
+    assert!(hooks["lag_seconds"].as_f64() >= Some(1.0), "{summary}");
+    assert_eq!(hooks["stalled"], true, "{summary}");
+    held.commit();
+    let worker = app.start_worker(fast_worker());
+    receiver
+        .wait_for(10, "the held event", |got| !got.is_empty())
+        .await;
+    let summary = app.ops("GET", "/api/v1/dashboard/summary", None).await.body;
+    assert_eq!(summary["webhooks"]["stalled"], false, "{summary}");
+    worker.stop().unwrap();
 
     // One of ours, left idle in a transaction, is ended by the server.
     let pool = orderflow::db::build_pool(&app.settings, "orderflow-test-idle");
@@ -270,4 +283,134 @@ async fn a_stalled_horizon_shows_in_the_metrics_and_our_own_sessions_cannot_stal
     .await
     .expect("idle session");
     assert!(ended, "an idle transaction of ours outlived its timeout");
+}
+
+/// The database moved to a cluster whose transaction ids are younger than
+/// the log's (a dump and restore, a logical replica, a blue/green switch):
+/// seen from the data, every stored id and cursor sorts far past the new
+/// cluster's ids, which is what the shift below makes of this one. No
+/// event is lost and none sent twice: a write shifts the log below itself
+/// first, and the sweep does the same for old entries no write follows.
+#[actix_rt::test]
+async fn a_database_moved_to_a_cluster_with_younger_ids_sends_every_event_once() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start(Mode::Ok);
+    register(&app, &receiver.url, &["*"]).await;
+    let worker = app.start_worker(fast_worker());
+    let first = order_id(&app.purchase(&visa(), None).await);
+    app.wait_order(first, 15, fulfilling).await;
+    wait_all_sent(&app, &receiver, &[first]).await;
+    worker.stop().unwrap();
+
+    // Bought before the move, sent after it: their events wait in the log.
+    // Bought at once, as a shop's traffic is, they shift nothing: every
+    // entry still holds its own transaction's id.
+    let body = visa();
+    let buys = (0..8).map(|_| app.purchase(&body, None));
+    let owed: Vec<Uuid> = futures_util::future::join_all(buys)
+        .await
+        .iter()
+        .map(order_id)
+        .collect();
+    let shifted = app
+        .db(|c| {
+            count_of(
+                c,
+                "SELECT count(*) AS n FROM webhook_log l JOIN order_events e ON e.id = l.event_id \
+                 WHERE l.xact % 4294967296 <> e.xmin::text::bigint",
+            )
+        })
+        .await;
+    assert_eq!(shifted, 0, "the log was shifted with no move");
+    app.db(move_to_younger_cluster).await;
+    // The next write shifts the log below its own entries.
+    let after = order_id(&app.purchase(&visa(), None).await);
+    let moved = app
+        .db(|c| {
+            count_of(
+                c,
+                "SELECT count(*) AS n FROM webhook_endpoints \
+                 WHERE cursor_xact >= pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+            )
+        })
+        .await;
+    assert_eq!(moved, 0, "the purchase left every cursor below the horizon");
+    let worker = app.start_worker(fast_worker());
+    let mut all = owed.clone();
+    all.extend([first, after]);
+    for &id in &all {
+        app.wait_order(id, 15, fulfilling).await;
+    }
+    wait_all_sent(&app, &receiver, &all).await;
+    worker.stop().unwrap();
+
+    // Old entries no write follows: the sweep's guard shifts them.
+    let last = order_id(&app.purchase(&visa(), None).await);
+    app.db(move_to_younger_cluster).await;
+    let shift = app
+        .db(|c| orderflow::db::webhooks::rebase_if_moved(c).expect("rebase"))
+        .await;
+    assert!(shift < 0, "shifted down, by {shift}");
+    let again = app
+        .db(|c| orderflow::db::webhooks::rebase_if_moved(c).expect("rebase"))
+        .await;
+    assert_eq!(again, 0, "once shifted, the log is where it belongs");
+    let worker = app.start_worker(fast_worker());
+    app.wait_order(last, 15, fulfilling).await;
+    all.push(last);
+    wait_all_sent(&app, &receiver, &all).await;
+    worker.stop().unwrap();
+
+    let mut times: std::collections::HashMap<String, usize> = Default::default();
+    for g in receiver.got().iter().filter(|g| g.accepted) {
+        *times.entry(g.event_id.clone()).or_default() += 1;
+    }
+    assert!(
+        times.values().all(|&n| n == 1),
+        "an event sent twice: {times:?}"
+    );
+}
+
+/// What a database restored into a cluster 10^9 ids younger looks like.
+fn move_to_younger_cluster(c: &mut PgConnection) {
+    c.batch_execute(
+        "UPDATE webhook_log SET xact = xact + 1000000000; \
+         UPDATE webhook_endpoints SET cursor_xact = cursor_xact + 1000000000;",
+    )
+    .expect("move");
+}
+
+fn count_of(c: &mut PgConnection, sql: &str) -> i64 {
+    diesel::sql_query(sql)
+        .get_result::<Count>(c)
+        .expect("count")
+        .n
+}
+
+/// Waits until the receiver has accepted every event of `orders`.
+async fn wait_all_sent(app: &TestApp, receiver: &Receiver, orders: &[Uuid]) {
+    let ids = orders.to_vec();
+    let events: BTreeSet<String> = app
+        .db(move |c| {
+            use orderflow::db::schema::order_events::dsl as e;
+            e::order_events
+                .filter(e::order_id.eq_any(ids))
+                .select(e::id)
+                .load::<Uuid>(c)
+                .expect("events")
+        })
+        .await
+        .into_iter()
+        .map(orderflow::http::views::event_id)
+        .collect();
+    receiver
+        .wait_for(20, "every event of the orders", |got| {
+            let sent: BTreeSet<&str> = got
+                .iter()
+                .filter(|g| g.accepted)
+                .map(|g| g.event_id.as_str())
+                .collect();
+            events.iter().all(|e| sent.contains(e.as_str()))
+        })
+        .await;
 }

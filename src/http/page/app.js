@@ -107,13 +107,25 @@ function row(o) {
     actions);
 }
 
+// First deliveries wait for the oldest open transaction (the log's
+// horizon): when either is old, the tile says which.
+function webhookTile(w) {
+  const why = w.horizon_age_seconds >= w.lag_seconds && w.stalled
+    ? "a transaction open " + Math.round(w.horizon_age_seconds) + " s holds them back"
+    : "oldest event not yet tried";
+  return el("div", { class: "tile webhook-tile" + (w.stalled ? " bad" : ""), title: why },
+    el("div", { class: "n" }, Math.round(w.lag_seconds) + " s"),
+    el("div", { class: "l" }, w.stalled ? "webhooks stalled" : "webhook lag"));
+}
+
 function renderSummary(s) {
   const tiles = $("tiles");
   tiles.replaceChildren(...Object.entries(s.orders_by_status).map(([k, v]) =>
     el("div", { class: "tile" }, el("div", { class: "n" }, v), el("div", { class: "l" }, k))),
     el("div", { class: "tile" }, el("div", { class: "n" }, Math.round(s.outbox_lag_seconds) + " s"), el("div", { class: "l" }, "outbox lag")),
     el("div", { class: "tile" + (s.needs_attention ? " bad" : "") }, el("div", { class: "n" }, s.needs_attention || 0), el("div", { class: "l" }, "needs attention")),
-    el("div", { class: "tile stuck-tile" + (s.stuck ? " bad" : "") }, el("div", { class: "n" }, s.stuck || 0), el("div", { class: "l" }, "stuck")));
+    el("div", { class: "tile stuck-tile" + (s.stuck ? " bad" : "") }, el("div", { class: "n" }, s.stuck || 0), el("div", { class: "l" }, "stuck")),
+    webhookTile(s.webhooks));
   $("partners").replaceChildren(...Object.entries(s.partners).map(([name, p]) =>
     el("div", { class: "partner " + (p.healthy ? "ok" : "bad") },
       el("div", {}, name + " ", el("b", {}, p.healthy ? "healthy" : "unhealthy")),
