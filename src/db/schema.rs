@@ -141,6 +141,7 @@ diesel::table! {
         cursor_position -> Int8,
         previous_secret -> Nullable<Text>,
         previous_secret_until -> Nullable<Timestamptz>,
+        circuit_until -> Nullable<Timestamptz>,
     }
 }
 

@@ -48,6 +48,8 @@ pub struct EndpointRow {
     pub last_success_at: Option<DateTime<Utc>>,
     pub failing_since: Option<DateTime<Utc>>,
     pub consecutive_failures: i32,
+    /// Until when no wake-up takes the endpoint (its circuit is open).
+    pub circuit_until: Option<DateTime<Utc>>,
 }
 
 impl EndpointRow {
@@ -248,6 +250,9 @@ pub struct Target {
     pub previous_secret: Option<String>,
     #[diesel(sql_type = Array<Text>)]
     pub events: Vec<String>,
+    /// Failures in a row when the lease was taken (0: healthy).
+    #[diesel(sql_type = Int4)]
+    pub consecutive_failures: i32,
     #[diesel(sql_type = Int8)]
     cursor_xact: i64,
     #[diesel(sql_type = Int8)]
@@ -264,8 +269,9 @@ impl Target {
 }
 
 /// Takes the drain lease of an enabled endpoint that no drainer holds (or
-/// whose holder let it run out) for `lease`: one drainer per endpoint
-/// across all workers. `task` names this drainer's run, never reused.
+/// whose holder let it run out) and whose circuit is closed, for `lease`:
+/// one drainer per endpoint across all workers. `task` names this
+/// drainer's run, never reused.
 pub fn take_drain(
     conn: &mut PgConnection,
     endpoint: Uuid,
@@ -277,8 +283,34 @@ pub fn take_drain(
         endpoint,
         task,
         lease,
-        "drain_until IS NULL OR drain_until < now() OR drain_task = $2",
+        "(drain_until IS NULL OR drain_until < now() OR drain_task = $2) \
+         AND (circuit_until IS NULL OR circuit_until <= now())",
     )
+}
+
+/// Opens `endpoint`'s circuit for `wait`: gives the lease back with the
+/// cursor, and no wake-up takes the endpoint until then (the fan-out timer
+/// wakes it for a probe after). False if `task` no longer held the lease.
+pub fn open_circuit(
+    conn: &mut PgConnection,
+    endpoint: Uuid,
+    task: &str,
+    cursor: Pos,
+    wait: Duration,
+) -> Result<bool, DbError> {
+    let n = diesel::sql_query(format!(
+        "UPDATE webhook_endpoints SET drain_task = NULL, drain_until = NULL, \
+           circuit_until = now() + make_interval(secs => $5), {} \
+         WHERE id = $1 AND drain_task = $2",
+        move_cursor(3, 4)
+    ))
+    .bind::<SqlUuid, _>(endpoint)
+    .bind::<Text, _>(task)
+    .bind::<BigInt, _>(cursor.xact)
+    .bind::<BigInt, _>(cursor.position)
+    .bind::<Double, _>(wait.as_secs_f64())
+    .execute(conn)?;
+    Ok(n == 1)
 }
 
 /// Renews the drain lease `task` holds, even one that ran out while no
@@ -305,7 +337,7 @@ fn hold_drain(
         "UPDATE webhook_endpoints SET drain_task = $2, \
            drain_until = now() + make_interval(secs => $3) \
          WHERE id = $1 AND enabled AND ({free}) \
-         RETURNING id, url, secret, events, cursor_xact, cursor_position, \
+         RETURNING id, url, secret, events, consecutive_failures, cursor_xact, cursor_position, \
            CASE WHEN previous_secret_until > now() THEN previous_secret END AS previous_secret",
     ))
     .bind::<SqlUuid, _>(endpoint)
@@ -665,6 +697,7 @@ fn record_health(
            consecutive_failures = CASE WHEN $2 THEN $3 ELSE consecutive_failures + $3 END, \
            failing_since = CASE WHEN $3 = 0 THEN NULL \
              WHEN $2 THEN now() ELSE coalesce(failing_since, now()) END, \
+           circuit_until = CASE WHEN $2 THEN NULL ELSE circuit_until END, \
            {} \
          WHERE id = $1 AND drain_task = $6",
         move_cursor(4, 5)
@@ -743,6 +776,7 @@ pub fn wakeable_endpoints(conn: &mut PgConnection, grace: Duration) -> Result<Ve
     let rows: Vec<EndpointId> = diesel::sql_query(format!(
         "SELECT w.id AS endpoint_id FROM webhook_endpoints w \
          WHERE w.enabled AND (w.drain_until IS NULL OR w.drain_until < now()) \
+           AND (w.circuit_until IS NULL OR w.circuit_until <= now()) \
            AND (EXISTS ({}) OR EXISTS (SELECT 1 FROM webhook_deliveries d \
              WHERE d.endpoint_id = w.id AND d.status IN ('pending', 'retrying') \
                AND d.next_attempt_at < now() - make_interval(secs => $1)))",
@@ -843,11 +877,13 @@ pub fn trim_log(conn: &mut PgConnection, limit: i64) -> Result<usize, DbError> {
 }
 
 /// A new delivery of `event` to `endpoint`; false if either is unknown.
+/// Closes the endpoint's circuit: ops asking for a send mean now.
 pub fn resend(conn: &mut PgConnection, endpoint: Uuid, event: Uuid) -> Result<bool, DbError> {
     Ok(diesel::sql_query(
-        "INSERT INTO webhook_deliveries (endpoint_id, event_id) \
-         SELECT w.id, e.id FROM webhook_endpoints w, order_events e \
-         WHERE w.id = $1 AND e.id = $2",
+        "WITH w AS (UPDATE webhook_endpoints SET circuit_until = NULL \
+           WHERE id = $1 AND EXISTS (SELECT 1 FROM order_events WHERE id = $2) RETURNING id) \
+         INSERT INTO webhook_deliveries (endpoint_id, event_id) \
+         SELECT w.id, e.id FROM w, order_events e WHERE e.id = $2",
     )
     .bind::<SqlUuid, _>(endpoint)
     .bind::<SqlUuid, _>(event)

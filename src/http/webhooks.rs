@@ -23,6 +23,9 @@ pub struct EndpointHealth {
     pub last_success_at: Option<DateTime<Utc>>,
     pub failing_since: Option<DateTime<Utc>>,
     pub consecutive_failures: i32,
+    /// Set while the endpoint's circuit is open: until then nothing is
+    /// sent to it; then one attempt probes it.
+    pub circuit_open_until: Option<DateTime<Utc>>,
 }
 
 /// An endpoint; `secret` only in the answers to a registration and a
@@ -55,6 +58,7 @@ impl EndpointView {
                 last_success_at: row.last_success_at,
                 failing_since: row.failing_since,
                 consecutive_failures: row.consecutive_failures,
+                circuit_open_until: row.circuit_until.filter(|t| *t > Utc::now()),
             },
         }
     }

@@ -1,8 +1,14 @@
 //! The storefront's side of the wire: one awc client on the webhook
 //! executor's thread, connecting through the SSRF guard's resolver, never
-//! following a redirect, reading at most 64 KiB of an answer.
+//! following a redirect, reading at most 64 KiB of an answer, and holding
+//! at most `WEBHOOK_HOST_CONNECTIONS` requests to one host (`host:port`)
+//! at a time, so hosts that hang cannot take the connections of the rest.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
 
 use awc::http::header::CONTENT_TYPE;
 
@@ -20,6 +26,44 @@ pub struct WebhookClient {
     timeout: Duration,
     allow_private: bool,
     metrics: PartnerMetrics,
+    hosts: HostLimits,
+}
+
+/// Requests in flight per host: a semaphore each, dropped once idle.
+struct HostLimits {
+    per_host: usize,
+    open: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// Idle hosts' semaphores are dropped once this many are kept.
+const HOSTS_KEPT: usize = 1024;
+
+impl HostLimits {
+    fn of(&self, host: &str) -> Arc<Semaphore> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open.len() >= HOSTS_KEPT && !open.contains_key(host) {
+            let per_host = self.per_host;
+            open.retain(|_, s| s.available_permits() < per_host);
+        }
+        open.entry(host.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
+            .clone()
+    }
+}
+
+/// The `host:port` a URL names (the key of the per-host limit).
+fn authority(url: &str) -> String {
+    url.parse::<awc::http::Uri>()
+        .ok()
+        .and_then(|u| {
+            let host = u.host()?.to_ascii_lowercase();
+            let port = u.port_u16().unwrap_or(match u.scheme_str() {
+                Some("http") => 80,
+                _ => 443,
+            });
+            Some(format!("{host}:{port}"))
+        })
+        .unwrap_or_default()
 }
 
 /// One POST to make.
@@ -31,7 +75,12 @@ pub struct Post {
 }
 
 impl WebhookClient {
-    pub fn new(timeout: Duration, allow_private: bool, metrics: PartnerMetrics) -> Self {
+    pub fn new(
+        timeout: Duration,
+        allow_private: bool,
+        per_host: usize,
+        metrics: PartnerMetrics,
+    ) -> Self {
         let tcp = actix_tls::connect::Connector::new(actix_tls::connect::Resolver::custom(
             GuardedResolver { allow_private },
         ))
@@ -49,6 +98,10 @@ impl WebhookClient {
             timeout,
             allow_private,
             metrics,
+            hosts: HostLimits {
+                per_host: per_host.max(1),
+                open: Mutex::new(HashMap::new()),
+            },
         }
     }
 
@@ -61,6 +114,19 @@ impl WebhookClient {
             ));
         }
         let started = Instant::now();
+        let host = self.hosts.of(&authority(&post.url));
+        // The host's turn is waited for up to one timeout, and no
+        // connection is opened without it; the exchange then has its own.
+        let turn = actix_rt::time::timeout(self.timeout, host.acquire_owned()).await;
+        let _turn = match turn {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(CallError::Transport("webhook host limit closed".into())),
+            Err(_) => {
+                self.metrics
+                    .observe(PARTNER_LABEL, "timeout", started.elapsed());
+                return Err(CallError::Timeout);
+            }
+        };
         let exchange = async {
             let mut resp = self
                 .client
@@ -83,5 +149,37 @@ impl WebhookClient {
         self.metrics
             .observe(PARTNER_LABEL, outcome.as_str(), started.elapsed());
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limit_is_per_host_and_port() {
+        assert_eq!(
+            authority("https://Shop.example/hooks?t=1"),
+            "shop.example:443"
+        );
+        assert_eq!(authority("http://shop.example/a"), "shop.example:80");
+        assert_eq!(authority("http://127.0.0.1:8080/a"), "127.0.0.1:8080");
+        assert_eq!(authority("http://[::1]:9/a"), "[::1]:9");
+    }
+
+    #[test]
+    fn idle_hosts_are_dropped_and_busy_ones_kept() {
+        let limits = HostLimits {
+            per_host: 2,
+            open: Mutex::new(HashMap::new()),
+        };
+        let busy = limits.of("busy:443");
+        let _held = busy.try_acquire().expect("a permit");
+        for i in 0..HOSTS_KEPT {
+            limits.of(&format!("h{i}:443"));
+        }
+        let open = limits.open.lock().unwrap();
+        assert!(open.len() <= HOSTS_KEPT);
+        assert!(open.contains_key("busy:443"));
     }
 }

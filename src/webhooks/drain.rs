@@ -54,6 +54,14 @@ const FULL_SCAN_EVERY: Duration = Duration::from_secs(10);
 const STAY_FOR: Duration = Duration::from_secs(2);
 /// The first retry's delay doubles up to this.
 const RETRY_CAP: Duration = Duration::from_secs(3600);
+/// The window a drainer of a healthy endpoint starts with: it doubles
+/// with each delivery, so an endpoint that hangs from the start holds this
+/// many requests, not `WEBHOOK_CONCURRENCY`.
+const FIRST_WINDOW: usize = 8;
+/// Failures in a row after which a drainer opens its endpoint's circuit.
+const CIRCUIT_AFTER: i32 = 3;
+/// The longest a circuit stays open before the next probe.
+const CIRCUIT_CAP: Duration = Duration::from_secs(300);
 
 pub async fn run(
     job: WebhookDrain,
@@ -100,7 +108,7 @@ async fn drain(ctx: &WebhookContext, endpoint: Uuid, job: &str) -> anyhow::Resul
         return Ok(());
     };
     let progress = Shared::new(target.cursor());
-    let mut round = Round::new(ctx.settings.concurrency);
+    let mut round = Round::new(ctx.settings.concurrency, target.consecutive_failures);
     let mut recorder = Recorder::start(ctx, endpoint, task, progress.clone());
     let behind_at = ctx.settings.concurrency * UNRECORDED_PER_SLOT;
     loop {
@@ -111,6 +119,9 @@ async fn drain(ctx: &WebhookContext, endpoint: Uuid, job: &str) -> anyhow::Resul
             // Its error; `Ok` cannot be, the sender is still held here.
             recorder.finish().await?;
             anyhow::bail!("the webhook recorder ended");
+        }
+        if round.circuit_due() {
+            return open_circuit(ctx, endpoint, task, round, recorder, &progress).await;
         }
         let behind = progress.lock().unrecorded() >= behind_at;
         if !behind && round.wants_more() {
@@ -144,6 +155,40 @@ async fn drain(ctx: &WebhookContext, endpoint: Uuid, job: &str) -> anyhow::Resul
     }
 }
 
+/// Failures in a row: takes nothing more, records what is in flight and
+/// gives the lease back with the circuit open, so a dead endpoint holds
+/// neither a sender slot nor connections while it waits for its probe.
+async fn open_circuit(
+    ctx: &WebhookContext,
+    endpoint: Uuid,
+    task: &str,
+    mut round: Round,
+    recorder: Recorder,
+    progress: &Shared,
+) -> anyhow::Result<()> {
+    while let Some(done) = round.inflight.next().await {
+        round.settled(&done);
+        recorder.add(done);
+    }
+    recorder.finish().await?;
+    let cursor = progress.lock().cursor();
+    let wait = circuit_wait(round.failures_in_row + round.failures_before);
+    let owned = task.to_owned();
+    db::unit(&ctx.pool, move |c| {
+        store::open_circuit(c, endpoint, &owned, cursor, wait)
+    })
+    .await?;
+    tracing::info!(endpoint = %super::endpoint_id(endpoint), wait_ms = wait.as_millis() as u64, "webhook endpoint failing: its circuit is open until the next probe");
+    Ok(())
+}
+
+/// How long a circuit stays open after `failures` in a row: doubling from
+/// 2 s with every [`CIRCUIT_AFTER`] more, up to [`CIRCUIT_CAP`].
+pub fn circuit_wait(failures: i32) -> Duration {
+    let opens = (failures / CIRCUIT_AFTER).clamp(1, 16) as u32;
+    (Duration::from_secs(1) * 2u32.pow(opens)).min(CIRCUIT_CAP)
+}
+
 /// The worker is stopping (SIGTERM): takes nothing more, waits for the
 /// POSTs in flight (each ends within the request timeout), records them and
 /// gives the lease back with the cursor, so a drainer elsewhere goes on at
@@ -166,9 +211,16 @@ async fn stop(
     Ok(())
 }
 
-/// A drainer's moving window of POSTs.
+/// A drainer's moving window of POSTs. The window starts at
+/// [`FIRST_WINDOW`] (one after failures) and each delivery doubles it up to
+/// `WEBHOOK_CONCURRENCY`; a failure shrinks it to one, so a failing
+/// endpoint holds one connection, not hundreds.
 struct Round {
     limit: usize,
+    window: usize,
+    /// Failures since the last delivery, in this run and before it.
+    failures_in_row: i32,
+    failures_before: i32,
     inflight: FuturesUnordered<futures_util::future::BoxFuture<'static, AttemptRecord>>,
     /// When a look last took all there was (fewer than it had room for),
     /// and whether it found nothing at all.
@@ -181,9 +233,16 @@ struct Round {
 }
 
 impl Round {
-    fn new(limit: usize) -> Self {
+    fn new(limit: usize, failures_before: i32) -> Self {
         Round {
             limit,
+            window: if failures_before > 0 {
+                1
+            } else {
+                limit.min(FIRST_WINDOW)
+            },
+            failures_in_row: 0,
+            failures_before,
             inflight: FuturesUnordered::new(),
             idle_since: None,
             dry: false,
@@ -226,7 +285,34 @@ impl Round {
     }
 
     fn room(&self) -> usize {
-        self.limit - self.inflight.len()
+        self.window.saturating_sub(self.inflight.len())
+    }
+
+    /// Whether to open the circuit: after [`CIRCUIT_AFTER`] failures in a
+    /// row, or after the one attempt that probed an endpoint that was
+    /// already failing.
+    fn circuit_due(&self) -> bool {
+        let after = if self.failures_before > 0 {
+            1
+        } else {
+            CIRCUIT_AFTER
+        };
+        self.failures_in_row >= after
+    }
+
+    /// Follows a finished attempt: the window and the failures in a row.
+    fn settled(&mut self, done: &AttemptRecord) {
+        if done.error.as_deref() == Some(GONE) {
+            return;
+        }
+        if done.state == DeliveryState::Delivered {
+            self.window = (self.window * 2).min(self.limit);
+            self.failures_in_row = 0;
+            self.failures_before = 0;
+        } else {
+            self.window = 1;
+            self.failures_in_row += 1;
+        }
     }
 
     /// Take more when an eighth of the window is free (so the window stays
@@ -235,7 +321,7 @@ impl Round {
     /// [`RECHECK`] once a look has taken all there was: events then come
     /// in batches of 50 ms, not one look (a transaction) per delivery.
     fn wants_more(&self) -> bool {
-        self.room() >= (self.limit / 8).max(1)
+        self.room() >= (self.window / 8).max(1)
             && self.idle_since.is_none_or(|t| t.elapsed() >= RECHECK)
     }
 
@@ -257,6 +343,9 @@ impl Round {
         }
         while let Some(Some(done)) = futures_util::FutureExt::now_or_never(self.inflight.next()) {
             finished.push(done);
+        }
+        for done in &finished {
+            self.settled(done);
         }
         finished
     }
@@ -445,6 +534,9 @@ fn send(
     })
 }
 
+/// Why an attempt that made no POST failed: its event no longer exists.
+const GONE: &str = "the event no longer exists";
+
 /// An attempt at an event that no longer exists (its order was deleted):
 /// failed, so the cursor passes it.
 fn gone(item: Item, attempted_at: chrono::DateTime<Utc>) -> AttemptRecord {
@@ -455,7 +547,7 @@ fn gone(item: Item, attempted_at: chrono::DateTime<Utc>) -> AttemptRecord {
         state: DeliveryState::Failed,
         retry_in: Duration::ZERO,
         response_status: None,
-        error: Some("the event no longer exists".into()),
+        error: Some(GONE.into()),
         duration_ms: 0,
         attempted_at,
     }
@@ -568,5 +660,57 @@ mod tests {
         assert_eq!(judge(true, 10, 10), DeliveryState::Delivered);
         assert_eq!(judge(false, 9, 10), DeliveryState::Retrying);
         assert_eq!(judge(false, 10, 10), DeliveryState::Failed);
+    }
+
+    fn finished(state: DeliveryState, error: Option<&str>) -> AttemptRecord {
+        AttemptRecord {
+            source: Source::Log(Pos {
+                xact: 1,
+                position: 1,
+            }),
+            event_id: Uuid::nil(),
+            attempt: 1,
+            state,
+            retry_in: Duration::ZERO,
+            response_status: None,
+            error: error.map(str::to_owned),
+            duration_ms: 0,
+            attempted_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn the_window_starts_small_doubles_on_deliveries_and_a_failure_shrinks_it() {
+        let mut round = Round::new(256, 0);
+        assert_eq!(round.room(), FIRST_WINDOW);
+        for _ in 0..10 {
+            round.settled(&finished(DeliveryState::Delivered, None));
+        }
+        assert_eq!(round.room(), 256);
+        round.settled(&finished(DeliveryState::Retrying, Some("timed out")));
+        assert_eq!(round.room(), 1);
+        // An event that no longer exists says nothing of the endpoint.
+        round.settled(&finished(DeliveryState::Failed, Some(GONE)));
+        assert_eq!((round.room(), round.failures_in_row), (1, 1));
+        assert!(!round.circuit_due());
+        round.settled(&finished(DeliveryState::Retrying, None));
+        round.settled(&finished(DeliveryState::Retrying, None));
+        assert!(round.circuit_due(), "three failures in a row open it");
+    }
+
+    #[test]
+    fn an_endpoint_already_failing_gets_one_probe_and_its_circuit_waits_longer() {
+        let mut round = Round::new(256, 7);
+        assert_eq!(round.room(), 1);
+        round.settled(&finished(DeliveryState::Retrying, None));
+        assert!(round.circuit_due());
+        assert_eq!(circuit_wait(3), Duration::from_secs(2));
+        assert_eq!(circuit_wait(6), Duration::from_secs(4));
+        assert!(circuit_wait(8) < circuit_wait(9));
+        assert_eq!(circuit_wait(1000), CIRCUIT_CAP);
+        // A delivery closes it: the window opens again.
+        let mut round = Round::new(256, 7);
+        round.settled(&finished(DeliveryState::Delivered, None));
+        assert_eq!((round.room(), round.circuit_due()), (2, false));
     }
 }

@@ -93,7 +93,12 @@ fn webhook_context(
         pool: jobs.pool.clone(),
         queue: jobs.queue.clone(),
         sender: LocalExecutor::spawn("webhooks", 0, move || {
-            WebhookClient::new(timeout, hooks.allow_private_targets, partner)
+            WebhookClient::new(
+                timeout,
+                hooks.allow_private_targets,
+                hooks.host_connections,
+                partner,
+            )
         })?,
         settings: settings.webhooks,
         lease: settings.partner_timeout * 2 + Duration::from_secs(5),

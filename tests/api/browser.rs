@@ -536,7 +536,10 @@ async fn ops_open_an_order_see_its_timeline_and_webhooks_resend_one_and_find_stu
             &format!("const row = document.querySelector('tr[data-id=\"{stuck}\"]'); return !!row && !row.querySelector('.stuck')"),
         )
         .await;
-    let worker = app.start_worker(fast_worker());
+    let worker = app.start_worker(orderflow::worker::WorkerOptions {
+        refresh_every: Some(Duration::from_secs(1)),
+        ..fast_worker()
+    });
 
     // A transaction someone leaves open holds every first delivery back:
     // the webhook tile says so, and stops saying so once it ends.

@@ -173,3 +173,73 @@ pub async fn register(app: &TestApp, url: &str, events: &[&str]) -> (String, Str
     assert!(secret.starts_with("whsec_"));
     (id, secret)
 }
+
+/// A receiver that accepts connections and never answers (a host that
+/// hangs). It samples, from the kernel's table, how many of its
+/// connections the sender still holds open (ESTABLISHED on its side: one
+/// the sender closed is CLOSE_WAIT), and keeps the most seen at once.
+#[allow(dead_code)]
+pub struct BlackHole {
+    pub url: String,
+    most: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[allow(dead_code)]
+impl BlackHole {
+    pub fn start() -> BlackHole {
+        use std::io::Read;
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (most, accepted) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                count.fetch_add(1, SeqCst);
+                std::thread::spawn(move || {
+                    // Reads the request and never answers; ends when the
+                    // sender gives up and closes.
+                    let mut buf = [0u8; 4096];
+                    while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+                });
+            }
+        });
+        let seen = most.clone();
+        std::thread::spawn(move || loop {
+            seen.fetch_max(established_on(addr.port()), SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        });
+        BlackHole {
+            url: format!("http://{addr}"),
+            most,
+            accepted,
+        }
+    }
+
+    /// The most connections the sender held open to it at once.
+    pub fn most_at_once(&self) -> usize {
+        self.most.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Sockets in /proc/net/tcp whose local port is `port` and whose state is
+/// ESTABLISHED (01).
+fn established_on(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            cols.len() > 3 && cols[1].ends_with(&local) && cols[3] == "01"
+        })
+        .count()
+}

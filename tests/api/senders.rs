@@ -350,3 +350,97 @@ async fn disabling_pauses_and_enabling_delivers_the_backlog_within_retention() {
     expected.extend(missed.iter().map(Uuid::to_string));
     assert_eq!(orders, expected, "every missed event, in order, once");
 }
+
+/// Twenty endpoints on one host that hangs, beside a healthy one: the
+/// hanging host never holds more than `WEBHOOK_HOST_CONNECTIONS`
+/// connections, each of its endpoints opens its circuit after a few
+/// failures (its drainer gives its slot back and no wake-up takes it until
+/// the probe), and the healthy endpoint gets every event meanwhile. (How
+/// fast its first attempts stay beside them is measured in bench/webhooks,
+/// `BLACKHOLES=20`.)
+#[actix_rt::test]
+async fn twenty_endpoints_on_a_hanging_host_hold_few_connections_and_open_their_circuits() {
+    let app = spawn_app_with(Opts {
+        env: vec![
+            ("WEBHOOK_HOST_CONNECTIONS", "4".into()),
+            ("PARTNER_TIMEOUT_MS", "1000".into()),
+        ],
+        ..Opts::default()
+    })
+    .await;
+    let hole = crate::receiver::BlackHole::start();
+    let mut dead = Vec::new();
+    for i in 0..20 {
+        let (id, _) = register(&app, &format!("{}/hooks/{i}", hole.url), &["*"]).await;
+        dead.push(orderflow::webhooks::parse_endpoint_id(&id).unwrap());
+    }
+    let receiver = Receiver::start(Mode::Ok);
+    register(&app, &receiver.url, &["*"]).await;
+    let worker = app.start_worker(fast_worker());
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        app.purchase(&visa(), None).await;
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_all_delivered(&app, &receiver, 30).await;
+    assert!(hole.accepted() > 0, "the hanging host was tried");
+    assert!(
+        hole.most_at_once() <= 4,
+        "the hanging host held {} connections at once",
+        hole.most_at_once()
+    );
+    let first_dead = dead[0];
+    let opened = app
+        .db(move |c| {
+            use orderflow::db::schema::webhook_endpoints::dsl as w;
+            w::webhook_endpoints
+                .filter(w::id.eq_any(dead))
+                .filter(w::circuit_until.is_not_null())
+                .count()
+                .get_result::<i64>(c)
+                .expect("circuits")
+        })
+        .await;
+    assert_eq!(opened, 20, "every hanging endpoint opened its circuit");
+    worker.stop().unwrap();
+
+    // An open circuit shows in the API, and a resend (ops asking for a
+    // send now) closes it.
+    let probe = first_dead;
+    app.db(move |c| {
+        diesel::sql_query(
+            "UPDATE webhook_endpoints SET circuit_until = now() + interval '1 hour' WHERE id = $1",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(probe)
+        .execute(c)
+        .expect("open");
+    })
+    .await;
+    let path = format!(
+        "/api/v1/webhook-endpoints/{}",
+        orderflow::webhooks::endpoint_id(probe)
+    );
+    let circuit = || async {
+        let list = app.ops("GET", "/api/v1/webhook-endpoints", None).await.body;
+        let id = orderflow::webhooks::endpoint_id(probe);
+        list["endpoints"]
+            .as_array()
+            .and_then(|all| all.iter().find(|e| e["id"] == id.as_str()))
+            .map(|e| e["health"]["circuit_open_until"].clone())
+            .expect("the endpoint")
+    };
+    let open = circuit().await;
+    assert!(!open.is_null(), "{open}");
+    let event = all_events(&app).await.into_iter().next().expect("an event");
+    let resend = app
+        .ops("POST", &format!("{path}/events/{event}/resend"), None)
+        .await;
+    assert!(
+        resend.status.is_success(),
+        "{} {}",
+        resend.status,
+        resend.body
+    );
+    let closed = circuit().await;
+    assert!(closed.is_null(), "{closed}");
+}
