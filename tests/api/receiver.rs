@@ -16,6 +16,8 @@ pub enum Mode {
     Status(u16),
     /// Waits this long before answering 200 (a hang, past the timeout).
     Hang(Duration),
+    /// Answers 500 to every n-th request, 200 to the rest.
+    FailEvery(usize),
 }
 
 /// One request as received.
@@ -134,16 +136,17 @@ async fn receive(
             .unwrap_or("")
             .to_owned()
     };
-    let mode = {
+    let (mode, nth) = {
         let mut s = state.lock().unwrap();
         s.started += 1;
-        s.mode.unwrap_or(Mode::Ok)
+        (s.mode.unwrap_or(Mode::Ok), s.started)
     };
     if let Mode::Hang(d) = mode {
         actix_rt::time::sleep(d).await;
     }
     let status = match mode {
         Mode::Status(s) => s,
+        Mode::FailEvery(n) if nth % n.max(1) == 0 => 500,
         _ => 200,
     };
     state.lock().unwrap().got.push(Got {

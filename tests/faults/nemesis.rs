@@ -4,8 +4,11 @@
 //! Redis and PostgreSQL cuts and partitions (for serve and the workers
 //! alike), a worker SIGKILLed and restarted, a shipping partner that
 //! creates the shipment and then fails or hangs, a gateway that charges and
-//! then hangs. Then everything heals, and a checker reads the whole history
-//! from the API and the simulators' counters.
+//! then hangs. A webhook receiver subscribed to every event answers 500
+//! to every seventh request. Then everything heals, and a checker reads the
+//! whole history from the API and the simulators' counters: money and goods
+//! order by order, every order's timeline (gapless, `order.created` first,
+//! the last `order.*` its status), and every event at the receiver.
 //!
 //! `NEMESIS_SECS` (default 40) sets the length, `NEMESIS_SEED` replays a
 //! run (the seed is printed, and in every failure message).
@@ -69,6 +72,7 @@ impl Fleet {
             .env("SWEEP_GRACE_SECS", "3")
             .env("STALE_PAYMENT_SECS", "3")
             .env("JOB_RETRY_CAP_SECS", "4")
+            .env("WEBHOOK_RETRY_BASE_MS", "200")
             .spawn()
             .unwrap()
     }
@@ -250,6 +254,8 @@ async fn random_faults_under_purchases_and_cancels_never_lose_or_double_money_or
         })
         .await,
     );
+    let receiver = crate::receiver::Receiver::start(crate::receiver::Mode::FailEvery(7));
+    crate::receiver::register(&app, &receiver.url, &["*"]).await;
     let mut fleet = Fleet {
         workers: Vec::new(),
         pg,
@@ -313,11 +319,96 @@ async fn random_faults_under_purchases_and_cancels_never_lose_or_double_money_or
         heal(&app, &mut fleet).await;
         actix_rt::time::sleep(Duration::from_secs(1)).await;
     };
+    check(seed, &app, &history.lock().unwrap(), &orders, &faults);
+    check_timelines(seed, &app, &orders).await;
+    check_webhooks(seed, &owner, &receiver).await;
     for w in fleet.workers.iter_mut() {
         harness::signal(w, "-TERM");
         let _ = w.wait();
     }
-    check(seed, &app, &history.lock().unwrap(), &orders, &faults);
+}
+
+/// Every order's timeline: sequences 1..n with no gap, `order.created`
+/// first, and the last `order.*` event names the order's status.
+async fn check_timelines(seed: u64, app: &TestApp, orders: &[Value]) {
+    let mut events = 0;
+    for o in orders {
+        let id = o["id"].as_str().unwrap_or_default();
+        let resp = app
+            .ops("GET", &format!("/api/v1/orders/{id}/events"), None)
+            .await;
+        assert_eq!(resp.status, 200, "seed {seed}: {id}: {}", resp.body);
+        let timeline = resp.body["events"].as_array().cloned().unwrap_or_default();
+        events += timeline.len();
+        let sequences: Vec<u64> = timeline
+            .iter()
+            .map(|e| e["sequence"].as_u64().unwrap_or(0))
+            .collect();
+        let gapless: Vec<u64> = (1..=timeline.len() as u64).collect();
+        assert_eq!(sequences, gapless, "seed {seed}: {id}'s timeline has a gap");
+        assert_eq!(
+            timeline.first().map(|e| e["type"].clone()),
+            Some(json!("order.created")),
+            "seed {seed}: {id}"
+        );
+        let last_order_event = timeline
+            .iter()
+            .rev()
+            .filter_map(|e| e["type"].as_str())
+            .find(|t| t.starts_with("order.") && *t != "order.created")
+            .unwrap_or("order.payment_pending");
+        assert_eq!(
+            last_order_event,
+            format!("order.{}", o["status"].as_str().unwrap_or_default()),
+            "seed {seed}: {id}'s timeline ends elsewhere than its status: {timeline:?}"
+        );
+    }
+    eprintln!(
+        "nemesis: {} timelines checked, {events} events",
+        orders.len()
+    );
+}
+
+/// Every event reached the receiver subscribed to `*` (it fails now and
+/// then, so some only on a retry).
+async fn check_webhooks(seed: u64, owner: &TestApp, receiver: &crate::receiver::Receiver) {
+    let all: std::collections::BTreeSet<String> = owner
+        .db(|c| {
+            use diesel::prelude::*;
+            use orderflow::db::schema::order_events::dsl as e;
+            e::order_events.select(e::id).load::<Uuid>(c).unwrap()
+        })
+        .await
+        .into_iter()
+        .map(orderflow::http::views::event_id)
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got: std::collections::BTreeSet<String> = receiver
+            .got()
+            .into_iter()
+            .filter(|g| g.accepted)
+            .map(|g| g.event_id)
+            .collect();
+        let missing: Vec<&String> = all.difference(&got).collect();
+        if missing.is_empty() {
+            eprintln!(
+                "nemesis: {} events, every one at the receiver ({} requests, {} accepted)",
+                all.len(),
+                receiver.started(),
+                receiver.got().iter().filter(|g| g.accepted).count()
+            );
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: {} of {} events never reached the receiver, e.g. {:?}",
+            missing.len(),
+            all.len(),
+            &missing[..missing.len().min(5)]
+        );
+        actix_rt::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// The checker: money and goods, order by order.
