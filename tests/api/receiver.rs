@@ -16,7 +16,9 @@ pub enum Mode {
     Status(u16),
     /// Waits this long before answering 200 (a hang, past the timeout).
     Hang(Duration),
-    /// Answers 500 to every n-th request, 200 to the rest.
+    /// Answers 500 to every n-th request, 200 to the rest (the fault
+    /// tests' receiver).
+    #[allow(dead_code)]
     FailEvery(usize),
 }
 
