@@ -40,7 +40,9 @@
 //! requests in flight per endpoint), `WEBHOOK_HOST_CONNECTIONS` (64: requests
 //! in flight to one host), `WEBHOOK_STALLED_AFTER_SECS` (60: when
 //! the summary calls first deliveries stalled), `STUCK_PAYMENT_PENDING_SECS` (900),
-//! `STUCK_PAID_SECS` (600), `STUCK_FULFILLING_SECS` (172800).
+//! `STUCK_PAID_SECS` (600), `STUCK_FULFILLING_SECS` (172800),
+//! `GATEWAY_WEBHOOK_SECRETS` (the gateway's event signing secrets, comma
+//! separated).
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -122,6 +124,9 @@ pub struct Settings {
     /// `WEBHOOK_SECRETS_KEY` (and `_PREVIOUS`): the keys webhook secrets
     /// are sealed with at rest.
     pub webhook_secrets: crate::webhooks::sealed::SecretsKeys,
+    /// `GATEWAY_WEBHOOK_SECRETS`: the payment gateway's event signing
+    /// secrets (several while one is rolled); none, and no event verifies.
+    pub gateway_webhook_secrets: Vec<SecretString>,
     pub stuck: crate::domain::stuck::StuckRules,
 }
 
@@ -259,6 +264,7 @@ impl Settings {
                 var: "WEBHOOK_SECRETS_KEY",
                 message: e.to_string(),
             })?,
+            gateway_webhook_secrets: env.token_list("GATEWAY_WEBHOOK_SECRETS")?,
             stuck: stuck_rules(&env)?,
             worker_metrics_addr: match env.get("WORKER_METRICS_ADDR") {
                 None => None,
@@ -381,6 +387,26 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
             });
         }
         Ok(Some(url))
+    }
+
+    /// Comma-separated tokens, each as [`Env::optional_token`] wants it.
+    fn token_list(&self, var: &'static str) -> Result<Vec<SecretString>, ConfigError> {
+        let Some(raw) = self.get(var) else {
+            return Ok(Vec::new());
+        };
+        raw.split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                if t.len() < 8 || !t.chars().all(|c| c.is_ascii_graphic()) {
+                    return Err(ConfigError {
+                        var,
+                        message: "each secret must be at least 8 printable ASCII characters".into(),
+                    });
+                }
+                Ok(SecretString::from(t.to_owned()))
+            })
+            .collect()
     }
 
     fn optional_token(&self, var: &'static str) -> Result<Option<SecretString>, ConfigError> {

@@ -42,6 +42,10 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// A gateway event whose signature does not verify (or is missing, or
+    /// too old).
+    #[error("{0}")]
+    InvalidSignature(String),
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -69,6 +73,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Validation(_) => "validation_failed",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::InvalidSignature(_) => "invalid_signature",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict(code, _) => code,
@@ -116,7 +121,9 @@ pub const RETRY_AFTER_SECS: u32 = 2;
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Malformed(_) | ApiError::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
+            ApiError::Malformed(_)
+            | ApiError::InvalidIdempotencyKey
+            | ApiError::InvalidSignature(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,

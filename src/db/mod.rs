@@ -9,6 +9,7 @@
 pub mod delivery;
 pub mod delivery_log;
 pub mod events;
+pub mod gateway_events;
 pub mod group;
 pub mod idempotency;
 pub mod models;

@@ -1,6 +1,22 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    gateway_events (id) {
+        id -> Text,
+        #[sql_name = "type"]
+        type_ -> Text,
+        object_id -> Nullable<Text>,
+        order_id -> Nullable<Uuid>,
+        status -> Text,
+        payload -> Jsonb,
+        received_at -> Timestamptz,
+        processed_at -> Nullable<Timestamptz>,
+        attempts -> Int4,
+        error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     idempotency_keys (key) {
         key -> Text,
         request_hash -> Text,
@@ -165,6 +181,7 @@ diesel::joinable!(webhook_attempts -> webhook_deliveries (delivery_id));
 diesel::joinable!(webhook_deliveries -> webhook_endpoints (endpoint_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    gateway_events,
     idempotency_keys,
     order_events,
     order_items,

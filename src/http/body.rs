@@ -21,12 +21,22 @@ fn is_json(req: &HttpRequest) -> bool {
 /// Reads the body as a JSON object of at most `limit` bytes.
 pub async fn json_object(
     req: &HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
     limit: usize,
 ) -> Result<Map<String, Value>, ApiError> {
     if !is_json(req) {
         return Err(ApiError::UnsupportedMediaType);
     }
+    let body = bytes(req, payload, limit).await?;
+    object_of(&body)
+}
+
+/// Reads the raw body, at most `limit` bytes (413 past it, read no further).
+pub async fn bytes(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -44,7 +54,11 @@ pub async fn json_object(
         }
         body.extend_from_slice(&chunk);
     }
-    match serde_json::from_slice::<Value>(&body) {
+    Ok(body.freeze())
+}
+
+fn object_of(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
         Ok(value @ Value::Object(_)) => {
             let mut fields = Vec::new();
             // JSON can only carry a NUL escaped, so a body without the

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod body;
 pub mod dashboard;
+pub mod gateway;
 pub mod health;
 pub mod openapi;
 pub mod orders;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub scrape: health::Scrape,
     /// The keys webhook secrets are sealed with (`WEBHOOK_SECRETS_KEY`).
     pub secrets: Arc<crate::webhooks::sealed::SecretsKeys>,
+    /// The gateway's event signing secrets (`GATEWAY_WEBHOOK_SECRETS`).
+    pub gateway_secrets: Arc<Vec<secrecy::SecretString>>,
 }
 
 /// A bound, not yet running, HTTP server.
@@ -93,6 +96,7 @@ impl Application {
             stuck: settings.stuck,
             webhooks: settings.webhooks,
             secrets: Arc::new(settings.webhook_secrets.clone()),
+            gateway_secrets: Arc::new(settings.gateway_webhook_secrets.clone()),
             scrape: health::Scrape::new(
                 settings
                     .metrics_token
@@ -101,6 +105,9 @@ impl Application {
                 settings.metrics_read_every,
             ),
         });
+        if settings.gateway_webhook_secrets.is_empty() {
+            tracing::warn!("GATEWAY_WEBHOOK_SECRETS is not set: every gateway event is refused (400 invalid_signature)");
+        }
         actix_rt::spawn(Arc::clone(&state.board_cache).watch());
         let payment = PaymentConfig {
             base_url: payment_url,
@@ -220,6 +227,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(
                     web::resource("/orders/{id}/retry-delivery")
                         .route(web::post().to(orders::retry_delivery)),
+                )
+                .service(web::resource("/gateway/webhooks").route(web::post().to(gateway::receive)))
+                .service(
+                    web::resource("/gateway-events").route(web::get().to(gateway::list_events)),
+                )
+                .service(
+                    web::resource("/gateway-events/{id}/replay")
+                        .route(web::post().to(gateway::replay_event)),
                 )
                 .service(web::resource("/dashboard/orders").route(web::get().to(dashboard::orders)))
                 .service(

@@ -5,7 +5,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{dashboard, orders, products, purchase, views, webhooks};
+use super::{dashboard, gateway, orders, products, purchase, views, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -32,6 +32,9 @@ use super::{dashboard, orders, products, purchase, views, webhooks};
         webhooks::endpoint_deliveries,
         webhooks::order_deliveries,
         webhooks::resend,
+        gateway::receive,
+        gateway::list_events,
+        gateway::replay_event,
     ),
     components(schemas(
         views::OrderView, views::OrderList, views::ProductView, views::ProductList,
@@ -39,9 +42,11 @@ use super::{dashboard, orders, products, purchase, views, webhooks};
         crate::error::FieldError, views::EventView, views::EventList, views::StuckView,
         webhooks::EndpointView, webhooks::EndpointList, webhooks::EndpointBody, webhooks::RotateBody,
         webhooks::WebhookDeliveryView, webhooks::WebhookDeliveryList,
+        gateway::GatewayEventView, gateway::GatewayEventList, crate::gateway::GatewayEventStatus,
     )),
     modifiers(&OpsToken),
-    tags((name = "storefront"), (name = "ops", description = "Requires `Authorization: Bearer $OPS_TOKEN`"))
+    tags((name = "storefront"), (name = "ops", description = "Requires `Authorization: Bearer $OPS_TOKEN`"),
+        (name = "gateway", description = "The payment gateway's signed events (`Stripe-Signature`, no ops token)"))
 )]
 pub struct ApiDoc;
 

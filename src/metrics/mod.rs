@@ -28,6 +28,9 @@ pub use partner::{
 };
 use partner::{entry, lock, CALLS, CALLS_HELP, LATENCY, LATENCY_HELP};
 
+/// The outcomes `orderflow_gateway_events_total` counts.
+pub const GATEWAY_OUTCOMES: [&str; 3] = ["received", "duplicate", "invalid"];
+
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
@@ -41,6 +44,9 @@ pub struct Metrics {
     /// Webhook lag and what holds it: read from PostgreSQL at scrape time.
     pub webhook_lag: prometheus::Gauge,
     pub horizon_age: prometheus::Gauge,
+    /// Gateway events this `serve` received, by outcome (`received`: new
+    /// and stored, `duplicate`, `invalid`: refused before any database work).
+    pub gateway_events: IntCounterVec,
     /// The partner calls of every process, as last read from Redis.
     shared_calls: Arc<Mutex<Vec<CallTally>>>,
 }
@@ -79,7 +85,19 @@ impl Metrics {
             "Age of the oldest open PostgreSQL transaction holding a transaction id: webhook first deliveries wait behind it (0 when none)",
         ))?;
         registry.register(Box::new(horizon_age.clone()))?;
+        let gateway_events = IntCounterVec::new(
+            Opts::new(
+                "orderflow_gateway_events_total",
+                "Payment gateway events received by this process, by outcome: received (new, stored), duplicate, invalid (refused before any database work)",
+            ),
+            &["outcome"],
+        )?;
+        for outcome in GATEWAY_OUTCOMES {
+            gateway_events.with_label_values(&[outcome]);
+        }
+        registry.register(Box::new(gateway_events.clone()))?;
         Ok(Metrics {
+            gateway_events,
             webhook_lag,
             horizon_age,
             registry,

@@ -9,6 +9,7 @@ mod chains;
 mod config;
 mod dashboard;
 mod events;
+mod gateway;
 mod hardening;
 mod idempotency;
 mod localstripe;

@@ -1,0 +1,33 @@
+//! The payment gateway's signed events: what the gateway tells orderflow
+//! about money without being asked (a payment settled, a refund that
+//! failed later, a dispute).
+//!
+//! ```text
+//! gateway ── POST /api/v1/gateway/webhooks (http/gateway.rs) ──▶ verify
+//!   (signature, no database work when it fails) ──▶ one INSERT … ON
+//!   CONFLICT (id) DO NOTHING into gateway_events, status `pending`: the row
+//!   is the event and the work it owes; the same id again is a no-op
+//! ```
+//!
+//! [`verify`] checks `Stripe-Signature` against every configured secret
+//! (`GATEWAY_WEBHOOK_SECRETS`), [`event`] reads the few fields the inbox
+//! keeps, and `db/gateway_events.rs` stores and lists them.
+
+pub mod event;
+pub mod verify;
+
+/// The largest event body the inbox reads (the gateway's are a few KiB).
+pub const BODY_LIMIT: usize = 1 << 20;
+/// How far a signature's `t` may be from now, in seconds.
+pub const TOLERANCE_SECS: i64 = 300;
+
+crate::domain::status::text_enum! {
+    /// Where an inbox event stands.
+    GatewayEventStatus {
+        Pending => "pending",
+        Processed => "processed",
+        Unmatched => "unmatched",
+        Ignored => "ignored",
+        Failed => "failed",
+    }
+}
