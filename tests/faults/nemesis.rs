@@ -320,10 +320,23 @@ async fn random_faults_under_purchases_and_cancels_never_lose_or_double_money_or
         actix_rt::time::sleep(Duration::from_secs(1)).await;
     };
     check(seed, &app, &history.lock().unwrap(), &orders, &faults);
-    check_timelines(seed, &app, &orders).await;
+    // The status refresh still moves orders on (fulfilling → shipped →
+    // delivered): the timelines are read against a listing taken with the
+    // workers stopped, so neither can move under the other.
+    stop_workers(&mut fleet);
+    check_timelines(seed, &app, &all_orders(&app).await).await;
+    for _ in 0..2 {
+        fleet
+            .workers
+            .push(Fleet::spawn(&app, &fleet.pg, &fleet.redis));
+    }
     check_webhooks(seed, &owner, &receiver).await;
-    for w in fleet.workers.iter_mut() {
-        harness::signal(w, "-TERM");
+    stop_workers(&mut fleet);
+}
+
+fn stop_workers(fleet: &mut Fleet) {
+    for mut w in fleet.workers.drain(..) {
+        harness::signal(&w, "-TERM");
         let _ = w.wait();
     }
 }
