@@ -37,7 +37,7 @@
 //! key and a warning) and `WEBHOOK_SECRETS_KEY_PREVIOUS` (older keys, comma
 //! separated, while the sweep seals again), `WEBHOOK_RETRY_BASE_MS` (default 30000: the first retry's
 //! delay, doubling to a 1 h ceiling), `WEBHOOK_CONCURRENCY` (default 256:
-//! requests in flight per endpoint), `WEBHOOK_HOST_CONNECTIONS` (64: requests
+//! requests in flight per endpoint), `WEBHOOK_HOST_CONNECTIONS` (512: requests
 //! in flight to one host), `WEBHOOK_STALLED_AFTER_SECS` (60: when
 //! the summary calls first deliveries stalled), `STUCK_PAYMENT_PENDING_SECS` (900),
 //! `STUCK_PAID_SECS` (600), `STUCK_FULFILLING_SECS` (172800),
@@ -157,7 +157,7 @@ impl WebhookSettings {
             allow_private_targets: env.flag("WEBHOOK_ALLOW_PRIVATE_TARGETS")?,
             retry_base: env.millis("WEBHOOK_RETRY_BASE_MS", 30_000, 1, 3_600_000)?,
             concurrency: env.bounded("WEBHOOK_CONCURRENCY", 256, 1, 10_000)? as usize,
-            host_connections: env.bounded("WEBHOOK_HOST_CONNECTIONS", 64, 1, 4096)? as usize,
+            host_connections: env.bounded("WEBHOOK_HOST_CONNECTIONS", 512, 1, 4096)? as usize,
             stalled_after: env.secs("WEBHOOK_STALLED_AFTER_SECS", 60, 1, 86_400)?,
         })
     }
