@@ -45,7 +45,7 @@ pub async fn receive(
     )
     .map_err(|e| {
         counted("invalid");
-        ApiError::InvalidSignature(format!("Stripe-Signature: {e}"))
+        ApiError::InvalidSignature(refusal(&e).into())
     })?;
     let (received, value) = event::parse(&body).map_err(|e| {
         counted("invalid");
@@ -57,6 +57,16 @@ pub async fn receive(
     .await?;
     counted(if stored { "received" } else { "duplicate" });
     Ok(HttpResponse::Ok().json(serde_json::json!({"received": true, "duplicate": !stored})))
+}
+
+/// What the gateway's developer is told (never which secrets there are).
+fn refusal(e: &crate::webhooks::signature::Refused) -> &'static str {
+    use crate::webhooks::signature::Refused;
+    match e {
+        Refused::Malformed => "Stripe-Signature is missing or malformed (t=<unix>,v1=<hex>)",
+        Refused::TooOld => "Stripe-Signature's t is more than 300 s from now",
+        Refused::Mismatch => "no v1 in Stripe-Signature matches a configured secret",
+    }
 }
 
 /// One inbox event, as ops see it.
