@@ -16,6 +16,7 @@ mod receiver;
 
 mod backlog;
 mod harness;
+mod moves;
 mod nemesis;
 mod outages;
 mod processes;
