@@ -162,16 +162,11 @@ async fn open_circuit(
     ctx: &WebhookContext,
     endpoint: Uuid,
     task: &str,
-    mut round: Round,
+    round: Round,
     recorder: Recorder,
     progress: &Shared,
 ) -> anyhow::Result<()> {
-    while let Some(done) = round.inflight.next().await {
-        round.settled(&done);
-        recorder.add(done);
-    }
-    recorder.finish().await?;
-    let cursor = progress.lock().cursor();
+    let (round, cursor) = wind_down(round, recorder, progress).await?;
     let wait = circuit_wait(round.failures_in_row + round.failures_before);
     let owned = task.to_owned();
     db::unit(&ctx.pool, move |c| {
@@ -180,6 +175,23 @@ async fn open_circuit(
     .await?;
     tracing::info!(endpoint = %super::endpoint_id(endpoint), wait_ms = wait.as_millis() as u64, "webhook endpoint failing: its circuit is open until the next probe");
     Ok(())
+}
+
+/// Takes nothing more: waits for the POSTs in flight (each ends within the
+/// request timeout), records them, and returns the round and the cursor the
+/// lease is given back with.
+async fn wind_down(
+    mut round: Round,
+    recorder: Recorder,
+    progress: &Shared,
+) -> anyhow::Result<(Round, Pos)> {
+    while let Some(done) = round.inflight.next().await {
+        round.settled(&done);
+        recorder.add(done);
+    }
+    recorder.finish().await?;
+    let cursor = progress.lock().cursor();
+    Ok((round, cursor))
 }
 
 /// How long a circuit stays open after `failures` in a row: doubling from
@@ -197,15 +209,11 @@ async fn stop(
     ctx: &WebhookContext,
     endpoint: Uuid,
     task: &str,
-    mut round: Round,
+    round: Round,
     recorder: Recorder,
     progress: &Shared,
 ) -> anyhow::Result<()> {
-    while let Some(done) = round.inflight.next().await {
-        recorder.add(done);
-    }
-    recorder.finish().await?;
-    let cursor = progress.lock().cursor();
+    let (_, cursor) = wind_down(round, recorder, progress).await?;
     release(ctx, endpoint, task, cursor).await?;
     tracing::info!(endpoint = %super::endpoint_id(endpoint), "webhook drain stopped for the shutdown; its lease is free");
     Ok(())
