@@ -397,30 +397,24 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
         raw.split(',')
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .map(|t| {
-                if t.len() < 8 || !t.chars().all(|c| c.is_ascii_graphic()) {
-                    return Err(ConfigError {
-                        var,
-                        message: "each secret must be at least 8 printable ASCII characters".into(),
-                    });
-                }
-                Ok(SecretString::from(t.to_owned()))
-            })
+            .map(|t| token(var, t))
             .collect()
     }
 
     fn optional_token(&self, var: &'static str) -> Result<Option<SecretString>, ConfigError> {
-        let Some(raw) = self.get(var) else {
-            return Ok(None);
-        };
-        if raw.len() < 8 || !raw.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(ConfigError {
-                var,
-                message: "must be at least 8 printable ASCII characters without spaces".into(),
-            });
-        }
-        Ok(Some(SecretString::from(raw)))
+        self.get(var).map(|raw| token(var, &raw)).transpose()
     }
+}
+
+/// A token or secret: at least 8 printable ASCII characters, no spaces.
+fn token(var: &'static str, raw: &str) -> Result<SecretString, ConfigError> {
+    if raw.len() < 8 || !raw.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(ConfigError {
+            var,
+            message: "must be at least 8 printable ASCII characters without spaces".into(),
+        });
+    }
+    Ok(SecretString::from(raw.to_owned()))
 }
 
 #[cfg(test)]

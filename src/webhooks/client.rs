@@ -114,19 +114,21 @@ impl WebhookClient {
             ));
         }
         let started = Instant::now();
+        let result = self.exchange(post).await;
+        let outcome = status_outcome(result.as_ref().copied());
+        self.metrics
+            .observe(PARTNER_LABEL, outcome.as_str(), started.elapsed());
+        result
+    }
+
+    /// The host's turn, waited for up to one timeout (no connection is
+    /// opened without it), then the POST with a timeout of its own.
+    async fn exchange(&self, post: Post) -> Result<u16, CallError> {
         let host = self.hosts.of(&authority(&post.url));
-        // The host's turn is waited for up to one timeout, and no
-        // connection is opened without it; the exchange then has its own.
-        let turn = actix_rt::time::timeout(self.timeout, host.acquire_owned()).await;
-        let _turn = match turn {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Err(CallError::Transport("webhook host limit closed".into())),
-            Err(_) => {
-                self.metrics
-                    .observe(PARTNER_LABEL, "timeout", started.elapsed());
-                return Err(CallError::Timeout);
-            }
-        };
+        let _turn = actix_rt::time::timeout(self.timeout, host.acquire_owned())
+            .await
+            .map_err(|_| CallError::Timeout)?
+            .map_err(|_| CallError::Transport("webhook host limit closed".into()))?;
         let exchange = async {
             let mut resp = self
                 .client
@@ -142,13 +144,9 @@ impl WebhookClient {
             let _ = resp.body().limit(ANSWER_LIMIT).await;
             Ok(resp.status().as_u16())
         };
-        let result = actix_rt::time::timeout(self.timeout, exchange)
+        actix_rt::time::timeout(self.timeout, exchange)
             .await
-            .unwrap_or(Err(CallError::Timeout));
-        let outcome = status_outcome(result.as_ref().copied());
-        self.metrics
-            .observe(PARTNER_LABEL, outcome.as_str(), started.elapsed());
-        result
+            .unwrap_or(Err(CallError::Timeout))
     }
 }
 
