@@ -120,6 +120,14 @@ pub struct Settings {
     pub stale_payment: Duration,
     pub job_max_attempts: i32,
     pub job_retry_cap: Duration,
+    /// How long an unsettled payment or refund is retried
+    /// (`PAYMENT_RETRY_WINDOW_SECS`), and when ops are told
+    /// (`PAYMENT_RETRY_ATTENTION_SECS`).
+    pub payment_retry_window: Duration,
+    pub payment_retry_attention: Duration,
+    /// How long a customer has to authenticate a payment
+    /// (`PAYMENT_ACTION_TIMEOUT_SECS`).
+    pub payment_action_timeout: Duration,
     pub webhooks: WebhookSettings,
     /// `WEBHOOK_SECRETS_KEY` (and `_PREVIOUS`): the keys webhook secrets
     /// are sealed with at rest.
@@ -255,6 +263,14 @@ impl Settings {
             stale_payment: env.secs("STALE_PAYMENT_SECS", 60, 0, 86_400)?,
             job_max_attempts: env.bounded("JOB_MAX_ATTEMPTS", 8, 1, 1000)? as i32,
             job_retry_cap: env.secs("JOB_RETRY_CAP_SECS", 120, 1, 86_400)?,
+            payment_retry_window: env.secs("PAYMENT_RETRY_WINDOW_SECS", 259_200, 1, 2_592_000)?,
+            payment_retry_attention: env.secs(
+                "PAYMENT_RETRY_ATTENTION_SECS",
+                3600,
+                1,
+                2_592_000,
+            )?,
+            payment_action_timeout: env.secs("PAYMENT_ACTION_TIMEOUT_SECS", 1800, 1, 604_800)?,
             webhooks: WebhookSettings::from_env(&env)?,
             webhook_secrets: crate::webhooks::sealed::SecretsKeys::from_config(
                 env.get("WEBHOOK_SECRETS_KEY").as_deref(),

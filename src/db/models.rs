@@ -72,6 +72,22 @@ pub struct OrderRow {
     /// When the order entered its status (kept by the events trigger).
     #[serde(default = "Utc::now")]
     pub status_since: DateTime<Utc>,
+    /// The gateway's `client_secret` and `next_action` while the customer
+    /// must authenticate.
+    #[serde(default)]
+    pub payment_action: Option<Value>,
+    #[serde(default)]
+    pub refund_id: Option<String>,
+    #[serde(default)]
+    pub refund_source: Option<String>,
+    #[serde(default)]
+    pub dispute_id: Option<String>,
+    #[serde(default)]
+    pub dispute_status: Option<String>,
+    #[serde(default)]
+    pub dispute_reason: Option<String>,
+    #[serde(default)]
+    pub dispute_due_by: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]

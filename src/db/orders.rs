@@ -75,6 +75,12 @@ pub enum PaymentResult<'a> {
         gateway_status: Option<&'a str>,
         decline_code: &'a str,
     },
+    /// The customer must authenticate: the order stays `payment_pending`
+    /// with the gateway's action for the storefront.
+    Action {
+        intent_id: &'a str,
+        action: &'a serde_json::Value,
+    },
     /// Outcome unknown (timeout, gateway error): the order stays
     /// `payment_pending` for reconciliation.
     Unknown {
@@ -94,6 +100,8 @@ pub struct PaymentColumns<'a> {
     pub decline_code: Option<&'a str>,
     /// `None` keeps what is stored.
     pub delivery_status: Option<DeliveryStatus>,
+    /// `None` keeps what is stored while pending; settling clears it.
+    pub action: Option<&'a serde_json::Value>,
 }
 
 impl<'a> PaymentResult<'a> {
@@ -108,6 +116,7 @@ impl<'a> PaymentResult<'a> {
                 gateway_status: Some(gateway_status),
                 decline_code: None,
                 delivery_status: Some(DeliveryStatus::Queued),
+                action: None,
             },
             PaymentResult::Failed {
                 intent_id,
@@ -119,6 +128,15 @@ impl<'a> PaymentResult<'a> {
                 gateway_status,
                 decline_code: Some(decline_code),
                 delivery_status: None,
+                action: None,
+            },
+            PaymentResult::Action { intent_id, action } => PaymentColumns {
+                status: OrderStatus::PaymentPending,
+                intent_id: Some(intent_id),
+                gateway_status: Some(REQUIRES_ACTION),
+                decline_code: None,
+                delivery_status: None,
+                action: Some(action),
             },
             PaymentResult::Unknown {
                 intent_id,
@@ -129,6 +147,7 @@ impl<'a> PaymentResult<'a> {
                 gateway_status,
                 decline_code: None,
                 delivery_status: None,
+                action: None,
             },
         }
     }
@@ -147,6 +166,8 @@ pub struct ListFilter {
     pub status: Option<OrderStatus>,
     /// Only the orders these rules call stuck.
     pub stuck: Option<StuckRules>,
+    /// Only orders with a dispute.
+    pub disputed: bool,
 }
 
 /// One page of orders, newest first, strictly after `after`.
@@ -172,6 +193,9 @@ pub fn list(
             );
         }
         query = query.filter(stuck);
+    }
+    if filter.disputed {
+        query = query.filter(orders::dispute_id.is_not_null());
     }
     if let Some(c) = after {
         // Row comparison (created_at, id) < (c.created_at, c.id), spelled out
@@ -246,11 +270,36 @@ pub fn settle_payment(
         gateway_status: cols.gateway_status,
         decline_code: cols.decline_code,
         delivery_status: cols.delivery_status,
+        action: cols.action,
+        settles: cols.status != OrderStatus::PaymentPending,
         owe_delivery: cols.status == OrderStatus::Paid,
         key,
     }
     .get_result(conn)
     .optional()?)
+}
+
+/// Records the id of the order's new, unconfirmed intent while the order
+/// is `payment_pending`: whether it was recorded (a cancelled or settled
+/// order must not be charged).
+pub fn record_intent(conn: &mut PgConnection, id: Uuid, intent_id: &str) -> Result<bool, DbError> {
+    let n = diesel::update(
+        orders::table
+            .find(id)
+            .filter(orders::status.eq(OrderStatus::PaymentPending))
+            .filter(
+                orders::payment_intent_id
+                    .is_null()
+                    .or(orders::payment_intent_id.eq(intent_id)),
+            ),
+    )
+    .set((
+        orders::payment_intent_id.eq(intent_id),
+        orders::payment_status.eq(crate::partners::payment::REQUIRES_CONFIRMATION),
+        orders::updated_at.eq(diesel::dsl::now),
+    ))
+    .execute(conn)?;
+    Ok(n == 1)
 }
 
 /// Flags the order for ops (`attention`), once: the first reason stays.
@@ -271,8 +320,19 @@ pub fn flag_attention(
 /// The gateway status recorded on an order once its charge is refunded.
 pub const REFUNDED: &str = "refunded";
 
-/// Records the refund of a cancelled order's charge.
-pub fn record_refund(conn: &mut PgConnection, id: Uuid, intent_id: &str) -> Result<(), DbError> {
+/// The gateway status recorded once a refund failed after it was accepted.
+pub const REFUND_FAILED: &str = "refund_failed";
+
+/// The gateway status of an intent whose customer must authenticate.
+pub const REQUIRES_ACTION: &str = "requires_action";
+
+/// Records the refund orderflow made of a cancelled order's charge.
+pub fn record_refund(
+    conn: &mut PgConnection,
+    id: Uuid,
+    intent_id: &str,
+    refund_id: &str,
+) -> Result<(), DbError> {
     diesel::update(
         orders::table
             .find(id)
@@ -281,6 +341,8 @@ pub fn record_refund(conn: &mut PgConnection, id: Uuid, intent_id: &str) -> Resu
     .set((
         orders::payment_intent_id.eq(intent_id),
         orders::payment_status.eq(REFUNDED),
+        orders::refund_id.eq(refund_id),
+        orders::refund_source.eq("orderflow"),
         orders::attention.eq(None::<crate::domain::Attention>),
         orders::attention_since.eq(None::<chrono::DateTime<Utc>>),
         orders::updated_at.eq(diesel::dsl::now),
@@ -355,6 +417,146 @@ pub fn cancel(
             intent_id,
         }))
     })
+}
+
+/// Owes, due now and with a new settle window, the money work an order
+/// has left: the reconciliation of a `payment_pending` order, or the refund
+/// of a cancelled one not yet refunded. The attention mark stays until the
+/// work settles.
+pub fn redrive_money(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Result<super::outbox::OutboxKind, CancelRefusal>, DbError> {
+    use super::outbox::{self, OutboxKind};
+    conn.transaction(|conn| {
+        let row: Option<(OrderStatus, Option<String>)> = orders::table
+            .find(id)
+            .select((orders::status, orders::payment_status))
+            .for_update()
+            .first(conn)
+            .optional()?;
+        let kind = match row {
+            None => return Ok(Err(CancelRefusal::NotFound)),
+            Some((OrderStatus::PaymentPending, _)) => OutboxKind::ReconcilePayment,
+            Some((OrderStatus::Cancelled, paid)) if paid.as_deref() != Some(REFUNDED) => {
+                OutboxKind::Refund
+            }
+            Some(_) => return Ok(Err(CancelRefusal::InvalidState)),
+        };
+        outbox::redrive(conn, kind, id)?;
+        Ok(Ok(kind))
+    })
+}
+
+/// Locks the order a gateway event is about, found by its id or else by
+/// its PaymentIntent's id: its id and status, or `None` if not recorded.
+pub fn lock_for_gateway(
+    conn: &mut PgConnection,
+    order_id: Option<Uuid>,
+    intent_id: Option<&str>,
+) -> Result<Option<(Uuid, OrderStatus)>, DbError> {
+    let select = || {
+        orders::table
+            .select((orders::id, orders::status))
+            .for_update()
+    };
+    if let Some(id) = order_id {
+        if let Some(found) = select().filter(orders::id.eq(id)).first(conn).optional()? {
+            return Ok(Some(found));
+        }
+    }
+    match intent_id {
+        Some(pi) => Ok(select()
+            .filter(orders::payment_intent_id.eq(pi))
+            .first(conn)
+            .optional()?),
+        None => Ok(None),
+    }
+}
+
+/// The gateway reports the order's charge refunded in full. A refund of a
+/// cancelled order is orderflow's (its refund job or a re-drive); any other
+/// was made at the gateway. Whether it changed anything.
+pub fn record_gateway_refund(conn: &mut PgConnection, id: Uuid) -> Result<bool, DbError> {
+    let n = diesel::sql_query(
+        "UPDATE orders SET payment_status = $2, \
+           refund_source = CASE WHEN status = $3 THEN 'orderflow' ELSE 'gateway' END, \
+           attention = NULL, attention_since = NULL, updated_at = now() \
+         WHERE id = $1 AND payment_status IS DISTINCT FROM $2 \
+           AND status NOT IN ($4, $5)",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(id)
+    .bind::<diesel::sql_types::Text, _>(REFUNDED)
+    .bind::<diesel::sql_types::Text, _>(OrderStatus::Cancelled)
+    .bind::<diesel::sql_types::Text, _>(OrderStatus::PaymentPending)
+    .bind::<diesel::sql_types::Text, _>(OrderStatus::PaymentFailed)
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// The gateway reports refund `refund_id` failed after accepting it: if it
+/// is the order's refund (or the order knew no refund id), the order says
+/// so and asks ops to look. A newer refund that succeeded is not undone.
+pub fn record_refund_failed(
+    conn: &mut PgConnection,
+    id: Uuid,
+    refund_id: &str,
+) -> Result<bool, DbError> {
+    let n = diesel::update(
+        orders::table
+            .find(id)
+            .filter(orders::payment_status.eq(REFUNDED))
+            .filter(
+                orders::refund_id
+                    .is_null()
+                    .or(orders::refund_id.eq(refund_id)),
+            ),
+    )
+    .set((
+        orders::payment_status.eq(REFUND_FAILED),
+        orders::refund_id.eq(refund_id),
+        orders::attention.eq(crate::domain::Attention::RefundFailed),
+        orders::attention_since.eq(diesel::dsl::now),
+        orders::updated_at.eq(diesel::dsl::now),
+    ))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Dispute statuses that are final.
+pub const DISPUTE_CLOSED: [&str; 3] = ["won", "lost", "warning_closed"];
+
+/// Records the order's dispute as the gateway has it now; a closed dispute
+/// is never reopened by an older event. Whether it changed anything.
+pub fn record_dispute(
+    conn: &mut PgConnection,
+    id: Uuid,
+    dispute: &crate::gateway::fact::Dispute,
+) -> Result<bool, DbError> {
+    let n = diesel::update(
+        orders::table
+            .find(id)
+            .filter(
+                orders::dispute_id
+                    .is_null()
+                    .or(orders::dispute_id.eq(&dispute.id)),
+            )
+            .filter(
+                orders::dispute_status
+                    .is_null()
+                    .or(orders::dispute_status.ne_all(DISPUTE_CLOSED)),
+            )
+            .filter(orders::dispute_status.is_distinct_from(&dispute.status)),
+    )
+    .set((
+        orders::dispute_id.eq(&dispute.id),
+        orders::dispute_status.eq(&dispute.status),
+        orders::dispute_reason.eq(&dispute.reason),
+        orders::dispute_due_by.eq(dispute.due_by),
+        orders::updated_at.eq(diesel::dsl::now),
+    ))
+    .execute(conn)?;
+    Ok(n == 1)
 }
 
 /// Ids of the orders the status refresh covers (not delivered, cancelled or

@@ -118,6 +118,34 @@ pub fn claim(
     })
 }
 
+/// How long ago `kind` became owed for `order_id`; `None` if it is not.
+pub fn age(
+    conn: &mut PgConnection,
+    kind: OutboxKind,
+    order_id: Uuid,
+) -> Result<Option<Duration>, DbError> {
+    let since: Option<chrono::DateTime<chrono::Utc>> = w::outbox
+        .find((kind, order_id))
+        .select(w::created_at)
+        .first(conn)
+        .optional()?;
+    Ok(since.map(|t| (chrono::Utc::now() - t).to_std().unwrap_or_default()))
+}
+
+/// Owes `kind` for `order_id` with its next attempt due now, whatever was
+/// owed before: an ops re-drive. The settle window starts again.
+pub fn redrive(conn: &mut PgConnection, kind: OutboxKind, order_id: Uuid) -> Result<(), DbError> {
+    diesel::sql_query(
+        "INSERT INTO outbox (kind, order_id) VALUES ($1, $2) \
+         ON CONFLICT (kind, order_id) DO UPDATE SET created_at = now(), \
+           next_attempt_at = now(), attempt_task = NULL, last_pushed_at = NULL, attempts = 0",
+    )
+    .bind::<Text, _>(kind.as_str())
+    .bind::<SqlUuid, _>(order_id)
+    .execute(conn)?;
+    Ok(())
+}
+
 /// The attempt failed and the next one is due in `delay`: the lease is
 /// released and the sweeper leaves the item alone until then.
 pub fn retry_in(

@@ -140,7 +140,8 @@ const ORDER_COLUMNS: &str = "id, status, customer_email, customer_name, currency
      shipping_address, payment_method, payment_intent_id, payment_status, decline_code, \
      delivery_status, shipment_id, tracking_number, delivery_attempts, delivery_last_error, \
      created_at, updated_at, delivery_outcome_unknown, attention, attention_since, event_seq, \
-     status_since";
+     status_since, payment_action, refund_id, refund_source, dispute_id, dispute_status, \
+     dispute_reason, dispute_due_by";
 
 /// Records a charge outcome on a `payment_pending` order, owes its delivery
 /// when `owe_delivery`, and completes the Idempotency-Key `key` (if any)
@@ -154,6 +155,10 @@ pub struct SettlePayment<'a> {
     pub gateway_status: Option<&'a str>,
     pub decline_code: Option<&'a str>,
     pub delivery_status: Option<DeliveryStatus>,
+    pub action: Option<&'a Value>,
+    /// The order leaves `payment_pending`: its action and its
+    /// `payment_unsettled` mark go with it.
+    pub settles: bool,
     pub owe_delivery: bool,
     pub key: Option<&'a str>,
 }
@@ -175,7 +180,15 @@ impl QueryFragment<Pg> for SettlePayment<'_> {
         out.push_bind_param::<Nullable<Text>, _>(&self.decline_code)?;
         out.push_sql(", delivery_status = COALESCE(");
         out.push_bind_param::<Nullable<Text>, _>(&self.delivery_status)?;
-        out.push_sql(", delivery_status), updated_at = now() WHERE id = ");
+        out.push_sql(", delivery_status), payment_action = CASE WHEN ");
+        out.push_bind_param::<Bool, _>(&self.settles)?;
+        out.push_sql(" THEN NULL ELSE COALESCE(");
+        out.push_bind_param::<Nullable<Jsonb>, _>(&self.action)?;
+        out.push_sql(", payment_action) END, attention = CASE WHEN ");
+        out.push_bind_param::<Bool, _>(&self.settles)?;
+        out.push_sql(" THEN NULL ELSE attention END, attention_since = CASE WHEN ");
+        out.push_bind_param::<Bool, _>(&self.settles)?;
+        out.push_sql(" THEN NULL ELSE attention_since END, updated_at = now() WHERE id = ");
         out.push_bind_param::<SqlUuid, _>(&self.id)?;
         out.push_sql(" AND status = ");
         out.push_bind_param::<Text, _>(&OrderStatus::PaymentPending)?;

@@ -13,6 +13,8 @@ diesel::table! {
         processed_at -> Nullable<Timestamptz>,
         attempts -> Int4,
         error -> Nullable<Text>,
+        next_attempt_at -> Timestamptz,
+        lease_until -> Nullable<Timestamptz>,
     }
 }
 
@@ -80,6 +82,13 @@ diesel::table! {
         attention_since -> Nullable<Timestamptz>,
         event_seq -> Int4,
         status_since -> Timestamptz,
+        payment_action -> Nullable<Jsonb>,
+        refund_id -> Nullable<Text>,
+        refund_source -> Nullable<Text>,
+        dispute_id -> Nullable<Text>,
+        dispute_status -> Nullable<Text>,
+        dispute_reason -> Nullable<Text>,
+        dispute_due_by -> Nullable<Timestamptz>,
     }
 }
 

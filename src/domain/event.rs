@@ -14,7 +14,11 @@ crate::domain::status::text_enum! {
         DeliveryAttemptFailed => "delivery.attempt_failed",
         DeliveryFailed => "delivery.failed",
         DeliveryRetryRequested => "delivery.retry_requested",
+        PaymentRequiresAction => "payment.requires_action",
         PaymentRefunded => "payment.refunded",
+        PaymentRefundFailed => "payment.refund_failed",
+        PaymentDisputed => "payment.disputed",
+        PaymentDisputeClosed => "payment.dispute_closed",
     }
 }
 

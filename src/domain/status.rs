@@ -121,5 +121,6 @@ text_enum! {
     Attention {
         PaymentUnsettled => "payment_unsettled",
         RefundUnsettled => "refund_unsettled",
+        RefundFailed => "refund_failed",
     }
 }

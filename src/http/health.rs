@@ -129,14 +129,16 @@ async fn read_shared(state: &AppState, metrics: &crate::metrics::Metrics) {
         let hooks = (
             crate::db::webhooks::lag_secs(c)?,
             crate::db::webhooks::horizon_age_secs(c)?,
+            crate::db::gateway_events::lag_secs(c)?,
         );
         Ok((lag, crate::db::orders::stuck_counts(c, &rules)?, hooks))
     });
     let (stats, read) = futures_util::join!(shared, lag);
     let (lag, stuck) = match read {
-        Ok((lag, stuck, (webhook_lag, horizon_age))) => {
+        Ok((lag, stuck, (webhook_lag, horizon_age, gateway_lag))) => {
             metrics.webhook_lag.set(webhook_lag);
             metrics.horizon_age.set(horizon_age);
+            metrics.gateway_lag.set(gateway_lag);
             (Ok(lag), Some(stuck))
         }
         Err(e) => (Err(e), None),

@@ -228,6 +228,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     web::resource("/orders/{id}/retry-delivery")
                         .route(web::post().to(orders::retry_delivery)),
                 )
+                .service(
+                    web::resource("/orders/{id}/reconcile")
+                        .route(web::post().to(orders::reconcile)),
+                )
                 .service(web::resource("/gateway/webhooks").route(web::post().to(gateway::receive)))
                 .service(
                     web::resource("/gateway-events").route(web::get().to(gateway::list_events)),

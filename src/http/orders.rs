@@ -78,6 +78,7 @@ fn decode_cursor(s: &str) -> Option<orders::Cursor> {
 struct ListQuery {
     status: Option<OrderStatus>,
     stuck: bool,
+    disputed: bool,
     limit: i64,
     cursor: Option<orders::Cursor>,
 }
@@ -103,6 +104,7 @@ fn parse_list_query(query: &str) -> Result<ListQuery, ApiError> {
     Ok(ListQuery {
         status: listing.status,
         stuck: listing.stuck,
+        disputed: listing.disputed,
         limit: listing.limit as i64,
         cursor,
     })
@@ -113,6 +115,7 @@ fn parse_list_query(query: &str) -> Result<ListQuery, ApiError> {
     params(
         ("status" = Option<String>, Query, description = "Only orders in this status"),
         ("stuck" = Option<bool>, Query, description = "true: only stuck orders"),
+        ("disputed" = Option<bool>, Query, description = "true: only orders with a chargeback (dispute)"),
         ("limit" = Option<i64>, Query, description = "1–500, default 50"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),
@@ -131,6 +134,7 @@ pub async fn list_orders(
     let filter = orders::ListFilter {
         status: q.status,
         stuck: q.stuck.then_some(state.stuck),
+        disputed: q.disputed,
     };
     // Fetch one extra row to know whether another page exists.
     let mut page = db::unit(&state.pool, move |conn| {
@@ -241,12 +245,12 @@ pub async fn cancel_order(
     // refund is settled by the refund job, with the same Idempotency-Key.
     let mut settled = false;
     if let (true, Some(intent)) = (cancelled.was_paid, cancelled.intent_id.as_deref()) {
-        match gateway.refund(id, intent).await {
-            Ok(_) => {
+        match gateway.refund(id, intent, None).await {
+            Ok(refund) => {
                 let intent = intent.to_owned();
                 db::unit(&state.pool, move |c| {
                     c.build_transaction().run(|c| {
-                        orders::record_refund(c, id, &intent)?;
+                        orders::record_refund(c, id, &intent, &refund.id)?;
                         outbox::done(c, outbox::OutboxKind::Refund, id)
                     })
                 })
@@ -311,5 +315,54 @@ pub async fn retry_delivery(
     {
         tracing::warn!(error = %e, "delivery wake-up not pushed; the sweeper will push it");
     }
+    Ok(HttpResponse::Accepted().json(OrderView::from(order)))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/orders/{id}/reconcile", tag = "ops", security(("ops_token" = [])),
+    params(("id" = String, Path, description = "Order id (UUID)")),
+    responses(
+        (status = 202, description = "The unsettled payment (payment_pending) or refund (cancelled, not refunded) is tried again now, with a new 72 h window", body = OrderView),
+        (status = 401, body = crate::http::views::ErrorBody),
+        (status = 404, body = crate::http::views::ErrorBody),
+        (status = 409, description = "invalid_state: neither its payment nor its refund is unsettled", body = crate::http::views::ErrorBody),
+    )
+)]
+pub async fn reconcile(
+    _: OpsAuth,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::db::outbox::OutboxKind;
+    let id = parse_order_id(&path)?;
+    let kind = db::unit(&state.pool, move |c| orders::redrive_money(c, id))
+        .await?
+        .map_err(|refusal| match refusal {
+            orders::CancelRefusal::NotFound => ApiError::NotFound,
+            _ => ApiError::conflict(
+                "invalid_state",
+                "only a payment_pending order, or a cancelled one not yet refunded, has money to settle",
+            ),
+        })?;
+    let pushed = match kind {
+        OutboxKind::Refund => {
+            state
+                .queue
+                .push_fresh(crate::jobs::Refund { order_id: id }, "m")
+                .await
+        }
+        _ => {
+            state
+                .queue
+                .push_fresh(crate::jobs::ReconcilePayment { order_id: id }, "m")
+                .await
+        }
+    };
+    if let Err(e) = pushed {
+        tracing::warn!(error = %e, "re-drive wake-up not pushed; the sweeper will push it");
+    }
+    let order = db::unit(&state.pool, move |c| orders::find(c, id))
+        .await?
+        .ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Accepted().json(OrderView::from(order)))
 }

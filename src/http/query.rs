@@ -1,4 +1,4 @@
-//! The `status`, `stuck` and `limit` parameters shared by the listing
+//! The `status`, `stuck`, `disputed` and `limit` parameters shared by the listing
 //! endpoints.
 
 use crate::domain::OrderStatus;
@@ -11,6 +11,8 @@ pub struct Listing {
     pub limit: usize,
     /// `stuck=true`: only stuck orders.
     pub stuck: bool,
+    /// `disputed=true`: only orders with a chargeback.
+    pub disputed: bool,
     pub rest: Vec<(String, String)>,
     pub errors: Vec<FieldError>,
 }
@@ -30,6 +32,7 @@ impl Listing {
             status: None,
             limit: default,
             stuck: false,
+            disputed: false,
             rest: Vec::new(),
             errors: Vec::new(),
         };
@@ -49,16 +52,23 @@ impl Listing {
                         format!("must be an integer from 1 to {max}"),
                     )),
                 },
-                "stuck" => match v.as_str() {
-                    "true" => q.stuck = true,
-                    "false" | "" => q.stuck = false,
-                    _ => q
-                        .errors
-                        .push(FieldError::new("stuck", "must be true or false")),
-                },
+                "stuck" => q.stuck = flag("stuck", &v, &mut q.errors),
+                "disputed" => q.disputed = flag("disputed", &v, &mut q.errors),
                 _ => q.rest.push((k, v)),
             }
         }
         Ok(q)
+    }
+}
+
+/// A `true | false` parameter (empty is false).
+fn flag(name: &str, value: &str, errors: &mut Vec<FieldError>) -> bool {
+    match value {
+        "true" => true,
+        "false" | "" => false,
+        _ => {
+            errors.push(FieldError::new(name, "must be true or false"));
+            false
+        }
     }
 }

@@ -58,6 +58,34 @@ pub struct PaymentView {
     pub status: Option<String>,
     /// Why the gateway declined, for `payment_failed` orders.
     pub decline_code: Option<String>,
+    /// While `status` is `requires_action` (3-D Secure): the gateway's
+    /// `client_secret` and `next_action`, for the storefront's payment SDK.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub next_action: Option<Value>,
+    /// The refund, once one was made: its id (when known) and who made it
+    /// (`orderflow`, or `gateway` for one made in the gateway's dashboard).
+    pub refund: Option<RefundView>,
+    /// A chargeback the gateway reported, with its evidence deadline.
+    pub dispute: Option<DisputeView>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RefundView {
+    pub id: Option<String>,
+    /// `orderflow | gateway`
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DisputeView {
+    pub id: String,
+    /// The gateway's: `warning_needs_response | needs_response | under_review | won | lost | warning_closed`…
+    pub status: Option<String>,
+    pub reason: Option<String>,
+    pub evidence_due_by: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -139,6 +167,10 @@ pub struct EventView {
 pub struct EventData {
     /// The order as it was right after the change.
     pub order: OrderView,
+    /// For `payment.refunded`: who made the refund, `orderflow` or
+    /// `gateway` (a refund made in the gateway's own dashboard).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -158,6 +190,13 @@ pub fn parse_event_id(raw: &str) -> Option<Uuid> {
 
 impl From<crate::db::events::Event> for EventView {
     fn from(e: crate::db::events::Event) -> Self {
+        let source = (e.row.kind == crate::domain::event::EventType::PaymentRefunded.as_str())
+            .then(|| {
+                e.order
+                    .refund_source
+                    .clone()
+                    .unwrap_or_else(|| "orderflow".into())
+            });
         EventView {
             id: event_id(e.row.id),
             kind: e.row.kind,
@@ -165,6 +204,7 @@ impl From<crate::db::events::Event> for EventView {
             sequence: e.row.sequence,
             created_at: e.row.created_at,
             data: EventData {
+                source,
                 order: OrderView::from(OrderWithItems {
                     order: e.order,
                     items: e.items,
@@ -203,11 +243,19 @@ impl From<OrderWithItems> for OrderView {
             currency: order.currency,
             total_cents: order.total_cents,
             shipping_address: order.shipping_address,
-            payment: PaymentView {
-                intent_id: order.payment_intent_id,
-                status: order.payment_status,
-                decline_code: order.decline_code,
-            },
+            payment: payment_view(
+                order.payment_intent_id,
+                order.payment_status,
+                order.decline_code,
+                order.payment_action,
+                (order.refund_id, order.refund_source),
+                dispute_view(
+                    order.dispute_id,
+                    order.dispute_status,
+                    order.dispute_reason,
+                    order.dispute_due_by,
+                ),
+            ),
             delivery: DeliveryView {
                 status: order.delivery_status.as_str().to_owned(),
                 shipment_id: order.shipment_id,
@@ -225,6 +273,52 @@ impl From<OrderWithItems> for OrderView {
             stuck: None,
         }
     }
+}
+
+/// The payment as the order shows it: the action only while it is needed.
+fn payment_view(
+    intent_id: Option<String>,
+    status: Option<String>,
+    decline_code: Option<String>,
+    action: Option<Value>,
+    (refund_id, refund_source): (Option<String>, Option<String>),
+    dispute: Option<DisputeView>,
+) -> PaymentView {
+    let action = action.filter(|_| status.as_deref() == Some(crate::db::orders::REQUIRES_ACTION));
+    let field = |name: &str| {
+        action
+            .as_ref()
+            .and_then(|a| a.get(name))
+            .filter(|v| !v.is_null())
+    };
+    PaymentView {
+        client_secret: field("client_secret")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        next_action: field("next_action").cloned(),
+        intent_id,
+        decline_code,
+        refund: (refund_id.is_some() || refund_source.is_some()).then_some(RefundView {
+            id: refund_id,
+            source: refund_source,
+        }),
+        status,
+        dispute,
+    }
+}
+
+fn dispute_view(
+    id: Option<String>,
+    status: Option<String>,
+    reason: Option<String>,
+    evidence_due_by: Option<DateTime<Utc>>,
+) -> Option<DisputeView> {
+    Some(DisputeView {
+        id: id?,
+        status,
+        reason,
+        evidence_due_by,
+    })
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -100,6 +100,53 @@ impl JobContext {
         Ok(())
     }
 
+    /// After failed attempt `attempt` of a payment or refund the gateway
+    /// has not settled: retried with backoff until the settle window ends
+    /// (then flagged `why` and no longer owed), flagged `why` from the
+    /// window's attention time on. `at_least` delays the next attempt (a
+    /// 3-D Secure deadline that is still ahead).
+    pub async fn retry_settling<J: OutboxJob>(
+        &self,
+        job: J,
+        attempt: i32,
+        why: crate::domain::Attention,
+        reason: &str,
+        at_least: Option<Duration>,
+    ) -> Result<(), BoxDynError> {
+        let (order_id, window) = (job.order_id(), self.policy.settle);
+        let age = crate::db::unit(&self.pool, move |c| outbox::age(c, J::OUTBOX, order_id)).await?;
+        let Some(age) = age else {
+            return Ok(()); // no longer owed
+        };
+        if age >= window.give_up_after {
+            return self.retry_or_flag(job, i32::MAX, why, reason).await;
+        }
+        if age >= window.attention_after {
+            crate::db::unit(&self.pool, move |c| {
+                crate::db::orders::flag_attention(c, order_id, why)
+            })
+            .await?;
+        }
+        let policy = RetryPolicy {
+            cap: window.cap,
+            ..self.policy
+        };
+        let delay = policy.backoff(attempt, at_least);
+        crate::db::unit(&self.pool, move |c| {
+            outbox::retry_in(c, J::OUTBOX, order_id, delay)
+        })
+        .await?;
+        tracing::info!(
+            job.kind = J::QUEUE,
+            attempt,
+            retry_in_ms = delay.as_millis() as u64,
+            reason,
+            "not settled yet; will be retried"
+        );
+        self.wake_after(job, attempt, delay).await;
+        Ok(())
+    }
+
     /// Pushes the wake-up of `job`'s next attempt, due in `delay` (the owed
     /// row already says when). If the push fails (Redis down, queue full),
     /// the sweeper pushes one once the attempt is overdue.
@@ -128,6 +175,33 @@ pub struct RetryPolicy {
     /// an outcome nor a retry recorded (a job lost with its worker), the
     /// sweeper may push the item again. Above the partner timeout.
     pub lease: Duration,
+    /// How payments and refunds the gateway has not settled are retried:
+    /// by time, not by count.
+    pub settle: SettleWindow,
+    /// How long a customer has to authenticate (3-D Secure) before the
+    /// intent is cancelled.
+    pub action_timeout: Duration,
+}
+
+/// Money is retried by time: an unsettled payment or refund is tried again
+/// with backoff (capped at `cap`) for `give_up_after` since it was first
+/// owed; ops see `attention` from `attention_after` on, while the retries
+/// go on.
+#[derive(Debug, Clone, Copy)]
+pub struct SettleWindow {
+    pub attention_after: Duration,
+    pub give_up_after: Duration,
+    pub cap: Duration,
+}
+
+impl Default for SettleWindow {
+    fn default() -> Self {
+        SettleWindow {
+            attention_after: Duration::from_secs(3600),
+            give_up_after: Duration::from_secs(72 * 3600),
+            cap: Duration::from_secs(600),
+        }
+    }
 }
 
 impl Default for RetryPolicy {
@@ -137,6 +211,8 @@ impl Default for RetryPolicy {
             base: Duration::from_secs(1),
             cap: Duration::from_secs(120),
             lease: Duration::from_secs(30),
+            settle: SettleWindow::default(),
+            action_timeout: Duration::from_secs(1800),
         }
     }
 }

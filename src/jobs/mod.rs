@@ -25,7 +25,7 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 
 use crate::config::Settings;
-pub use context::{JobContext, RetryPolicy};
+pub use context::{JobContext, RetryPolicy, SettleWindow};
 pub use deliver::Deliver;
 pub use reconcile::ReconcilePayment;
 pub use refund::Refund;

@@ -1,13 +1,18 @@
 //! Reconcile payment: settle an order left `payment_pending` (the gateway
-//! timed out or failed during the purchase, or the request died mid-charge).
+//! timed out or failed during the purchase, the request died mid-charge, or
+//! the customer has yet to authenticate).
 //!
-//! Reads the PaymentIntent when its id is known; otherwise replays the
-//! charge with the same Idempotency-Key (`orderflow-charge-{order}`), which a
-//! Stripe-compatible gateway answers with the original intent, so the
-//! customer is never charged twice. Paid → delivery owed and pushed;
-//! declined → `payment_failed`; still unknown → retried with backoff up to
-//! the attempt budget, then the order is flagged `payment_unsettled` for ops.
-//! Safe twice: the settle statement only changes a `payment_pending` order.
+//! It never creates or confirms a charge: it finds the order's intent by
+//! its recorded id, else by the gateway's search on `metadata[order_id]`
+//! (`PaymentGateway::locate`), and applies where it stands. An intent is
+//! confirmed only after its id is recorded (`http::purchase::pay`), so an
+//! order with none found was never charged and fails. An intent left
+//! unconfirmed (the confirm never landed), or awaiting an authentication
+//! past `PAYMENT_ACTION_TIMEOUT_SECS`, is cancelled and read again (a
+//! confirm that won the race shows as succeeded). Paid → delivery owed and
+//! pushed. Still unknown → retried with backoff for the settle window (72 h),
+//! `payment_unsettled` from its first hour on. Safe twice: the settle
+//! statement only changes a `payment_pending` order.
 
 use std::sync::Arc;
 
@@ -16,10 +21,74 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{Deliver, JobContext, JobKind, OutboxJob};
+use crate::db::models::OrderRow;
 use crate::db::outbox::{self, OutboxKind};
 use crate::db::{self, orders};
 use crate::domain::{Attention, OrderStatus};
-use crate::partners::payment::{charge_of, ChargeOutcome};
+use crate::partners::payment::{ChargeOutcome, Located, PaymentGateway};
+
+/// What reconciling decided.
+enum Step {
+    /// Record this on the order.
+    Apply(ChargeOutcome),
+    /// Nothing settled yet: try again (no sooner than the duration given).
+    Wait(String, Option<std::time::Duration>),
+}
+
+/// The decline code of a payment that never completed: no intent was
+/// confirmed, or the confirmation never arrived.
+pub const NOT_COMPLETED: &str = "payment_not_completed";
+
+/// The decline code of a payment whose customer did not authenticate in time.
+pub const ACTION_EXPIRED: &str = "authentication_timeout";
+
+/// Where order `o`'s payment stands at the gateway, cancelling what can no
+/// longer settle by itself. `action_left` is the time the customer still has
+/// to authenticate (`None` once the deadline passed).
+async fn settle(
+    gateway: &PaymentGateway,
+    o: &OrderRow,
+    action_left: Option<std::time::Duration>,
+) -> Step {
+    let found = match gateway.locate(o.id, o.payment_intent_id.as_deref()).await {
+        Located::Found(outcome) => outcome,
+        Located::None => return Step::Apply(failed(None, "none", NOT_COMPLETED)),
+        Located::Unknown(reason) => return Step::Wait(reason, None),
+    };
+    let give_up_code = match &found {
+        ChargeOutcome::RequiresAction { .. } => match action_left {
+            Some(left) => {
+                return Step::Wait("the customer has yet to authenticate".into(), Some(left))
+            }
+            None => ACTION_EXPIRED,
+        },
+        ChargeOutcome::Unconfirmed { .. } => NOT_COMPLETED,
+        ChargeOutcome::Unknown { reason, .. } => return Step::Wait(reason.clone(), None),
+        _ => return Step::Apply(found),
+    };
+    let Some(intent) = found.intent_id().map(str::to_owned) else {
+        return Step::Wait("intent without id".into(), None);
+    };
+    match gateway.cancel_intent(&intent).await {
+        Ok(now @ ChargeOutcome::Succeeded { .. }) => Step::Apply(now),
+        Ok(ChargeOutcome::Declined { status, .. }) => Step::Apply(failed(
+            Some(intent),
+            status.as_deref().unwrap_or("canceled"),
+            give_up_code,
+        )),
+        Ok(_) => Step::Wait("the intent is not cancelled yet".into(), None),
+        Err(e) => Step::Wait(format!("the intent could not be cancelled: {e}"), None),
+    }
+}
+
+fn failed(intent_id: Option<String>, status: &str, code: &str) -> ChargeOutcome {
+    ChargeOutcome::Declined {
+        intent_id,
+        status: Some(status.to_owned()),
+        decline_code: code.to_owned(),
+        message: "The payment did not complete.".into(),
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReconcilePayment {
@@ -70,22 +139,23 @@ async fn execute(
         return Ok(());
     };
     let o = order.order;
+    let deadline = (o.created_at + chrono::Duration::from_std(ctx.policy.action_timeout)?)
+        .signed_duration_since(chrono::Utc::now())
+        .to_std()
+        .ok();
     let outcome = ctx
         .partners
-        .run(move |p| {
-            Box::pin(async move {
-                p.payment
-                    .current_state(&charge_of(&o), o.payment_intent_id.as_deref())
-                    .await
-            })
-        })
+        .run(move |p| Box::pin(async move { settle(&p.payment, &o, deadline).await }))
         .await?;
-    if let ChargeOutcome::Unknown { reason, .. } = &outcome {
-        let reason = format!("payment outcome still unknown: {reason}");
-        return ctx
-            .retry_or_flag(job, attempt, Attention::PaymentUnsettled, &reason)
-            .await;
-    }
+    let outcome = match outcome {
+        Step::Apply(outcome) => outcome,
+        Step::Wait(reason, at_least) => {
+            let reason = format!("payment not settled yet: {reason}");
+            return ctx
+                .retry_settling(job, attempt, Attention::PaymentUnsettled, &reason, at_least)
+                .await;
+        }
+    };
     let paid = matches!(outcome, ChargeOutcome::Succeeded { .. });
     let settled = db::unit(&ctx.pool, move |c| {
         c.build_transaction().run(|c| {

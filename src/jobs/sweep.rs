@@ -2,8 +2,9 @@
 //! (Redis down at purchase time, a job that died for good while PostgreSQL
 //! was down, a cancel whose inline refund failed) and owe a reconciliation
 //! for every order left `payment_pending`. It also deletes Idempotency-Key
-//! records past their retention, and settled webhook deliveries past the
-//! log's (7 days), so those tables stay bounded.
+//! records past their retention, settled webhook deliveries past the
+//! log's (7 days) and finished gateway events past theirs (7 days), so those
+//! tables stay bounded.
 //!
 //! An item is pushed only when its next attempt is overdue (see
 //! `outbox::take_due`): never while its job runs or waits for its own retry,
@@ -31,6 +32,9 @@ pub struct SweepPolicy {
     pub stale_payment: Duration,
     /// Settled webhook deliveries older than this leave the delivery log.
     pub delivery_log_retention: Duration,
+    /// Finished gateway events older than this leave the inbox (longer than
+    /// the gateway resends an event: Stripe, 3 days).
+    pub gateway_event_retention: Duration,
 }
 
 impl Default for SweepPolicy {
@@ -41,6 +45,7 @@ impl Default for SweepPolicy {
             batch: 2000,
             stale_payment: Duration::from_secs(60),
             delivery_log_retention: crate::db::delivery_log::RETENTION,
+            gateway_event_retention: crate::gateway::RETENTION,
         }
     }
 }
@@ -51,6 +56,7 @@ pub struct SweepReport {
     pub stale_payments: usize,
     pub purged_keys: usize,
     pub purged_deliveries: usize,
+    pub purged_gateway_events: usize,
     /// A queue was full: its outbox items wait for the next sweep.
     pub skipped_backlog: bool,
 }
@@ -76,6 +82,11 @@ pub async fn sweep_once(
     let retention = policy.delivery_log_retention;
     report.purged_deliveries = db::unit(&ctx.pool, move |c| {
         crate::db::delivery_log::purge_settled(c, retention, 1000)
+    })
+    .await?;
+    let retention = policy.gateway_event_retention;
+    report.purged_gateway_events = db::unit(&ctx.pool, move |c| {
+        crate::db::gateway_events::purge(c, retention, 1000)
     })
     .await?;
     for kind in [

@@ -47,6 +47,9 @@ pub struct Metrics {
     /// Gateway events this `serve` received, by outcome (`received`: new
     /// and stored, `duplicate`, `invalid`: refused before any database work).
     pub gateway_events: IntCounterVec,
+    /// Age of the oldest gateway event not processed yet: read from
+    /// PostgreSQL at scrape time.
+    pub gateway_lag: prometheus::Gauge,
     /// The partner calls of every process, as last read from Redis.
     shared_calls: Arc<Mutex<Vec<CallTally>>>,
 }
@@ -88,7 +91,7 @@ impl Metrics {
         let gateway_events = IntCounterVec::new(
             Opts::new(
                 "orderflow_gateway_events_total",
-                "Payment gateway events received by this process, by outcome: received (new, stored), duplicate, invalid (refused before any database work)",
+                "Payment gateway events by outcome: in serve, received (new, stored), duplicate, invalid (refused before any database work); in a worker, processed, unmatched, failed, retried",
             ),
             &["outcome"],
         )?;
@@ -96,8 +99,14 @@ impl Metrics {
             gateway_events.with_label_values(&[outcome]);
         }
         registry.register(Box::new(gateway_events.clone()))?;
+        let gateway_lag = prometheus::Gauge::with_opts(Opts::new(
+            "orderflow_gateway_events_lag_seconds",
+            "Age of the oldest payment gateway event not processed yet (0 when none)",
+        ))?;
+        registry.register(Box::new(gateway_lag.clone()))?;
         Ok(Metrics {
             gateway_events,
+            gateway_lag,
             webhook_lag,
             horizon_age,
             registry,

@@ -13,6 +13,7 @@
 
 mod chaos;
 pub mod payment;
+pub mod payment_events;
 pub mod shipping;
 pub mod storefront;
 pub mod warehouse;

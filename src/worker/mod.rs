@@ -375,8 +375,9 @@ async fn refresh_workers(
     p.and(b)
 }
 
-/// The sweeper and vacuum, the refresh schedule, and the sharing of this
-/// process' partner-call counts, until the process halts.
+/// The sweeper and vacuum, the refresh schedule, the sharing of this
+/// process' partner-call counts and the gateway events' processing, until
+/// the process halts.
 async fn timers(w: &Wiring, ctx: &Arc<JobContext>, metrics: &Metrics) {
     let housekeeping = housekeeping::housekeeping(
         ctx.clone(),
@@ -402,5 +403,11 @@ async fn timers(w: &Wiring, ctx: &Arc<JobContext>, metrics: &Metrics) {
         connect,
         w.halt.clone(),
     );
-    tokio::join!(housekeeping, schedule, share_calls);
+    let gateway_events = crate::gateway::process::run(
+        ctx.clone(),
+        w.opts.gateway_events,
+        metrics.gateway_events.clone(),
+        w.halt.clone(),
+    );
+    tokio::join!(housekeeping, schedule, share_calls, gateway_events);
 }

@@ -36,6 +36,8 @@ pub struct WorkerOptions {
     /// Rendered webhook bodies the process keeps for its drainers
     /// ([`crate::webhooks::bodies`]).
     pub webhook_bodies: usize,
+    /// How the gateway's events are processed ([`crate::gateway::process`]).
+    pub gateway_events: crate::gateway::process::Processing,
 }
 
 impl Default for WorkerOptions {
@@ -56,6 +58,7 @@ impl Default for WorkerOptions {
             partner_calls_per_sec: 500,
             refresh_nice: 10,
             webhook_bodies: crate::webhooks::bodies::CAPACITY,
+            gateway_events: crate::gateway::process::Processing::default(),
         }
     }
 }
@@ -83,7 +86,17 @@ impl WorkerOptions {
                 // An attempt is a partner call or two: a job that holds one
                 // longer was lost with its worker.
                 lease: settings.partner_timeout * 2 + Duration::from_secs(10),
+                settle: crate::jobs::SettleWindow {
+                    attention_after: settings.payment_retry_attention,
+                    give_up_after: settings.payment_retry_window,
+                    ..defaults.retry.settle
+                },
+                action_timeout: settings.payment_action_timeout,
                 ..defaults.retry
+            },
+            gateway_events: crate::gateway::process::Processing {
+                lease: settings.partner_timeout * 2 + Duration::from_secs(10),
+                ..defaults.gateway_events
             },
             ..defaults
         }

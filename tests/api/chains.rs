@@ -131,7 +131,7 @@ async fn retry_after_is_honoured_and_the_sweeper_starts_no_second_chain() {
 }
 
 #[actix_rt::test]
-async fn a_payment_that_never_settles_is_flagged_for_ops_not_retried_forever() {
+async fn a_payment_that_never_settles_is_retried_for_its_window_flagged_after_its_first_part() {
     let app = spawn_app().await;
     app.set_payment(json!({"failure_rate": 1.0, "failure_status": 500}))
         .await;
@@ -141,21 +141,35 @@ async fn a_payment_that_never_settles_is_flagged_for_ops_not_retried_forever() {
     let mut opts = fast_worker();
     opts.sweep.grace = Duration::ZERO;
     opts.sweep.stale_payment = Duration::ZERO;
+    // The attempt budget says 3; money is retried by time instead.
+    opts.retry.settle.attention_after = Duration::from_secs(2);
+    opts.retry.settle.give_up_after = Duration::from_secs(5);
+    opts.retry.settle.cap = Duration::from_millis(200);
     let worker = app.start_worker(opts);
     let o = app.wait_order(id, 40, |o| !o["attention"].is_null()).await;
     assert_eq!(o["attention"]["reason"], "payment_unsettled", "{o}");
     assert_eq!(o["status"], "payment_pending");
+    // Flagged, and still owed: the retries go on past the attempt budget.
+    assert!(app.owed("reconcile_payment", id).await);
     let summary = app.ops("GET", "/api/v1/dashboard/summary", None).await;
     assert_eq!(summary.body["needs_attention"], 1, "{}", summary.body);
-    // No attempts after the flag.
-    let calls = app.sims.payment.stats().requests;
-    actix_rt::time::sleep(Duration::from_secs(3)).await;
+    // Past the window: no longer owed, and no more calls.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while app.owed("reconcile_payment", id).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still owed past the window"
+        );
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let calls = |s: orderflow::sim::payment::PaymentStats| s.requests + s.reads;
+    let before = calls(app.sims.payment.stats());
+    actix_rt::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        app.sims.payment.stats().requests,
-        calls,
-        "retried after the flag"
+        calls(app.sims.payment.stats()),
+        before,
+        "retried after the window"
     );
-    assert!(!app.owed("reconcile_payment", id).await);
     worker.stop().unwrap();
 }
 

@@ -345,8 +345,9 @@ async fn serve_metrics_count_the_partner_calls_of_every_process_with_latency_his
         )
     };
     assert_eq!(calls("warehouse"), Some(1), "one batch call: {text}");
-    // The charge (serve) and the refresh's intent check (worker).
-    assert_eq!(calls("payment"), Some(2), "{text}");
+    // The charge's two calls, create and confirm (serve), and the
+    // refresh's intent check (worker).
+    assert_eq!(calls("payment"), Some(3), "{text}");
     // The shipment (deliver job) and the refresh's shipment check.
     assert_eq!(calls("shipping"), Some(2), "{text}");
     for p in ["payment", "shipping", "warehouse"] {
@@ -359,7 +360,7 @@ async fn serve_metrics_count_the_partner_calls_of_every_process_with_latency_his
             &app.metrics_text().await,
             r#"orderflow_partner_calls_total{outcome="ok",partner="payment"}"#
         ),
-        Some(2)
+        Some(3)
     );
 }
 

@@ -130,11 +130,11 @@ async fn a_statement_timeout_is_a_retryable_503_and_nothing_is_charged() {
 #[actix_rt::test]
 async fn every_post_to_the_gateway_carries_an_idempotency_key() {
     let app = spawn_app().await;
-    // A charge, a 3-D Secure intent that is then cancelled, a refund.
+    // A charge (create and confirm), a 3-D Secure intent, a refund.
     let paid = order_id(&app.purchase(&visa(), None).await);
     let three_ds = purchase_body(&[("SKU-1", 1)], "pm_card_threeDSecure2Required");
     let resp = app.purchase(&three_ds, None).await;
-    assert_eq!(resp.status, 402, "{}", resp.body);
+    assert_eq!(resp.status, 202, "{}", resp.body);
     let resp = app
         .ops("POST", &format!("/api/v1/orders/{paid}/cancel"), None)
         .await;

@@ -324,6 +324,19 @@ impl TestApp {
         assert!(res.status().is_success());
     }
 
+    /// The payment simulator makes the next `n` confirms, then answers 500
+    /// (a response lost after the charge).
+    #[allow(dead_code)]
+    pub async fn sims_lose_confirms(&self, n: u32) {
+        let res = self
+            .client
+            .post(format!("{}/_sim/faults", self.sims.payment_url()))
+            .send_json(&serde_json::json!({"lose_confirm_responses": n}))
+            .await
+            .expect("sim faults");
+        assert!(res.status().is_success());
+    }
+
     /// Runs `f` on a connection to the test database.
     pub async fn db<T: Send + 'static>(
         &self,

@@ -33,18 +33,30 @@ fn charge(pm: &str) -> (Uuid, String) {
     (Uuid::new_v4(), pm.to_owned())
 }
 
+/// The purchase's two steps: create unconfirmed (no money moves), then
+/// confirm the id.
+async fn pay(gw: &PaymentGateway, charge: &Charge<'_>) -> ChargeOutcome {
+    let created = gw.create_intent(charge).await;
+    let ChargeOutcome::Unconfirmed { intent_id } = created else {
+        panic!("create without confirm: {created:?}")
+    };
+    gw.confirm(charge.order_id, &intent_id).await
+}
+
 #[actix_rt::test]
 async fn localstripe_charges_a_good_card() {
     let Some(gw) = gateway() else { return };
     let (order, pm) = charge("pm_card_visa");
-    let out = gw
-        .charge(&Charge {
+    let out = pay(
+        &gw,
+        &Charge {
             order_id: order,
             amount_cents: 1999,
             currency: "usd",
             payment_method: &pm,
-        })
-        .await;
+        },
+    )
+    .await;
     let ChargeOutcome::Succeeded { intent_id, .. } = out else {
         panic!("{out:?}")
     };
@@ -54,9 +66,10 @@ async fn localstripe_charges_a_good_card() {
         ChargeOutcome::Succeeded { .. }
     ));
     assert!(gw
-        .refund(order, &intent_id)
+        .refund(order, &intent_id, None)
         .await
         .unwrap()
+        .id
         .starts_with("re_"));
 }
 
@@ -64,19 +77,21 @@ async fn localstripe_charges_a_good_card() {
 async fn localstripe_declines_are_declines_even_without_decline_code() {
     let Some(gw) = gateway() else { return };
     let (order, pm) = charge("pm_card_chargeCustomerFail");
-    let out = gw
-        .charge(&Charge {
+    let out = pay(
+        &gw,
+        &Charge {
             order_id: order,
             amount_cents: 500,
             currency: "usd",
             payment_method: &pm,
-        })
-        .await;
+        },
+    )
+    .await;
     assert!(matches!(out, ChargeOutcome::Declined { .. }), "{out:?}");
 }
 
 #[actix_rt::test]
-async fn localstripe_3d_secure_requires_action_and_the_intent_is_cancelled() {
+async fn localstripe_3d_secure_hands_out_the_client_secret_and_settles_after_authentication() {
     let Some(gw) = gateway() else { return };
     // localstripe knows 3-D Secure only by card number: make a PaymentMethod.
     let url = std::env::var("LOCALSTRIPE_URL").unwrap();
@@ -96,20 +111,68 @@ async fn localstripe_3d_secure_requires_action_and_the_intent_is_cancelled() {
         .await
         .unwrap();
     let (order, pm) = charge(pm["id"].as_str().unwrap());
-    let out = gw
-        .charge(&Charge {
+    let out = pay(
+        &gw,
+        &Charge {
             order_id: order,
             amount_cents: 700,
             currency: "usd",
             payment_method: &pm,
-        })
-        .await;
-    let ChargeOutcome::RequiresAction { intent_id } = out else {
+        },
+    )
+    .await;
+    let ChargeOutcome::RequiresAction { intent_id, action } = out else {
         panic!("{out:?}")
     };
+    let secret = action["client_secret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(secret.starts_with(&intent_id), "{action}");
+    // What the storefront's SDK does: authenticate with the client secret.
+    let done = awc::Client::default()
+        .post(format!(
+            "{url}/v1/payment_intents/{intent_id}/_authenticate"
+        ))
+        .send_form(&[
+            ("key", "pk_test_x"),
+            ("client_secret", secret.as_str()),
+            ("success", "true"),
+        ])
+        .await
+        .unwrap();
+    assert!(done.status().is_success(), "{}", done.status());
     let after = gw.retrieve(&intent_id).await.unwrap();
     assert!(
-        matches!(after, ChargeOutcome::Declined { ref status, .. } if status.as_deref() == Some("canceled")),
+        matches!(after, ChargeOutcome::Succeeded { .. }),
         "{after:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn localstripe_an_order_without_a_recorded_intent_is_found_uncharged_and_never_charged() {
+    let Some(gw) = gateway() else { return };
+    let (order, pm) = charge("pm_card_visa");
+    let created = gw
+        .create_intent(&Charge {
+            order_id: order,
+            amount_cents: 900,
+            currency: "usd",
+            payment_method: &pm,
+        })
+        .await;
+    let ChargeOutcome::Unconfirmed { intent_id } = created else {
+        panic!("{created:?}")
+    };
+    // localstripe has no search: an order whose id was never recorded is
+    // found to have nothing confirmed, which is true by construction.
+    assert_eq!(
+        gw.locate(order, None).await,
+        orderflow::partners::payment::Located::None
+    );
+    let cancelled = gw.cancel_intent(&intent_id).await.unwrap();
+    assert!(
+        matches!(cancelled, ChargeOutcome::Declined { ref status, .. } if status.as_deref() == Some("canceled")),
+        "{cancelled:?}"
     );
 }

@@ -15,6 +15,7 @@ mod idempotency;
 mod localstripe;
 mod ops;
 mod outages;
+mod payments;
 mod purchase;
 mod receiver;
 mod senders;

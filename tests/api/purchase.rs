@@ -99,7 +99,7 @@ async fn every_generic_decline_token_is_a_402() {
 }
 
 #[actix_rt::test]
-async fn a_card_that_needs_3d_secure_fails_and_its_intent_is_cancelled() {
+async fn a_card_that_needs_3d_secure_answers_202_and_its_intent_waits_for_the_customer() {
     let app = spawn_app().await;
     let resp = app
         .purchase(
@@ -107,12 +107,11 @@ async fn a_card_that_needs_3d_secure_fails_and_its_intent_is_cancelled() {
             None,
         )
         .await;
-    assert_eq!(resp.status, 402, "{}", resp.body);
-    assert_eq!(
-        resp.body["error"]["decline_code"],
-        "authentication_required"
-    );
-    let pi = resp.body["error"]["order"]["payment"]["intent_id"]
+    assert_eq!(resp.status, 202, "{}", resp.body);
+    assert_eq!(resp.body["status"], "payment_pending");
+    assert_eq!(resp.body["payment"]["status"], "requires_action");
+    assert!(resp.body["payment"]["client_secret"].is_string());
+    let pi = resp.body["payment"]["intent_id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -129,7 +128,7 @@ async fn a_card_that_needs_3d_secure_fails_and_its_intent_is_cancelled() {
         .json::<serde_json::Value>()
         .await
         .unwrap();
-    assert_eq!(intent["status"], "canceled");
+    assert_eq!(intent["status"], "requires_action");
 }
 
 #[actix_rt::test]
@@ -236,7 +235,8 @@ async fn openapi_and_metrics_describe_the_service() {
     assert!(text.contains(r#"orderflow_http_requests_total{endpoint="/api/v1/purchase",method="POST",status="201"} 1"#), "{text}");
     assert!(text.contains("orderflow_http_requests_duration_seconds_bucket"));
     assert!(
-        text.contains(r#"orderflow_partner_calls_total{outcome="ok",partner="payment"} 1"#),
+        // The intent's create and its confirm.
+        text.contains(r#"orderflow_partner_calls_total{outcome="ok",partner="payment"} 2"#),
         "{text}"
     );
 }

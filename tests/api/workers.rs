@@ -234,16 +234,12 @@ async fn deliveries_owed_while_redis_was_down_are_swept_and_delivered() {
 
 #[actix_rt::test]
 async fn a_payment_pending_order_is_reconciled_without_a_second_charge() {
-    let app = spawn_app_with(Opts {
-        partner_timeout_ms: 300,
-        ..Opts::default()
-    })
-    .await;
-    app.set_payment(json!({"latency_ms": 600})).await;
+    let app = spawn_app().await;
+    // The charge is made and its answer lost.
+    app.sims_lose_confirms(1).await;
     let resp = app.purchase(&visa(), None).await;
     assert_eq!(resp.status, 202, "{}", resp.body);
     let id = order_id(&resp);
-    app.set_payment(json!({"latency_ms": 0})).await;
 
     let mut opts = fast_worker();
     opts.sweep.grace = Duration::ZERO;
@@ -351,16 +347,12 @@ async fn an_order_with_a_shipment_cannot_be_cancelled() {
 
 #[actix_rt::test]
 async fn a_cancelled_pending_order_whose_charge_went_through_is_refunded() {
-    let app = spawn_app_with(Opts {
-        partner_timeout_ms: 300,
-        ..Opts::default()
-    })
-    .await;
-    app.set_payment(json!({"latency_ms": 600})).await;
+    let app = spawn_app().await;
+    // The charge is made and its answer lost.
+    app.sims_lose_confirms(1).await;
     let resp = app.purchase(&visa(), None).await;
     assert_eq!(resp.status, 202);
     let id = order_id(&resp);
-    app.set_payment(json!({"latency_ms": 0})).await;
     let cancelled = app
         .ops("POST", &format!("/api/v1/orders/{id}/cancel"), None)
         .await;

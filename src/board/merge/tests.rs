@@ -30,6 +30,13 @@ fn order(status: OrderStatus, intent: Option<&str>, shipment: Option<&str>) -> O
             attention_since: None,
             event_seq: 0,
             status_since: now,
+            payment_action: None,
+            refund_id: None,
+            refund_source: None,
+            dispute_id: None,
+            dispute_status: None,
+            dispute_reason: None,
+            dispute_due_by: None,
         },
         items: vec![OrderItemRow {
             order_id: id,

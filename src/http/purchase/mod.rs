@@ -7,7 +7,9 @@
 //! ```text
 //! unit 1 (tx): claim Idempotency-Key (with the new order's id) → check
 //!              catalog → insert order (payment_pending) + items
-//! gateway:     POST /v1/payment_intents, Idempotency-Key from the order id
+//! gateway:     POST /v1/payment_intents (unconfirmed), key from the order id
+//! unit:        record the intent id on the order (see `pay`)
+//! gateway:     POST /v1/payment_intents/{id}/confirm: the charge
 //! unit 2:      conditional update to paid | payment_failed (or keep
 //!              pending) RETURNING the order + owe `deliver`, one statement;
 //!              with a key, the response is stored in the same transaction
@@ -19,6 +21,7 @@
 //! and the client gets 202: reconciliation settles it with the same gateway
 //! key, so it is never charged twice.
 
+mod pay;
 mod units;
 
 use std::sync::Arc;
@@ -36,7 +39,7 @@ use crate::db::{self, DbError};
 use crate::domain::{OrderStatus, PurchaseRequest};
 use crate::error::ApiError;
 use crate::jobs::Deliver;
-use crate::partners::payment::{charge_of, ChargeOutcome, PaymentGateway};
+use crate::partners::payment::{ChargeOutcome, PaymentGateway};
 use units::{create_order, raw_skus, record_charge, Started, Unit1Error};
 
 /// Reads and checks the `Idempotency-Key` header: 1–255 printable ASCII.
@@ -128,7 +131,7 @@ pub async fn purchase(
     };
     tracing::Span::current().record("order.id", tracing::field::display(order.order.id));
     let outcome = if order.order.status == OrderStatus::PaymentPending {
-        Some(gateway.charge(&charge_of(&order.order)).await)
+        pay::charge(&state, &gateway, &order.order).await
     } else {
         None // resumed an order someone else already settled
     };

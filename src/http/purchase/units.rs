@@ -227,6 +227,13 @@ fn new_order(
         attention_since: None,
         event_seq: 0,
         status_since: now,
+        payment_action: None,
+        refund_id: None,
+        refund_source: None,
+        dispute_id: None,
+        dispute_status: None,
+        dispute_reason: None,
+        dispute_due_by: None,
     };
     Ok(OrderWithItems { order, items })
 }

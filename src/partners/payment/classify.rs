@@ -33,8 +33,15 @@ fn classify_intent(body: &Value) -> ChargeOutcome {
             status: "succeeded".into(),
         },
         (Some(id), Some("requires_action" | "requires_source_action")) => {
-            ChargeOutcome::RequiresAction { intent_id: id }
+            ChargeOutcome::RequiresAction {
+                intent_id: id,
+                action: serde_json::json!({
+                    "client_secret": body.get("client_secret").cloned().unwrap_or(Value::Null),
+                    "next_action": body.get("next_action").cloned().unwrap_or(Value::Null),
+                }),
+            }
         }
+        (Some(id), Some("requires_confirmation")) => ChargeOutcome::Unconfirmed { intent_id: id },
         (Some(id), Some("requires_payment_method" | "canceled")) => {
             let err = body.get("last_payment_error").unwrap_or(&Value::Null);
             ChargeOutcome::Declined {
@@ -182,11 +189,20 @@ mod tests {
 
     #[test]
     fn three_d_secure_requires_action() {
-        let body = json!({"id": "pi_3", "status": "requires_action", "next_action": {"type": "use_stripe_sdk"}});
+        let body = json!({"id": "pi_3", "status": "requires_action", "client_secret": "pi_3_secret_x",
+                          "next_action": {"type": "use_stripe_sdk"}});
         assert_eq!(
             classify_charge(200, &body),
             ChargeOutcome::RequiresAction {
-                intent_id: "pi_3".into()
+                intent_id: "pi_3".into(),
+                action: json!({"client_secret": "pi_3_secret_x", "next_action": {"type": "use_stripe_sdk"}}),
+            }
+        );
+        let unconfirmed = json!({"id": "pi_4", "status": "requires_confirmation"});
+        assert_eq!(
+            classify_charge(200, &unconfirmed),
+            ChargeOutcome::Unconfirmed {
+                intent_id: "pi_4".into()
             }
         );
     }

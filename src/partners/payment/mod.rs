@@ -23,7 +23,7 @@ use super::call::{Body, CallError, PartnerHttp};
 use super::Partner;
 use crate::metrics::PartnerMetrics;
 
-/// What the gateway said about a charge.
+/// What the gateway said about a charge, or where an intent stands.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChargeOutcome {
     Succeeded {
@@ -36,9 +36,14 @@ pub enum ChargeOutcome {
         decline_code: String,
         message: String,
     },
-    /// The customer must authenticate (3-D Secure); this backend has no
-    /// customer session to do that, so the intent was cancelled.
+    /// The customer must authenticate (3-D Secure): `action` holds the
+    /// gateway's `client_secret` and `next_action` for the storefront's SDK.
     RequiresAction {
+        intent_id: String,
+        action: Value,
+    },
+    /// Created, not confirmed: no money has moved.
+    Unconfirmed {
         intent_id: String,
     },
     /// No answer in time, or an answer that settles nothing: retry later
@@ -51,7 +56,8 @@ pub enum ChargeOutcome {
 }
 
 impl ChargeOutcome {
-    /// How this outcome is recorded on the order; `None` settles nothing.
+    /// How this outcome is recorded on the order; `Unknown` (and an
+    /// unconfirmed intent) settles nothing.
     pub fn payment_result(&self) -> crate::db::orders::PaymentResult<'_> {
         use crate::db::orders::PaymentResult;
         match self {
@@ -69,10 +75,12 @@ impl ChargeOutcome {
                 gateway_status: status.as_deref(),
                 decline_code,
             },
-            ChargeOutcome::RequiresAction { intent_id } => PaymentResult::Failed {
+            ChargeOutcome::RequiresAction { intent_id, action } => {
+                PaymentResult::Action { intent_id, action }
+            }
+            ChargeOutcome::Unconfirmed { intent_id } => PaymentResult::Unknown {
                 intent_id: Some(intent_id),
-                gateway_status: Some("canceled"),
-                decline_code: "authentication_required",
+                gateway_status: Some(REQUIRES_CONFIRMATION),
             },
             ChargeOutcome::Unknown {
                 intent_id, status, ..
@@ -82,6 +90,39 @@ impl ChargeOutcome {
             },
         }
     }
+
+    /// The intent this outcome names, if any.
+    pub fn intent_id(&self) -> Option<&str> {
+        match self {
+            ChargeOutcome::Succeeded { intent_id, .. }
+            | ChargeOutcome::RequiresAction { intent_id, .. }
+            | ChargeOutcome::Unconfirmed { intent_id } => Some(intent_id),
+            ChargeOutcome::Declined { intent_id, .. }
+            | ChargeOutcome::Unknown { intent_id, .. } => intent_id.as_deref(),
+        }
+    }
+}
+
+/// The gateway status of an intent created and not yet confirmed.
+pub const REQUIRES_CONFIRMATION: &str = "requires_confirmation";
+
+/// Where an order's intent was looked for, and what was found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Located {
+    /// The intent, read now.
+    Found(ChargeOutcome),
+    /// The gateway has no intent for the order: none was ever confirmed.
+    None,
+    /// The gateway could not be asked (timeout, 5xx): try again later.
+    Unknown(String),
+}
+
+/// A refund the gateway accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundMade {
+    pub id: String,
+    /// `succeeded`, `pending`, … as the gateway spells it.
+    pub status: String,
 }
 
 /// A charge to make.
@@ -145,8 +186,18 @@ pub fn charge_idempotency_key(order_id: Uuid) -> String {
     format!("orderflow-charge-{order_id}")
 }
 
-pub fn refund_idempotency_key(order_id: Uuid) -> String {
-    format!("orderflow-refund-{order_id}")
+pub fn confirm_idempotency_key(order_id: Uuid) -> String {
+    format!("orderflow-confirm-{order_id}")
+}
+
+/// The key of the order's refund; after a refund that failed, a new key
+/// (named after the failed refund), so a re-drive asks for a new refund
+/// instead of replaying the failed one.
+pub fn refund_idempotency_key(order_id: Uuid, after_failed: Option<&str>) -> String {
+    match after_failed {
+        None => format!("orderflow-refund-{order_id}"),
+        Some(re) => format!("orderflow-refund-{order_id}-after-{re}"),
+    }
 }
 
 impl PaymentGateway {
@@ -178,25 +229,52 @@ impl PaymentGateway {
         Ok((reply.status, reply.body))
     }
 
-    /// Creates and confirms a PaymentIntent for the order.
-    #[tracing::instrument(name = "payment.charge", skip_all, fields(order.id = %charge.order_id))]
-    pub async fn charge(&self, charge: &Charge<'_>) -> ChargeOutcome {
+    /// Creates the order's PaymentIntent, unconfirmed: no money moves
+    /// until [`Self::confirm`], which needs the id this returns, so no intent
+    /// is ever confirmed before its id is recorded on the order.
+    #[tracing::instrument(name = "payment.create_intent", skip_all, fields(order.id = %charge.order_id))]
+    pub async fn create_intent(&self, charge: &Charge<'_>) -> ChargeOutcome {
         let form = [
             ("amount", charge.amount_cents.to_string()),
             ("currency", charge.currency.to_owned()),
             ("payment_method", charge.payment_method.to_owned()),
-            ("confirm", "true".to_owned()),
+            ("confirm", "false".to_owned()),
             ("metadata[order_id]", charge.order_id.to_string()),
         ];
         let key = charge_idempotency_key(charge.order_id);
-        let outcome = match self
-            .call(
-                "create_intent",
-                Method::POST,
-                "/v1/payment_intents",
-                Some(&form),
-                Some(&key),
-            )
+        self.classified("create_intent", "/v1/payment_intents".into(), &form, &key)
+            .await
+    }
+
+    /// Confirms the order's intent: this is the charge.
+    #[tracing::instrument(name = "payment.confirm", skip_all, fields(order.id = %order_id))]
+    pub async fn confirm(&self, order_id: Uuid, intent_id: &str) -> ChargeOutcome {
+        let path = format!("/v1/payment_intents/{}/confirm", urlencode(intent_id));
+        let key = confirm_idempotency_key(order_id);
+        match self.classified("confirm_intent", path, &[], &key).await {
+            ChargeOutcome::Unknown {
+                intent_id: None,
+                status,
+                reason,
+            } => ChargeOutcome::Unknown {
+                intent_id: Some(intent_id.to_owned()),
+                status,
+                reason,
+            },
+            other => other,
+        }
+    }
+
+    /// POSTs `form` with `key` and classifies the answer as a charge.
+    async fn classified(
+        &self,
+        op: &'static str,
+        path: String,
+        form: &[(&str, String)],
+        key: &str,
+    ) -> ChargeOutcome {
+        match self
+            .call(op, Method::POST, &path, Some(form), Some(key))
             .await
         {
             Ok((status, body)) => classify_charge(status, &body),
@@ -205,44 +283,64 @@ impl PaymentGateway {
                 status: None,
                 reason: e.to_string(),
             },
-        };
-        if let ChargeOutcome::RequiresAction { intent_id } = &outcome {
-            // Nobody can complete the challenge; cancel so it can never be
-            // captured behind the back of a failed order.
-            if let Err(e) = self.cancel_intent(intent_id).await {
-                tracing::warn!(error = %e, "could not cancel an intent that requires action");
-            }
         }
-        outcome
     }
 
-    /// Where the order's payment stands at the gateway: the intent when its
-    /// id is known, else the answer to a replay of the charge with the
-    /// order's Idempotency-Key (the original charge if it was made).
-    pub async fn current_state(
-        &self,
-        charge: &Charge<'_>,
-        intent_id: Option<&str>,
-    ) -> ChargeOutcome {
-        match intent_id {
-            Some(pi) => self
-                .retrieve(pi)
-                .await
-                .unwrap_or_else(|e| ChargeOutcome::Unknown {
-                    intent_id: Some(pi.to_owned()),
-                    status: None,
-                    reason: e.to_string(),
-                }),
-            None => self.charge(charge).await,
+    /// Finds the order's intent without ever creating or confirming one:
+    /// by its recorded id, else by the gateway's search on
+    /// `metadata[order_id]`. A gateway without search (localstripe answers
+    /// 404) finds none, which is safe: an intent is confirmed only after its
+    /// id is recorded, so an order without an id was never charged.
+    pub async fn locate(&self, order_id: Uuid, intent_id: Option<&str>) -> Located {
+        if let Some(pi) = intent_id {
+            return match self.retrieve(pi).await {
+                Ok(outcome) => Located::Found(outcome),
+                Err(e) => Located::Unknown(e.to_string()),
+            };
         }
+        match self.search(order_id).await {
+            Ok(Some(body)) => Located::Found(classify_charge(200, &body)),
+            Ok(None) => Located::None,
+            Err(e) => Located::Unknown(e.to_string()),
+        }
+    }
+
+    /// The order's intent by `metadata[order_id]`: a succeeded one first,
+    /// else the newest.
+    async fn search(&self, order_id: Uuid) -> Result<Option<Value>, GatewayError> {
+        let query = format!("metadata['order_id']:'{order_id}'");
+        let path = format!("/v1/payment_intents/search?query={}", urlencode(&query));
+        let (status, body) = self
+            .call("search_intents", Method::GET, &path, None, None)
+            .await?;
+        if status == 404 || status == 400 {
+            return Ok(None); // no search at this gateway
+        }
+        if status >= 300 {
+            return Err(status_error(status, body));
+        }
+        let mut found: Vec<Value> = body
+            .get("data")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        found.sort_by_key(|i| {
+            let succeeded = str_field(i, "status").as_deref() == Some("succeeded");
+            let created = i.get("created").and_then(Value::as_i64).unwrap_or(0);
+            (succeeded, created)
+        });
+        Ok(found.pop())
     }
 
     /// GETs a PaymentIntent: (HTTP status, body) of a 2xx answer.
     async fn get_intent(&self, intent_id: &str) -> Result<(u16, Value), GatewayError> {
         let path = format!("/v1/payment_intents/{}", urlencode(intent_id));
-        let (status, body) = self
-            .call("retrieve_intent", Method::GET, &path, None, None)
-            .await?;
+        self.get("retrieve_intent", &path).await
+    }
+
+    /// GETs `path`: (HTTP status, body) of a 2xx answer.
+    async fn get(&self, op: &'static str, path: &str) -> Result<(u16, Value), GatewayError> {
+        let (status, body) = self.call(op, Method::GET, path, None, None).await?;
         if status >= 300 {
             return Err(status_error(status, body));
         }
@@ -255,6 +353,29 @@ impl PaymentGateway {
         Ok(classify_charge(status, &body))
     }
 
+    /// Reads a PaymentIntent as the gateway wrote it.
+    pub async fn intent(&self, intent_id: &str) -> Result<Value, GatewayError> {
+        Ok(self.get_intent(intent_id).await?.1)
+    }
+
+    /// Reads a Refund as the gateway wrote it.
+    pub async fn refund_object(&self, refund_id: &str) -> Result<Value, GatewayError> {
+        let path = format!("/v1/refunds/{}", urlencode(refund_id));
+        Ok(self.get("retrieve_refund", &path).await?.1)
+    }
+
+    /// Reads a Dispute as the gateway wrote it.
+    pub async fn dispute(&self, dispute_id: &str) -> Result<Value, GatewayError> {
+        let path = format!("/v1/disputes/{}", urlencode(dispute_id));
+        Ok(self.get("retrieve_dispute", &path).await?.1)
+    }
+
+    /// Reads a Charge as the gateway wrote it.
+    pub async fn charge_object(&self, charge_id: &str) -> Result<Value, GatewayError> {
+        let path = format!("/v1/charges/{}", urlencode(charge_id));
+        Ok(self.get("retrieve_charge", &path).await?.1)
+    }
+
     /// The gateway status of an intent, as the gateway spells it.
     pub async fn intent_status(&self, intent_id: &str) -> Result<String, GatewayError> {
         let (status, body) = self.get_intent(intent_id).await?;
@@ -265,22 +386,31 @@ impl PaymentGateway {
         })
     }
 
-    pub async fn cancel_intent(&self, intent_id: &str) -> Result<(), GatewayError> {
+    /// Cancels an intent that was not charged, and reads it again: the
+    /// answer is where it stands (a confirm that won the race shows as
+    /// succeeded).
+    pub async fn cancel_intent(&self, intent_id: &str) -> Result<ChargeOutcome, GatewayError> {
         let path = format!("/v1/payment_intents/{}/cancel", urlencode(intent_id));
         let key = format!("orderflow-cancel-{intent_id}");
         let (status, body) = self
             .call("cancel_intent", Method::POST, &path, Some(&[]), Some(&key))
             .await?;
-        if status >= 300 {
+        if status >= 500 {
             return Err(status_error(status, body));
         }
-        Ok(())
+        // A 4xx: it was already canceled or succeeded; read which.
+        self.retrieve(intent_id).await
     }
 
-    /// Refunds the whole intent, once per order (idempotency key).
-    pub async fn refund(&self, order_id: Uuid, intent_id: &str) -> Result<String, GatewayError> {
+    /// Refunds the whole intent, once per key.
+    pub async fn refund(
+        &self,
+        order_id: Uuid,
+        intent_id: &str,
+        after_failed: Option<&str>,
+    ) -> Result<RefundMade, GatewayError> {
         let form = [("payment_intent", intent_id.to_owned())];
-        let key = refund_idempotency_key(order_id);
+        let key = refund_idempotency_key(order_id, after_failed);
         let (status, body) = self
             .call(
                 "refund",
@@ -293,7 +423,10 @@ impl PaymentGateway {
         if status >= 300 {
             return Err(status_error(status, body));
         }
-        Ok(str_field(&body, "id").unwrap_or_default())
+        Ok(RefundMade {
+            id: str_field(&body, "id").unwrap_or_default(),
+            status: str_field(&body, "status").unwrap_or_else(|| "succeeded".into()),
+        })
     }
 }
 
