@@ -31,7 +31,7 @@ pub enum Command {
     /// outbox sweep). Many processes may run against one Redis.
     Worker,
     /// Run the three partner simulators.
-    Simulate(SimArgs),
+    Simulate(Box<SimArgs>),
     /// Everything in one process: migrations, simulators for unset partner
     /// URLs, the API and the workers; prints the URLs and the ops token.
     Dev,
@@ -41,7 +41,7 @@ pub enum Command {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Dev) {
-        Command::Simulate(args) => with_settings(|s| run_simulate(s, args)),
+        Command::Simulate(args) => with_settings(|s| run_simulate(s, *args)),
         Command::Migrate => with_settings(run_migrate),
         Command::Serve => with_settings(run_serve),
         Command::Worker => with_settings(run_worker),
@@ -260,13 +260,21 @@ fn run_dev(mut settings: Settings) -> anyhow::Result<()> {
         settings.ops_token = Some(SecretString::from(hex::encode(bytes)));
     }
     actix_rt::System::new().block_on(async move {
-        let (sim_handles, storefront) = start_missing_partners(&mut settings)?;
+        let (sim_handles, storefront, payment_sim) = start_missing_partners(&mut settings)?;
         let pool = db::build_pool(&settings, "orderflow-dev");
         let queue = Arc::new(JobQueue::new(&settings)?);
         let metrics = Metrics::new()?;
         let app = Application::build(&settings, pool.clone(), queue.clone(), &metrics)?;
         let (stop_workers, stop_rx) = tokio::sync::watch::channel(false);
         let workers = start_dev_workers(settings.clone(), stop_rx)?;
+        if let (Some(sim), Some(secret)) = (payment_sim, settings.gateway_webhook_secrets.first()) {
+            let inbox = format!(
+                "http://{}:{}/api/v1/gateway/webhooks",
+                settings.bind_addr.ip(),
+                app.port()
+            );
+            sim.send_events_to(&inbox, secret.expose_secret());
+        }
         print_banner(&settings, app.port(), token_generated);
         if let Some(url) = storefront {
             println!("  a simulated storefront receives webhooks at {url}");
@@ -307,9 +315,14 @@ fn seed_demo_catalog(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Servers to stop at exit, and where the simulated storefront receives
-/// webhooks (if the simulators run).
-type StartedSims = (Vec<actix_web::dev::ServerHandle>, Option<String>);
+/// Servers to stop at exit, where the simulated storefront receives
+/// webhooks (if the simulators run), and the payment simulator if orderflow
+/// uses it (its events are pointed at the inbox once it listens).
+type StartedSims = (
+    Vec<actix_web::dev::ServerHandle>,
+    Option<String>,
+    Option<Arc<sim::payment::PaymentSim>>,
+);
 
 /// Starts the simulators for the partners whose URL is not set, and points
 /// the settings at them.
@@ -318,9 +331,19 @@ fn start_missing_partners(settings: &mut Settings) -> anyhow::Result<StartedSims
         || settings.shipping_api_url.is_none()
         || settings.warehouse_api_url.is_none();
     if !needs_sim {
-        return Ok((Vec::new(), None));
+        return Ok((Vec::new(), None, None));
     }
     let sims = sim::start(&SimArgs::ephemeral(42))?;
+    let payment = settings.payment_gateway_url.is_none().then(|| {
+        // The simulated gateway's events, signed with a secret of its own.
+        if settings.gateway_webhook_secrets.is_empty() {
+            use rand::Rng;
+            let bytes: [u8; 24] = rand::rng().random();
+            let secret = format!("whsec_{}", hex::encode(bytes));
+            settings.gateway_webhook_secrets = vec![SecretString::from(secret)];
+        }
+        sims.payment.clone()
+    });
     settings
         .payment_gateway_url
         .get_or_insert(sims.payment_url().parse()?);
@@ -340,7 +363,7 @@ fn start_missing_partners(settings: &mut Settings) -> anyhow::Result<StartedSims
             handle
         })
         .collect();
-    Ok((handles, Some(storefront)))
+    Ok((handles, Some(storefront), payment))
 }
 
 /// The workers, on their own runtime (apalis needs a tokio runtime with

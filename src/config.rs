@@ -125,6 +125,8 @@ pub struct Settings {
     /// (`PAYMENT_RETRY_ATTENTION_SECS`).
     pub payment_retry_window: Duration,
     pub payment_retry_attention: Duration,
+    /// Ceiling of the backoff between those retries (`PAYMENT_RETRY_CAP_SECS`).
+    pub payment_retry_cap: Duration,
     /// How long a customer has to authenticate a payment
     /// (`PAYMENT_ACTION_TIMEOUT_SECS`).
     pub payment_action_timeout: Duration,
@@ -178,6 +180,7 @@ fn stuck_rules<F: Fn(&str) -> Option<String>>(
         payment_pending: env.secs("STUCK_PAYMENT_PENDING_SECS", 900, 1, 31_536_000)?,
         paid: env.secs("STUCK_PAID_SECS", 600, 1, 31_536_000)?,
         fulfilling: env.secs("STUCK_FULFILLING_SECS", 172_800, 1, 31_536_000)?,
+        awaiting_action: env.secs("PAYMENT_ACTION_TIMEOUT_SECS", 1800, 1, 604_800)?,
     })
 }
 
@@ -270,6 +273,7 @@ impl Settings {
                 1,
                 2_592_000,
             )?,
+            payment_retry_cap: env.secs("PAYMENT_RETRY_CAP_SECS", 600, 1, 86_400)?,
             payment_action_timeout: env.secs("PAYMENT_ACTION_TIMEOUT_SECS", 1800, 1, 604_800)?,
             webhooks: WebhookSettings::from_env(&env)?,
             webhook_secrets: crate::webhooks::sealed::SecretsKeys::from_config(

@@ -232,11 +232,16 @@ fn stale(ok: bool, checked_at: Option<DateTime<Utc>>, due: &Due, now: DateTime<U
     !ok || too_old
 }
 
+/// Whether the entry's payment waits for its customer (3-D Secure).
+fn awaiting_action(e: &BoardEntry) -> bool {
+    e.payment.status.as_deref() == Some(crate::db::orders::REQUIRES_ACTION)
+}
+
 /// An entry as the API shows it.
 fn entry_json(e: &BoardEntry, rules: &StuckRules, now: DateTime<Utc>) -> Value {
     let stuck = e
         .status_since
-        .and_then(|since| rules.judge(e.status, since, now))
+        .and_then(|since| rules.judge(e.status, since, awaiting_action(e), now))
         .map(|s| json!({"since": s.since, "reason": s.reason}));
     json!({
         "id": e.id,

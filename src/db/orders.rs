@@ -185,10 +185,26 @@ pub fn list(
         let mut stuck: Box<
             dyn BoxableExpression<orders::table, diesel::pg::Pg, SqlType = diesel::sql_types::Bool>,
         > = Box::new(diesel::dsl::sql::<diesel::sql_types::Bool>("false"));
-        for (status, cutoff) in rules.cutoffs(Utc::now()) {
+        let now = Utc::now();
+        let awaiting = || orders::payment_status.is_not_distinct_from(REQUIRES_ACTION);
+        for (status, cutoff) in rules.cutoffs(now) {
+            let overstayed = orders::status
+                .eq(status)
+                .and(orders::status_since.lt(cutoff));
+            stuck =
+                match status {
+                    // An order awaiting 3-D Secure has its own deadline.
+                    OrderStatus::PaymentPending => Box::new(stuck.or(
+                        overstayed.and(orders::payment_status.is_distinct_from(REQUIRES_ACTION)),
+                    )),
+                    _ => Box::new(stuck.or(overstayed)),
+                };
+        }
+        if let Some(cutoff) = rules.awaiting_action_cutoff(now) {
             stuck = Box::new(
                 stuck.or(orders::status
-                    .eq(status)
+                    .eq(OrderStatus::PaymentPending)
+                    .and(awaiting())
                     .and(orders::status_since.lt(cutoff))),
             );
         }
@@ -213,21 +229,37 @@ pub fn list(
     with_items(conn, rows)
 }
 
-/// How many orders are stuck, by status (one index range each).
+/// How many orders are stuck, by status (one index range each, and one
+/// more for the orders awaiting 3-D Secure, which have their own deadline).
 pub fn stuck_counts(
     conn: &mut PgConnection,
     rules: &StuckRules,
 ) -> Result<Vec<(OrderStatus, i64)>, DbError> {
+    let now = Utc::now();
     rules
-        .cutoffs(Utc::now())
+        .cutoffs(now)
         .into_iter()
         .map(|(status, cutoff)| {
-            let n: i64 = orders::table
+            let overstayed = orders::table
                 .filter(orders::status.eq(status))
-                .filter(orders::status_since.lt(cutoff))
+                .filter(orders::status_since.lt(cutoff));
+            if status != OrderStatus::PaymentPending {
+                return Ok((status, overstayed.count().get_result(conn)?));
+            }
+            let other: i64 = overstayed
+                .filter(orders::payment_status.is_distinct_from(REQUIRES_ACTION))
                 .count()
                 .get_result(conn)?;
-            Ok((status, n))
+            let awaiting: i64 = match rules.awaiting_action_cutoff(now) {
+                Some(cutoff) => orders::table
+                    .filter(orders::status.eq(status))
+                    .filter(orders::payment_status.eq(REQUIRES_ACTION))
+                    .filter(orders::status_since.lt(cutoff))
+                    .count()
+                    .get_result(conn)?,
+                None => 0,
+            };
+            Ok((status, other + awaiting))
         })
         .collect()
 }

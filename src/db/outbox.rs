@@ -168,23 +168,29 @@ pub fn retry_in(
 
 /// Owes a reconciliation for every order still `payment_pending` more than
 /// `older_than` after it was created (a 202, or a request that died
-/// mid-charge).
+/// mid-charge); one awaiting its customer's authentication only after
+/// `awaiting_action` (its deadline: until then the gateway's event settles
+/// it, and polling it would grow with the orders awaiting one).
 pub fn owe_stale_payments(
     conn: &mut PgConnection,
     older_than: Duration,
+    awaiting_action: Duration,
     limit: i64,
 ) -> Result<usize, DbError> {
     Ok(diesel::sql_query(
         "INSERT INTO outbox (kind, order_id) \
          SELECT $3, id FROM orders \
          WHERE status = $4 AND attention IS NULL \
-           AND created_at < now() - make_interval(secs => $1) \
+           AND created_at < now() - make_interval(secs => CASE \
+             WHEN payment_status = $5 THEN greatest($1, $6) ELSE $1 END) \
          ORDER BY created_at LIMIT $2 ON CONFLICT DO NOTHING",
     )
     .bind::<Double, _>(older_than.as_secs_f64())
     .bind::<BigInt, _>(limit)
     .bind::<Text, _>(OutboxKind::ReconcilePayment)
     .bind::<Text, _>(crate::domain::OrderStatus::PaymentPending)
+    .bind::<Text, _>(crate::db::orders::REQUIRES_ACTION)
+    .bind::<Double, _>(awaiting_action.as_secs_f64())
     .execute(conn)?)
 }
 

@@ -154,7 +154,7 @@ async fn read_again(
             Box::pin(async move {
                 let gw = &p.payment;
                 Ok(match subject {
-                    Subject::Intent => fact::intent(&gw.intent(&object).await?),
+                    Subject::Intent => fact::intent(&final_intent(gw, &object).await?),
                     Subject::Charge => fact::charge(&gw.charge_object(&object).await?),
                     Subject::Refund => fact::refund(&gw.refund_object(&object).await?),
                     Subject::Dispute => fact::dispute(&gw.dispute(&object).await?),
@@ -163,6 +163,22 @@ async fn read_again(
         })
         .await
         .map_err(|e| GatewayError::Transport(e.to_string()))?
+}
+
+/// The intent as it stands now; one that failed and awaits a new payment
+/// method is cancelled first, so the order's failure is final: a customer
+/// retrying 3-D Secure with the same client secret cannot charge an order
+/// that already failed.
+async fn final_intent(
+    gw: &crate::partners::payment::PaymentGateway,
+    intent: &str,
+) -> Result<serde_json::Value, GatewayError> {
+    let body = gw.intent(intent).await?;
+    if body["status"] != crate::partners::payment::REQUIRES_PAYMENT_METHOD {
+        return Ok(body);
+    }
+    gw.cancel_intent(intent).await?;
+    gw.intent(intent).await
 }
 
 /// Applies `read` to its order under the order's row lock and marks event

@@ -141,10 +141,15 @@ impl OrderView {
         status: crate::domain::OrderStatus,
         since: DateTime<Utc>,
     ) -> Self {
-        self.stuck = Some(rules.judge(status, since, Utc::now()).map(|s| StuckView {
-            since: s.since,
-            reason: s.reason,
-        }));
+        let awaiting = self.payment.status.as_deref() == Some(crate::db::orders::REQUIRES_ACTION);
+        self.stuck = Some(
+            rules
+                .judge(status, since, awaiting, Utc::now())
+                .map(|s| StuckView {
+                    since: s.since,
+                    reason: s.reason,
+                }),
+        );
         self
     }
 }

@@ -25,7 +25,7 @@ use crate::db::models::OrderRow;
 use crate::db::outbox::{self, OutboxKind};
 use crate::db::{self, orders};
 use crate::domain::{Attention, OrderStatus};
-use crate::partners::payment::{ChargeOutcome, Located, PaymentGateway};
+use crate::partners::payment::{ChargeOutcome, Located, PaymentGateway, REQUIRES_PAYMENT_METHOD};
 
 /// What reconciling decided.
 enum Step {
@@ -56,13 +56,20 @@ async fn settle(
         Located::Unknown(reason) => return Step::Wait(reason, None),
     };
     let give_up_code = match &found {
+        // Failed, yet open to another try: cancelled first, so the order's
+        // failure is final (a 3-D Secure retry cannot charge it later).
+        ChargeOutcome::Declined {
+            status: Some(status),
+            decline_code,
+            ..
+        } if status == REQUIRES_PAYMENT_METHOD => decline_code.clone(),
         ChargeOutcome::RequiresAction { .. } => match action_left {
             Some(left) => {
                 return Step::Wait("the customer has yet to authenticate".into(), Some(left))
             }
-            None => ACTION_EXPIRED,
+            None => ACTION_EXPIRED.to_owned(),
         },
-        ChargeOutcome::Unconfirmed { .. } => NOT_COMPLETED,
+        ChargeOutcome::Unconfirmed { .. } => NOT_COMPLETED.to_owned(),
         ChargeOutcome::Unknown { reason, .. } => return Step::Wait(reason.clone(), None),
         _ => return Step::Apply(found),
     };
@@ -74,7 +81,7 @@ async fn settle(
         Ok(ChargeOutcome::Declined { status, .. }) => Step::Apply(failed(
             Some(intent),
             status.as_deref().unwrap_or("canceled"),
-            give_up_code,
+            &give_up_code,
         )),
         Ok(_) => Step::Wait("the intent is not cancelled yet".into(), None),
         Err(e) => Step::Wait(format!("the intent could not be cancelled: {e}"), None),

@@ -69,9 +69,11 @@ pub async fn sweep_once(
     policy: &SweepPolicy,
 ) -> Result<SweepReport, anyhow::Error> {
     let mut report = SweepReport::default();
-    let stale = policy.stale_payment;
+    // An order awaiting its customer's authentication is the gateway's
+    // to settle (its event): it is polled only once its deadline passed.
+    let (stale, quiet) = (policy.stale_payment, ctx.policy.action_timeout);
     report.stale_payments = db::unit(&ctx.pool, move |c| {
-        outbox::owe_stale_payments(c, stale, 1000)
+        outbox::owe_stale_payments(c, stale, quiet, 1000)
     })
     .await?;
     // Idempotency-Key records past their 24 h retention.

@@ -26,6 +26,18 @@ fn http_client(timeout: Duration) -> awc::Client {
     awc::Client::builder()
         .timeout(timeout)
         .disable_redirects()
-        .connector(awc::Connector::new().limit(4096).timeout(timeout))
+        .connector(
+            awc::Connector::new()
+                .limit(4096)
+                .timeout(timeout)
+                .conn_keep_alive(IDLE_REUSE),
+        )
         .finish()
 }
+
+/// How long an idle pooled connection may be reused. awc keeps one for 15 s,
+/// but many servers close an idle connection after 5 s (actix-web's and
+/// Node's defaults, the simulators among them); a request sent on a
+/// connection the server is closing at that moment is reset, and a reset
+/// POST is an unknown outcome. Below 5 s, the client closes first.
+pub const IDLE_REUSE: Duration = Duration::from_secs(4);

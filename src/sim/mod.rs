@@ -66,6 +66,18 @@ pub struct SimArgs {
     /// Worker threads per simulator.
     #[arg(long, env = "SIM_WORKERS", default_value_t = 1)]
     pub workers: usize,
+    /// Where the payment gateway sends its signed events (orderflow's
+    /// `/api/v1/gateway/webhooks`); none: it sends none.
+    #[arg(long, env = "SIM_PAYMENT_EVENTS_URL")]
+    pub payment_events_url: Option<String>,
+    /// The secret it signs them with (set the same in
+    /// `GATEWAY_WEBHOOK_SECRETS`).
+    #[arg(
+        long,
+        env = "SIM_PAYMENT_EVENTS_SECRET",
+        default_value = "whsec_simulator"
+    )]
+    pub payment_events_secret: String,
 }
 
 impl SimArgs {
@@ -85,6 +97,8 @@ impl SimArgs {
             seed,
             ship_stage_secs: 30,
             workers: 1,
+            payment_events_url: None,
+            payment_events_secret: "whsec_simulator".into(),
         }
     }
 
@@ -170,6 +184,9 @@ pub fn start(args: &SimArgs) -> anyhow::Result<Simulators> {
     let warehouse_chaos = Arc::new(Chaos::new(knobs.clone(), args.seed.wrapping_add(2)));
     let storefront_chaos = Arc::new(Chaos::new(knobs, args.seed.wrapping_add(3)));
     let payment = Arc::new(payment::PaymentSim::default());
+    if let Some(url) = &args.payment_events_url {
+        payment.send_events_to(url, &args.payment_events_secret);
+    }
     let shipping = Arc::new(shipping::ShippingSim::new(Duration::from_secs(
         args.ship_stage_secs,
     )));

@@ -118,6 +118,15 @@ impl PaymentSim {
         }
     }
 
+    /// Sends every change's event to `url`, signed with `secret`.
+    pub fn send_events_to(&self, url: &str, secret: &str) {
+        self.sink.configure(super::payment_events::SinkConfig {
+            url: Some(url.to_owned()),
+            secret: Some(secret.to_owned()),
+            ..Default::default()
+        });
+    }
+
     /// Successful charges for one order.
     pub fn charges_for(&self, order_id: &str) -> u32 {
         self.stats()

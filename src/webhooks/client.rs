@@ -88,7 +88,8 @@ impl WebhookClient {
         let connector = awc::Connector::new()
             .connector(tcp)
             .limit(4096)
-            .timeout(timeout);
+            .timeout(timeout)
+            .conn_keep_alive(crate::partners::IDLE_REUSE);
         WebhookClient {
             client: awc::Client::builder()
                 .timeout(timeout)

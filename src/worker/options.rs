@@ -77,7 +77,11 @@ impl WorkerOptions {
                 // A push that was lost (Redis went down with it) is pushed
                 // again as late as a wake-up is.
                 repush_after: settings.sweep_grace.max(Duration::from_secs(5)),
-                stale_payment: settings.stale_payment,
+                // Never shorter than a purchase can take (two gateway calls):
+                // a poll must not race the purchase's create-record-confirm.
+                stale_payment: settings
+                    .stale_payment
+                    .max(settings.partner_timeout * 2 + Duration::from_secs(5)),
                 ..defaults.sweep
             },
             retry: RetryPolicy {
@@ -89,7 +93,7 @@ impl WorkerOptions {
                 settle: crate::jobs::SettleWindow {
                     attention_after: settings.payment_retry_attention,
                     give_up_after: settings.payment_retry_window,
-                    ..defaults.retry.settle
+                    cap: settings.payment_retry_cap,
                 },
                 action_timeout: settings.payment_action_timeout,
                 ..defaults.retry

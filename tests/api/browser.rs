@@ -571,3 +571,119 @@ async fn ops_open_an_order_see_its_timeline_and_webhooks_resend_one_and_find_stu
     browser.cmd("DELETE", "", None).await;
     worker.stop().unwrap();
 }
+
+#[actix_rt::test]
+async fn ops_see_the_gateway_events_replay_one_and_an_order_shows_its_dispute() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let secret = "whsec_browser_gateway";
+    let app = spawn_app_with(Opts {
+        env: vec![("GATEWAY_WEBHOOK_SECRETS", secret.into())],
+        ..Opts::default()
+    })
+    .await;
+    let sim = |path: String, body: Value| {
+        let (client, base) = (app.client.clone(), app.sims.payment_url());
+        async move {
+            let mut res = client
+                .post(format!("{base}{path}"))
+                .send_json(&body)
+                .await
+                .unwrap();
+            assert!(res.status().is_success(), "{path}");
+            res.json::<Value>().await.unwrap_or(Value::Null)
+        }
+    };
+    sim(
+        "/_sim/events".into(),
+        json!({"url": app.url("/api/v1/gateway/webhooks"), "secret": secret}),
+    )
+    .await;
+    let worker = app.start_worker(orderflow::worker::WorkerOptions {
+        refresh_every: Some(Duration::from_secs(1)),
+        ..fast_worker()
+    });
+    // Shipping refuses: the order stays paid, on the board.
+    app.set_shipping(json!({"failure_rate": 1.0, "failure_status": 503}))
+        .await;
+    let resp = app.purchase(&visa(), None).await;
+    let id = order_id(&resp);
+    let intent = resp.body["payment"]["intent_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    sim(
+        format!("/_sim/payment_intents/{intent}/dispute"),
+        json!({"reason": "product_not_received"}),
+    )
+    .await;
+    app.wait_order(id, 20, |o| !o["payment"]["dispute"].is_null())
+        .await;
+    // A signed event of a type orderflow does not know, its type markup.
+    let hostile = "<img src=x onerror=alert(3)>";
+    let body =
+        json!({"id": "evt_browser_hostile", "type": hostile, "data": {"object": {}}}).to_string();
+    let sig = orderflow::webhooks::signature::sign_all(
+        &[secret.to_owned().into()],
+        chrono::Utc::now().timestamp(),
+        body.as_bytes(),
+    );
+    let posted = app
+        .client
+        .post(app.url("/api/v1/gateway/webhooks"))
+        .insert_header(("Content-Type", "application/json"))
+        .insert_header(("Stripe-Signature", sig))
+        .send_body(body)
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
+
+    browser.goto(&app.url("/dashboard")).await;
+    browser.type_into("#token", TOKEN).await;
+    browser.click("#login-form button[type=submit]").await;
+    let shown = browser
+        .wait_for(
+            "the hostile event, as text",
+            "const r = document.querySelector('#gateway-events tr[data-id=\"evt_browser_hostile\"]'); return r ? [r.children[1].textContent, r.dataset.status] : []",
+        )
+        .await;
+    assert_eq!(shown, json!([hostile, "ignored"]));
+    browser
+        .wait_for(
+            "the dispute's event, processed",
+            "return [...document.querySelectorAll('#gateway-events tr')].some(r => r.textContent.includes('charge.dispute.created') && r.dataset.status === 'processed')",
+        )
+        .await;
+    browser
+        .click("#gateway-events tr[data-id=\"evt_browser_hostile\"] button.replay")
+        .await;
+    browser
+        .wait_for(
+            "the replay's toast",
+            "return document.getElementById('toast').textContent.includes('Replay queued')",
+        )
+        .await;
+    // The order's panel says it is disputed, and until when evidence is due.
+    browser
+        .wait_for(
+            "the order on the board",
+            &format!("return !!document.querySelector('tr[data-id=\"{id}\"] button.open')"),
+        )
+        .await;
+    browser
+        .click(&format!("tr[data-id=\"{id}\"] button.open"))
+        .await;
+    let line = browser
+        .wait_for(
+            "the payment line",
+            "const t = document.getElementById('panel-payment').textContent; return t.includes('disputed') ? [t] : []",
+        )
+        .await;
+    let line = line[0].as_str().unwrap();
+    assert!(
+        line.contains("product_not_received") && line.contains("evidence due"),
+        "{line}"
+    );
+    worker.stop().unwrap();
+}

@@ -175,8 +175,12 @@ pub async fn spawn_app_with(opts: Opts) -> TestApp {
         redis_prefix,
         pool: db::build_pool(&assert_settings, "orderflow-test-assert"),
         sims,
+        // Idle connections reused for less than the servers' 5 s keep-alive
+        // (see `partners::IDLE_REUSE`): a request on one the server is
+        // closing would be reset.
         client: awc::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
+            .connector(awc::Connector::new().conn_keep_alive(orderflow::partners::IDLE_REUSE))
             .finish(),
     }
 }

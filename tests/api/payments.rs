@@ -62,6 +62,21 @@ async fn timeline(app: &TestApp, id: Uuid) -> Vec<String> {
         .collect()
 }
 
+/// The intent's status at the simulator.
+async fn intent_status(app: &TestApp, intent: &str) -> Value {
+    let mut res = app
+        .client
+        .get(format!(
+            "{}/v1/payment_intents/{intent}",
+            app.sims.payment_url()
+        ))
+        .insert_header(("Authorization", "Bearer sk_test_orderflow"))
+        .send()
+        .await
+        .unwrap();
+    res.json::<Value>().await.unwrap()["status"].clone()
+}
+
 fn intent_of(order: &Value) -> String {
     order["payment"]["intent_id"]
         .as_str()
@@ -146,6 +161,15 @@ async fn three_d_secure_that_fails_authentication_fails_the_order() {
         failed["payment"]["decline_code"], "payment_intent_authentication_failure",
         "{failed}"
     );
+    // Its intent is cancelled, not left open to another try that could
+    // charge an order that failed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut status = intent_status(&app, &intent).await;
+    while status != "canceled" && std::time::Instant::now() < deadline {
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+        status = intent_status(&app, &intent).await;
+    }
+    assert_eq!(status, "canceled");
     assert_eq!(app.sims.payment.charges_for(&id.to_string()), 0);
     worker.stop().unwrap();
 }
@@ -598,5 +622,131 @@ async fn ops_reconcile_redrives_an_unsettled_payment_at_once_and_refuses_a_settl
         )
         .await;
     assert_eq!(missing.status, 404);
+    worker.stop().unwrap();
+}
+
+#[actix_rt::test]
+async fn orders_awaiting_3d_secure_are_left_to_the_gateway_until_their_deadline() {
+    let app = spawn_app().await;
+    let card = three_d_secure();
+    let ids = futures_util::future::join_all((0..10).map(|_| app.purchase(&card, None)))
+        .await
+        .iter()
+        .map(order_id)
+        .collect::<Vec<_>>();
+    let mut opts = fast_worker();
+    opts.sweep.stale_payment = Duration::ZERO;
+    opts.sweep.grace = Duration::ZERO;
+    let reads = app.sims.payment.stats().reads;
+    let worker = app.start_worker(opts);
+    // Several sweeps: a poll would be owed at once without the deadline.
+    actix_rt::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        app.sims.payment.stats().reads,
+        reads,
+        "polled before the deadline"
+    );
+    for id in ids {
+        assert!(!app.owed("reconcile_payment", id).await);
+    }
+    worker.stop().unwrap();
+}
+
+/// The stuck orders ops list: (id, reason).
+async fn stuck_orders(app: &TestApp) -> Vec<(String, Value)> {
+    let listed = app.ops("GET", "/api/v1/orders?stuck=true", None).await;
+    listed.body["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["id"].as_str().unwrap().to_owned(),
+                o["stuck"]["reason"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[actix_rt::test]
+async fn an_order_awaiting_3d_secure_is_stuck_only_past_its_action_deadline() {
+    for (deadline, stuck) in [("1800", false), ("1", true)] {
+        let app = spawn_app_with(Opts {
+            env: vec![
+                ("STUCK_PAYMENT_PENDING_SECS", "1".into()),
+                ("PAYMENT_ACTION_TIMEOUT_SECS", deadline.into()),
+            ],
+            ..Opts::default()
+        })
+        .await;
+        let waiting = order_id(&app.purchase(&three_d_secure(), None).await);
+        actix_rt::time::sleep(Duration::from_millis(2100)).await;
+        let listed = stuck_orders(&app).await;
+        let found = listed.iter().find(|(id, _)| *id == waiting.to_string());
+        assert_eq!(found.is_some(), stuck, "deadline {deadline}: {listed:?}");
+        if let Some((_, reason)) = found {
+            assert!(reason.as_str().unwrap().contains("3-D Secure"), "{reason}");
+        }
+        let summary = app.ops("GET", "/api/v1/dashboard/summary", None).await;
+        assert_eq!(
+            summary.body["stuck"],
+            if stuck { 1 } else { 0 },
+            "{}",
+            summary.body
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn events_sent_twice_and_out_of_order_settle_each_order_once_and_lost_ones_fall_back_to_the_poll(
+) {
+    let app = app_with_events().await;
+    events_to(&app, json!({"duplicate_rate": 1.0, "reorder_ms": 300})).await;
+    let mut opts = events_worker();
+    opts.retry.action_timeout = Duration::from_secs(3);
+    // Longer than a purchase takes: a poll never races the purchase's own
+    // create-record-confirm.
+    opts.sweep.stale_payment = Duration::from_secs(2);
+    opts.sweep.grace = Duration::ZERO;
+    let worker = app.start_worker(opts);
+    let card = three_d_secure();
+    let mut orders = Vec::new();
+    for _ in 0..5 {
+        let resp = app.purchase(&card, None).await;
+        orders.push((order_id(&resp), intent_of(&resp.body)));
+    }
+    for (_, intent) in &orders {
+        sim(
+            &app,
+            &format!("/_sim/payment_intents/{intent}/authenticate"),
+            json!({"success": true}),
+        )
+        .await;
+    }
+    for (id, _) in &orders {
+        app.wait_order(*id, 20, |o| o["status"] == "fulfilling")
+            .await;
+        let types = timeline(&app, *id).await;
+        assert_eq!(
+            types.iter().filter(|t| *t == "order.paid").count(),
+            1,
+            "{types:?}"
+        );
+    }
+    // Every event is lost: the poll past the action deadline settles it.
+    events_to(&app, json!({"drop_rate": 1.0})).await;
+    let resp = app.purchase(&card, None).await;
+    let (id, intent) = (order_id(&resp), intent_of(&resp.body));
+    sim(
+        &app,
+        &format!("/_sim/payment_intents/{intent}/authenticate"),
+        json!({"success": true}),
+    )
+    .await;
+    let o = app
+        .wait_order(id, 30, |o| o["status"] == "fulfilling")
+        .await;
+    assert_eq!(o["payment"]["status"], "succeeded", "{o}");
+    assert_eq!(app.sims.payment.charges_for(&id.to_string()), 1);
     worker.stop().unwrap();
 }

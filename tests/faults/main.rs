@@ -19,6 +19,7 @@ mod harness;
 mod moves;
 mod nemesis;
 mod outages;
+mod payments;
 mod processes;
 mod soak;
 mod webhooks;

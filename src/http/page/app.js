@@ -196,6 +196,7 @@ async function load() {
   renderSummary(summary);
   renderRows($("stuck-only").checked ? board.orders.filter((o) => o.stuck) : board.orders);
   loadEndpoints().catch(() => {});
+  loadGatewayEvents().catch(() => {});
   if (opened) loadOrder(opened).catch(() => {});
 }
 
@@ -214,6 +215,7 @@ function changes(before, after) {
   const pick = (o) => o ? {
     status: o.status, delivery: o.delivery.status, attempts: o.delivery.attempts,
     payment: o.payment.status, error: o.delivery.last_error, tracking: o.delivery.tracking_number,
+    refund: o.payment.refund && o.payment.refund.source, dispute: o.payment.dispute && o.payment.dispute.status,
   } : {};
   const a = pick(before), b = pick(after);
   return Object.keys(b).filter((k) => a[k] !== b[k] && b[k] !== null && b[k] !== undefined)
@@ -235,6 +237,7 @@ async function loadOrder(id) {
   $("panel-id").textContent = id;
   const last = events.events.length ? events.events[events.events.length - 1].data.order : null;
   $("panel-customer").textContent = last ? last.customer.name + " · " + last.customer.email : "";
+  $("panel-payment").textContent = last ? paymentLine(last.payment) : "";
   let prev = null;
   $("timeline").tBodies[0].replaceChildren(...events.events.map((e) => {
     const row = el("tr", { "data-type": e.type }, el("td", {}, e.sequence), el("td", {}, e.type),
@@ -245,6 +248,43 @@ async function loadOrder(id) {
   $("order-deliveries").tBodies[0].replaceChildren(...deliveries.deliveries.map((d) =>
     el("tr", {}, el("td", { class: "mono" }, d.endpoint_id.slice(0, 11)), el("td", {}, d.type), ...deliveryCells(d))));
   $("order-deliveries-empty").hidden = deliveries.deliveries.length > 0;
+}
+
+// The payment as the panel says it: intent, status, refund, dispute.
+function paymentLine(p) {
+  const parts = ["payment " + (p.intent_id || "—") + " · " + (p.status || "no status")];
+  if (p.decline_code) parts.push("declined: " + p.decline_code);
+  if (p.refund) parts.push("refund " + (p.refund.id || "") + " by " + (p.refund.source || "orderflow"));
+  if (p.dispute) {
+    const due = p.dispute.evidence_due_by ? ", evidence due " + new Date(p.dispute.evidence_due_by).toLocaleString() : "";
+    parts.push("disputed (" + (p.dispute.reason || "no reason") + "): " + p.dispute.status + due);
+  }
+  return parts.join(" · ");
+}
+
+// The gateway's events: what arrived, what became of it, replay.
+
+async function loadGatewayEvents() {
+  const status = $("gateway-status").value;
+  const list = await api("/api/v1/gateway-events?limit=50" + (status ? "&status=" + encodeURIComponent(status) : ""));
+  $("gateway-events").tBodies[0].replaceChildren(...list.events.map((e) =>
+    el("tr", { "data-id": e.id, "data-status": e.status },
+      el("td", { class: "mono" }, e.id), el("td", {}, e.type),
+      el("td", { class: "mono" }, e.order_id ? e.order_id.slice(0, 8) : "—"),
+      el("td", {}, el("span", { class: "pill" }, e.status)),
+      el("td", {}, new Date(e.received_at).toLocaleTimeString()),
+      el("td", { class: "changes" }, e.error || ""),
+      el("td", {}, e.status === "pending" ? null
+        : el("button", { class: "ghost replay", onclick: () => replayGatewayEvent(e.id) }, "Replay")))));
+  $("gateway-events-empty").hidden = list.events.length > 0;
+}
+
+async function replayGatewayEvent(id) {
+  try {
+    await api("/api/v1/gateway-events/" + encodeURIComponent(id) + "/replay", { method: "POST" });
+    toast("Replay queued.");
+    setTimeout(() => loadGatewayEvents().catch(() => {}), 1000);
+  } catch (e) { toast("Failed: " + e.message); }
 }
 
 // The webhooks view: endpoints, their health, their delivery log, resend.
@@ -368,6 +408,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("logout").addEventListener("click", () => logout());
   $("filter").addEventListener("change", () => load().catch((e) => toast(e.message)));
   $("stuck-only").addEventListener("change", () => load().catch((e) => toast(e.message)));
+  $("gateway-status").addEventListener("change", () => loadGatewayEvents().catch((e) => toast(e.message)));
   $("panel-close").addEventListener("click", () => { opened = null; $("panel").hidden = true; });
   $("refresh").addEventListener("click", () => api("/api/v1/dashboard/refresh", { method: "POST" })
     .then(() => toast("Refresh requested.")).catch((e) => toast(e.message)));

@@ -106,6 +106,10 @@ impl ChargeOutcome {
 /// The gateway status of an intent created and not yet confirmed.
 pub const REQUIRES_CONFIRMATION: &str = "requires_confirmation";
 
+/// The gateway status of an intent whose payment failed: it could still be
+/// confirmed again with another method (or a retried authentication).
+pub const REQUIRES_PAYMENT_METHOD: &str = "requires_payment_method";
+
 /// Where an order's intent was looked for, and what was found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Located {
