@@ -85,6 +85,19 @@ impl JobContext {
             return Err(AbortError::new(GaveUp(reason.to_owned())).into());
         }
         let delay = self.policy.backoff(attempt, None);
+        self.retry_in(job, attempt, delay, reason).await
+    }
+
+    /// Records that `job`'s next attempt is due in `delay` and pushes its
+    /// wake-up.
+    async fn retry_in<J: OutboxJob>(
+        &self,
+        job: J,
+        attempt: i32,
+        delay: Duration,
+        reason: &str,
+    ) -> Result<(), BoxDynError> {
+        let order_id = job.order_id();
         crate::db::unit(&self.pool, move |c| {
             outbox::retry_in(c, J::OUTBOX, order_id, delay)
         })
@@ -132,19 +145,7 @@ impl JobContext {
             ..self.policy
         };
         let delay = policy.backoff(attempt, at_least);
-        crate::db::unit(&self.pool, move |c| {
-            outbox::retry_in(c, J::OUTBOX, order_id, delay)
-        })
-        .await?;
-        tracing::info!(
-            job.kind = J::QUEUE,
-            attempt,
-            retry_in_ms = delay.as_millis() as u64,
-            reason,
-            "not settled yet; will be retried"
-        );
-        self.wake_after(job, attempt, delay).await;
-        Ok(())
+        self.retry_in(job, attempt, delay, reason).await
     }
 
     /// Pushes the wake-up of `job`'s next attempt, due in `delay` (the owed
