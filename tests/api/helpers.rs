@@ -610,6 +610,38 @@ impl TestApp {
             actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
+
+    /// Polls an endpoint's delivery log until `done` holds for its lines,
+    /// or panics after `secs`. A receiver has an event before the worker
+    /// records the answer, so a test that saw the receiver get it waits
+    /// here for the log too.
+    #[allow(dead_code)]
+    pub async fn wait_delivery_log(
+        &self,
+        endpoint: &str,
+        secs: u64,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        let path = format!("/api/v1/webhook-endpoints/{endpoint}/deliveries?limit=500");
+        loop {
+            let log = self.ops("GET", &path, None).await;
+            assert_eq!(log.status, 200, "{}", log.body);
+            let lines = log.body["deliveries"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if done(&lines) {
+                return log.body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the delivery log never settled: {}",
+                log.body
+            );
+            actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// A transaction holding an id, from [`TestApp::hold_transaction_id`].
