@@ -44,7 +44,6 @@ BEGIN
     RETURN kinds;
 END $$;
 
-DROP INDEX orders_intent_idx;
 DROP INDEX orders_disputed_idx;
 UPDATE orders SET attention = NULL, attention_since = NULL WHERE attention = 'refund_failed';
 ALTER TABLE orders DROP CONSTRAINT orders_attention_check;

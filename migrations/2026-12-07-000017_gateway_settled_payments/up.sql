@@ -16,7 +16,6 @@ ALTER TABLE orders DROP CONSTRAINT orders_attention_check;
 ALTER TABLE orders ADD CONSTRAINT orders_attention_check
     CHECK (attention IN ('payment_unsettled', 'refund_unsettled', 'refund_failed'));
 CREATE INDEX orders_disputed_idx ON orders (created_at DESC) WHERE dispute_id IS NOT NULL;
-CREATE INDEX orders_intent_idx ON orders (payment_intent_id) WHERE payment_intent_id IS NOT NULL;
 
 -- Payment events beside the status ones: the customer must authenticate,
 -- a refund failed after it was accepted, a dispute opened and closed.

@@ -480,30 +480,18 @@ pub fn redrive_money(
     })
 }
 
-/// Locks the order a gateway event is about, found by its id or else by
-/// its PaymentIntent's id: its id and status, or `None` if not recorded.
+/// Locks the order a gateway event is about: the intent id it holds
+/// (`Some(None)` if none yet), or `None` if the order is not recorded.
 pub fn lock_for_gateway(
     conn: &mut PgConnection,
-    order_id: Option<Uuid>,
-    intent_id: Option<&str>,
-) -> Result<Option<(Uuid, OrderStatus)>, DbError> {
-    let select = || {
-        orders::table
-            .select((orders::id, orders::status))
-            .for_update()
-    };
-    if let Some(id) = order_id {
-        if let Some(found) = select().filter(orders::id.eq(id)).first(conn).optional()? {
-            return Ok(Some(found));
-        }
-    }
-    match intent_id {
-        Some(pi) => Ok(select()
-            .filter(orders::payment_intent_id.eq(pi))
-            .first(conn)
-            .optional()?),
-        None => Ok(None),
-    }
+    id: Uuid,
+) -> Result<Option<Option<String>>, DbError> {
+    Ok(orders::table
+        .find(id)
+        .select(orders::payment_intent_id)
+        .for_update()
+        .first(conn)
+        .optional()?)
 }
 
 /// The gateway reports the order's charge refunded in full. A refund of a

@@ -6,7 +6,8 @@
 //! `metadata.order_id`, `client_secret`, `next_action`,
 //! `last_payment_error`; Charge `payment_intent`, `refunded`; Refund `id`,
 //! `status`, `payment_intent`; Dispute `id`, `payment_intent`, `status`,
-//! `reason`, `evidence_details.due_by`.
+//! `reason`, `evidence_details.due_by`. A charge, refund or dispute names
+//! its order through its intent, read too.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;

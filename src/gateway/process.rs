@@ -153,12 +153,19 @@ async fn read_again(
         .run(move |p| {
             Box::pin(async move {
                 let gw = &p.payment;
-                Ok(match subject {
-                    Subject::Intent => fact::intent(&final_intent(gw, &object).await?),
+                let mut read = match subject {
+                    Subject::Intent => return Ok(fact::intent(&final_intent(gw, &object).await?)),
                     Subject::Charge => fact::charge(&gw.charge_object(&object).await?),
                     Subject::Refund => fact::refund(&gw.refund_object(&object).await?),
                     Subject::Dispute => fact::dispute(&gw.dispute(&object).await?),
-                })
+                };
+                // Charges, refunds and disputes name their intent, whose
+                // metadata names the order: one more read on rare events
+                // keeps orders free of an index on the intent id.
+                if let (None, Some(intent)) = (read.order_id, read.intent_id.as_deref()) {
+                    read.order_id = fact::intent(&gw.intent(intent).await?).order_id;
+                }
+                Ok(read)
             })
         })
         .await
@@ -192,11 +199,20 @@ fn apply(
 ) -> Result<Option<(Uuid, bool)>, DbError> {
     use diesel::Connection;
     conn.transaction(|c| {
-        let hint = order_hint.or(read.order_id);
-        let Some((order, _status)) = orders::lock_for_gateway(c, hint, read.intent_id.as_deref())?
-        else {
+        let Some(order) = read.order_id.or(order_hint) else {
             return Ok(None);
         };
+        let Some(recorded) = orders::lock_for_gateway(c, order)? else {
+            return Ok(None);
+        };
+        // Money on an intent the order does not hold is not the order's
+        // charge: left for ops as unmatched.
+        let theirs = matches!(read.fact, Fact::Intent(_))
+            || recorded.is_none()
+            || recorded == read.intent_id;
+        if !theirs {
+            return Ok(None);
+        }
         let paid = match &read.fact {
             Fact::Intent(ChargeOutcome::Unconfirmed { .. }) => false,
             Fact::Intent(outcome) => {

@@ -431,6 +431,63 @@ async fn an_event_for_an_order_never_recorded_is_kept_unmatched() {
     worker.stop().unwrap();
 }
 
+#[actix_rt::test]
+async fn a_dispute_on_an_intent_the_order_does_not_hold_is_unmatched_and_changes_nothing() {
+    let app = app_with_events().await;
+    let mut opts = events_worker();
+    opts.gateway_events.unmatched_after = 3;
+    let worker = app.start_worker(opts);
+    let resp = app.purchase(&visa(), None).await;
+    assert_eq!(resp.status, 201, "{}", resp.body);
+    let id = order_id(&resp);
+    // A second charge made at the gateway with the order's metadata.
+    let order = id.to_string();
+    let mut res = app
+        .client
+        .post(format!("{}/v1/payment_intents", app.sims.payment_url()))
+        .insert_header(("Authorization", "Bearer sk_test_orderflow"))
+        .send_form(&[
+            ("amount", "100"),
+            ("currency", "usd"),
+            ("payment_method", "pm_card_visa"),
+            ("confirm", "true"),
+            ("metadata[order_id]", order.as_str()),
+        ])
+        .await
+        .unwrap();
+    let stray: Value = res.json().await.unwrap();
+    let stray = stray["id"].as_str().unwrap().to_owned();
+    assert_ne!(stray, intent_of(&resp.body));
+    sim(
+        &app,
+        &format!("/_sim/payment_intents/{stray}/dispute"),
+        json!({"reason": "fraudulent"}),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = app.ops("GET", "/api/v1/gateway-events", None).await;
+        let events = listed.body["events"].as_array().unwrap().clone();
+        let dispute = events.iter().find(|e| {
+            e["type"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("charge.dispute")
+        });
+        if dispute.is_some_and(|e| e["status"] == "unmatched") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", listed.body);
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let o = app.get(&format!("/api/v1/orders/{id}")).await.body;
+    assert!(o["payment"]["dispute"].is_null(), "{o}");
+    assert!(!timeline(&app, id)
+        .await
+        .contains(&"payment.disputed".to_owned()));
+    worker.stop().unwrap();
+}
+
 /// A paid order, cancelled: its refund made inline.
 async fn paid_then_cancelled(app: &TestApp) -> (Uuid, String) {
     app.set_shipping(json!({"failure_rate": 1.0, "failure_status": 503}))
