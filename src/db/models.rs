@@ -79,7 +79,7 @@ pub struct OrderRow {
     #[serde(default)]
     pub refund_id: Option<String>,
     #[serde(default)]
-    pub refund_source: Option<String>,
+    pub refund_source: Option<crate::domain::RefundSource>,
     #[serde(default)]
     pub dispute_id: Option<String>,
     #[serde(default)]

@@ -374,7 +374,7 @@ pub fn record_refund(
         orders::payment_intent_id.eq(intent_id),
         orders::payment_status.eq(REFUNDED),
         orders::refund_id.eq(refund_id),
-        orders::refund_source.eq("orderflow"),
+        orders::refund_source.eq(crate::domain::RefundSource::Orderflow),
         orders::attention.eq(None::<crate::domain::Attention>),
         orders::attention_since.eq(None::<chrono::DateTime<Utc>>),
         orders::updated_at.eq(diesel::dsl::now),
@@ -451,6 +451,14 @@ pub fn cancel(
     })
 }
 
+/// Why an order's money could not be re-driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedriveRefusal {
+    NotFound,
+    /// Neither its payment nor its refund is unsettled.
+    NothingOwed,
+}
+
 /// Owes, due now and with a new settle window, the money work an order
 /// has left: the reconciliation of a `payment_pending` order, or the refund
 /// of a cancelled one not yet refunded. The attention mark stays until the
@@ -458,7 +466,7 @@ pub fn cancel(
 pub fn redrive_money(
     conn: &mut PgConnection,
     id: Uuid,
-) -> Result<Result<super::outbox::OutboxKind, CancelRefusal>, DbError> {
+) -> Result<Result<super::outbox::OutboxKind, RedriveRefusal>, DbError> {
     use super::outbox::{self, OutboxKind};
     conn.transaction(|conn| {
         let row: Option<(OrderStatus, Option<String>)> = orders::table
@@ -468,12 +476,12 @@ pub fn redrive_money(
             .first(conn)
             .optional()?;
         let kind = match row {
-            None => return Ok(Err(CancelRefusal::NotFound)),
+            None => return Ok(Err(RedriveRefusal::NotFound)),
             Some((OrderStatus::PaymentPending, _)) => OutboxKind::ReconcilePayment,
             Some((OrderStatus::Cancelled, paid)) if paid.as_deref() != Some(REFUNDED) => {
                 OutboxKind::Refund
             }
-            Some(_) => return Ok(Err(CancelRefusal::InvalidState)),
+            Some(_) => return Ok(Err(RedriveRefusal::NothingOwed)),
         };
         outbox::redrive(conn, kind, id)?;
         Ok(Ok(kind))
@@ -500,7 +508,7 @@ pub fn lock_for_gateway(
 pub fn record_gateway_refund(conn: &mut PgConnection, id: Uuid) -> Result<bool, DbError> {
     let n = diesel::sql_query(
         "UPDATE orders SET payment_status = $2, \
-           refund_source = CASE WHEN status = $3 THEN 'orderflow' ELSE 'gateway' END, \
+           refund_source = CASE WHEN status = $3 THEN $6 ELSE $7 END, \
            attention = NULL, attention_since = NULL, updated_at = now() \
          WHERE id = $1 AND payment_status IS DISTINCT FROM $2 \
            AND status NOT IN ($4, $5)",
@@ -510,6 +518,8 @@ pub fn record_gateway_refund(conn: &mut PgConnection, id: Uuid) -> Result<bool, 
     .bind::<diesel::sql_types::Text, _>(OrderStatus::Cancelled)
     .bind::<diesel::sql_types::Text, _>(OrderStatus::PaymentPending)
     .bind::<diesel::sql_types::Text, _>(OrderStatus::PaymentFailed)
+    .bind::<diesel::sql_types::Text, _>(crate::domain::RefundSource::Orderflow)
+    .bind::<diesel::sql_types::Text, _>(crate::domain::RefundSource::Gateway)
     .execute(conn)?;
     Ok(n == 1)
 }

@@ -10,4 +10,4 @@ pub mod status;
 pub mod stuck;
 
 pub use purchase::{Address, Customer, ItemRequest, PurchaseRequest};
-pub use status::{Attention, DeliveryStatus, OrderStatus};
+pub use status::{Attention, DeliveryStatus, OrderStatus, RefundSource};

@@ -124,3 +124,12 @@ text_enum! {
         RefundFailed => "refund_failed",
     }
 }
+
+text_enum! {
+    /// Who made an order's refund: orderflow (a cancel, or ops re-driving
+    /// it), or someone in the gateway's own dashboard.
+    RefundSource {
+        Orderflow => "orderflow",
+        Gateway => "gateway",
+    }
+}

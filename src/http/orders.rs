@@ -338,8 +338,8 @@ pub async fn reconcile(
     let kind = db::unit(&state.pool, move |c| orders::redrive_money(c, id))
         .await?
         .map_err(|refusal| match refusal {
-            orders::CancelRefusal::NotFound => ApiError::NotFound,
-            _ => ApiError::conflict(
+            orders::RedriveRefusal::NotFound => ApiError::NotFound,
+            orders::RedriveRefusal::NothingOwed => ApiError::conflict(
                 "invalid_state",
                 "only a payment_pending order, or a cancelled one not yet refunded, has money to settle",
             ),

@@ -75,8 +75,7 @@ pub struct PaymentView {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RefundView {
     pub id: Option<String>,
-    /// `orderflow | gateway`
-    pub source: Option<String>,
+    pub source: Option<crate::domain::RefundSource>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -175,7 +174,7 @@ pub struct EventData {
     /// For `payment.refunded`: who made the refund, `orderflow` or
     /// `gateway` (a refund made in the gateway's own dashboard).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
+    pub source: Option<crate::domain::RefundSource>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -199,8 +198,7 @@ impl From<crate::db::events::Event> for EventView {
             .then(|| {
                 e.order
                     .refund_source
-                    .clone()
-                    .unwrap_or_else(|| "orderflow".into())
+                    .unwrap_or(crate::domain::RefundSource::Orderflow)
             });
         EventView {
             id: event_id(e.row.id),
@@ -286,7 +284,7 @@ fn payment_view(
     status: Option<String>,
     decline_code: Option<String>,
     action: Option<Value>,
-    (refund_id, refund_source): (Option<String>, Option<String>),
+    (refund_id, refund_source): (Option<String>, Option<crate::domain::RefundSource>),
     dispute: Option<DisputeView>,
 ) -> PaymentView {
     let action = action.filter(|_| status.as_deref() == Some(crate::db::orders::REQUIRES_ACTION));

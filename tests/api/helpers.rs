@@ -319,26 +319,31 @@ impl TestApp {
     }
 
     pub async fn set_payment(&self, knobs: Value) {
-        let res = self
-            .client
-            .post(format!("{}/_sim/config", self.sims.payment_url()))
-            .send_json(&knobs)
-            .await
-            .expect("sim config");
-        assert!(res.status().is_success());
+        self.payment_sim("/_sim/config", knobs).await;
     }
 
     /// The payment simulator makes the next `n` confirms, then answers 500
     /// (a response lost after the charge).
     #[allow(dead_code)]
     pub async fn sims_lose_confirms(&self, n: u32) {
-        let res = self
+        self.payment_sim(
+            "/_sim/faults",
+            serde_json::json!({"lose_confirm_responses": n}),
+        )
+        .await;
+    }
+
+    /// POSTs `body` to the payment simulator's `path` (its knobs, or what
+    /// a person does at the gateway): its JSON answer, or null.
+    pub async fn payment_sim(&self, path: &str, body: Value) -> Value {
+        let mut res = self
             .client
-            .post(format!("{}/_sim/faults", self.sims.payment_url()))
-            .send_json(&serde_json::json!({"lose_confirm_responses": n}))
+            .post(format!("{}{path}", self.sims.payment_url()))
+            .send_json(&body)
             .await
-            .expect("sim faults");
-        assert!(res.status().is_success());
+            .expect("payment sim");
+        assert!(res.status().is_success(), "{path}: {}", res.status());
+        res.json().await.unwrap_or(Value::Null)
     }
 
     /// Runs `f` on a connection to the test database.

@@ -30,19 +30,7 @@ async fn events_to(app: &TestApp, knobs: Value) {
     if let (Some(c), Some(k)) = (config.as_object_mut(), knobs.as_object()) {
         c.extend(k.clone());
     }
-    sim(app, "/_sim/events", config).await;
-}
-
-/// POSTs `body` to the payment simulator's `path`.
-async fn sim(app: &TestApp, path: &str, body: Value) -> Value {
-    let mut res = app
-        .client
-        .post(format!("{}{path}", app.sims.payment_url()))
-        .send_json(&body)
-        .await
-        .expect("sim");
-    assert!(res.status().is_success(), "{path}: {}", res.status());
-    res.json().await.unwrap_or(Value::Null)
+    app.payment_sim("/_sim/events", config).await;
 }
 
 fn three_d_secure() -> Value {
@@ -118,8 +106,7 @@ async fn three_d_secure_answers_202_with_the_client_secret_and_settles_by_the_ga
     assert_eq!(replay.body, first.body);
     // The customer authenticates; the gateway's event settles the order.
     let id = order_id(&first);
-    sim(
-        &app,
+    app.payment_sim(
         &format!("/_sim/payment_intents/{intent}/authenticate"),
         json!({"success": true}),
     )
@@ -148,8 +135,7 @@ async fn three_d_secure_that_fails_authentication_fails_the_order() {
     let worker = app.start_worker(events_worker());
     let resp = app.purchase(&three_d_secure(), None).await;
     let (id, intent) = (order_id(&resp), intent_of(&resp.body));
-    sim(
-        &app,
+    app.payment_sim(
         &format!("/_sim/payment_intents/{intent}/authenticate"),
         json!({"success": false}),
     )
@@ -238,11 +224,10 @@ async fn deliver(app: &TestApp, (body, sig): (Vec<u8>, String)) -> u16 {
 
 /// A 3-D Secure order authenticated at the gateway with no event sent.
 async fn authenticated_quietly(app: &TestApp) -> (Uuid, String) {
-    sim(app, "/_sim/events", json!({})).await; // no URL: events not sent
+    app.payment_sim("/_sim/events", json!({})).await; // no URL: events not sent
     let resp = app.purchase(&three_d_secure(), None).await;
     let (id, intent) = (order_id(&resp), intent_of(&resp.body));
-    sim(
-        app,
+    app.payment_sim(
         &format!("/_sim/payment_intents/{intent}/authenticate"),
         json!({"success": true}),
     )
@@ -330,7 +315,7 @@ async fn succeeded_before_requires_action_leaves_the_order_paid() {
 #[actix_rt::test]
 async fn an_event_before_its_order_is_recorded_waits_then_applies() {
     let app = app_with_events().await;
-    sim(&app, "/_sim/events", json!({})).await;
+    app.payment_sim("/_sim/events", json!({})).await;
     let id = Uuid::new_v4();
     // The gateway has a succeeded intent for an order orderflow has not
     // recorded yet.
@@ -458,8 +443,7 @@ async fn a_dispute_on_an_intent_the_order_does_not_hold_is_unmatched_and_changes
     let stray: Value = res.json().await.unwrap();
     let stray = stray["id"].as_str().unwrap().to_owned();
     assert_ne!(stray, intent_of(&resp.body));
-    sim(
-        &app,
+    app.payment_sim(
         &format!("/_sim/payment_intents/{stray}/dispute"),
         json!({"reason": "fraudulent"}),
     )
@@ -516,7 +500,8 @@ async fn a_refund_that_fails_later_is_recorded_flagged_and_redriven_with_a_new_r
     let app = app_with_events().await;
     let (id, refund) = paid_then_cancelled(&app).await;
     let worker = app.start_worker(events_worker());
-    sim(&app, &format!("/_sim/refunds/{refund}/fail"), json!({})).await;
+    app.payment_sim(&format!("/_sim/refunds/{refund}/fail"), json!({}))
+        .await;
     let o = app
         .wait_order(id, 20, |o| o["payment"]["status"] == "refund_failed")
         .await;
@@ -546,12 +531,12 @@ async fn a_dispute_is_shown_with_its_deadline_and_closes() {
     let worker = app.start_worker(events_worker());
     let resp = app.purchase(&visa(), None).await;
     let (id, intent) = (order_id(&resp), intent_of(&resp.body));
-    let dispute = sim(
-        &app,
-        &format!("/_sim/payment_intents/{intent}/dispute"),
-        json!({"reason": "fraudulent"}),
-    )
-    .await;
+    let dispute = app
+        .payment_sim(
+            &format!("/_sim/payment_intents/{intent}/dispute"),
+            json!({"reason": "fraudulent"}),
+        )
+        .await;
     let o = app
         .wait_order(id, 20, |o| !o["payment"]["dispute"].is_null())
         .await;
@@ -569,8 +554,7 @@ async fn a_dispute_is_shown_with_its_deadline_and_closes() {
         .collect();
     assert_eq!(ids, [&json!(id.to_string())], "{}", listed.body);
     let dp = dispute["id"].as_str().unwrap();
-    sim(
-        &app,
+    app.payment_sim(
         &format!("/_sim/disputes/{dp}/close"),
         json!({"status": "won"}),
     )
@@ -594,12 +578,8 @@ async fn a_refund_made_in_the_gateway_dashboard_is_recorded_with_source_gateway(
     let (id, intent) = (order_id(&resp), intent_of(&resp.body));
     app.wait_order(id, 20, |o| o["status"] == "fulfilling")
         .await;
-    sim(
-        &app,
-        &format!("/_sim/payment_intents/{intent}/refund"),
-        json!({}),
-    )
-    .await;
+    app.payment_sim(&format!("/_sim/payment_intents/{intent}/refund"), json!({}))
+        .await;
     let o = app
         .wait_order(id, 20, |o| o["payment"]["status"] == "refunded")
         .await;
@@ -773,8 +753,7 @@ async fn events_sent_twice_and_out_of_order_settle_each_order_once_and_lost_ones
         orders.push((order_id(&resp), intent_of(&resp.body)));
     }
     for (_, intent) in &orders {
-        sim(
-            &app,
+        app.payment_sim(
             &format!("/_sim/payment_intents/{intent}/authenticate"),
             json!({"success": true}),
         )
@@ -794,8 +773,7 @@ async fn events_sent_twice_and_out_of_order_settle_each_order_once_and_lost_ones
     events_to(&app, json!({"drop_rate": 1.0})).await;
     let resp = app.purchase(&card, None).await;
     let (id, intent) = (order_id(&resp), intent_of(&resp.body));
-    sim(
-        &app,
+    app.payment_sim(
         &format!("/_sim/payment_intents/{intent}/authenticate"),
         json!({"success": true}),
     )

@@ -6,20 +6,10 @@
 use std::time::{Duration, Instant};
 
 use secrecy::ExposeSecret;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::harness::{self, Proxy};
 use crate::helpers::*;
-
-async fn sim(app: &TestApp, path: &str, body: Value) {
-    let res = app
-        .client
-        .post(format!("{}{path}", app.sims.payment_url()))
-        .send_json(&body)
-        .await
-        .expect("sim");
-    assert!(res.status().is_success(), "{path}: {}", res.status());
-}
 
 async fn wait_for(what: &str, secs: u64, mut done: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -76,12 +66,8 @@ async fn a_lost_charge_answer_a_gateway_outage_and_a_late_cancel_charge_once_and
         .ops("POST", &format!("/api/v1/orders/{id}/cancel"), None)
         .await;
     assert_eq!(cancelled.status, 200, "{}", cancelled.body);
-    sim(
-        &app,
-        "/_sim/faults",
-        json!({"forget_idempotency_keys": true}),
-    )
-    .await;
+    app.payment_sim("/_sim/faults", json!({"forget_idempotency_keys": true}))
+        .await;
     proxy.heal();
     wait_for("refunded", 60, async || {
         app.get(&format!("/api/v1/orders/{id}")).await.body["payment"]["status"] == "refunded"
@@ -114,8 +100,7 @@ async fn a_worker_killed_while_it_processes_a_gateway_event_leaves_it_to_the_nex
         ..Opts::default()
     })
     .await;
-    sim(
-        &app,
+    app.payment_sim(
         "/_sim/events",
         json!({"url": app.url("/api/v1/gateway/webhooks"), "secret": SECRET}),
     )
@@ -163,8 +148,7 @@ async fn a_worker_killed_while_it_processes_a_gateway_event_leaves_it_to_the_nex
     .await;
     // The worker's read of the intent will take a while: it is killed in it.
     app.set_payment(json!({"latency_ms": 1500})).await;
-    sim(
-        &app,
+    app.payment_sim(
         &format!("/_sim/payment_intents/{intent}/authenticate"),
         json!({"success": true}),
     )
