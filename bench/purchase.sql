@@ -1,6 +1,6 @@
 -- pgbench script: exactly the statements one keyed purchase executes, in the
 -- same units of work (a transaction, then one statement; see
--- src/http/purchase/), plus the
+-- src/orders/purchase/), plus the
 -- `SELECT 1` r2d2 runs on each of the two pool checkouts. The physical
 -- reference for the purchase benchmark.
 \set r random(1, 9000000000000000)

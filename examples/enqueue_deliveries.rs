@@ -9,7 +9,8 @@ use std::time::Duration;
 use diesel::prelude::*;
 use orderflow::config::Settings;
 use orderflow::db::schema::outbox::dsl as w;
-use orderflow::jobs::{Deliver, JobKind, JobQueue};
+use orderflow::jobs::{JobKind, JobQueue};
+use orderflow::orders::Deliver;
 use redis::AsyncCommands;
 use secrecy::ExposeSecret;
 

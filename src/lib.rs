@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
+pub mod orders;
 pub mod partners;
 pub mod priority;
 pub mod sim;

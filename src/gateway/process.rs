@@ -21,7 +21,8 @@ use super::GatewayEventStatus;
 use crate::db::gateway_events::{self as store, Due};
 use crate::db::{self, orders, DbError};
 use crate::domain::OrderStatus;
-use crate::jobs::{Deliver, JobContext};
+use crate::jobs::JobContext;
+use crate::orders::Deliver;
 use crate::partners::payment::{ChargeOutcome, GatewayError};
 
 /// How the loop runs.

@@ -10,7 +10,6 @@ pub mod health;
 pub mod openapi;
 pub mod orders;
 pub mod products;
-pub mod purchase;
 pub mod query;
 pub mod views;
 pub mod webhooks;
@@ -178,7 +177,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/api/v1")
                 .route("/openapi.json", web::get().to(openapi::openapi_json))
-                .service(web::resource("/purchase").route(web::post().to(purchase::purchase)))
+                .service(
+                    web::resource("/purchase")
+                        .route(web::post().to(crate::orders::purchase::purchase)),
+                )
                 .service(
                     web::resource("/products")
                         .route(web::get().to(products::list_products))
@@ -222,15 +224,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 )
                 .service(
                     web::resource("/orders/{id}/cancel")
-                        .route(web::post().to(orders::cancel_order)),
+                        .route(web::post().to(crate::orders::actions::cancel_order)),
                 )
                 .service(
                     web::resource("/orders/{id}/retry-delivery")
-                        .route(web::post().to(orders::retry_delivery)),
+                        .route(web::post().to(crate::orders::actions::retry_delivery)),
                 )
                 .service(
                     web::resource("/orders/{id}/reconcile")
-                        .route(web::post().to(orders::reconcile)),
+                        .route(web::post().to(crate::orders::actions::reconcile)),
                 )
                 .service(web::resource("/gateway/webhooks").route(web::post().to(gateway::receive)))
                 .service(

@@ -5,7 +5,8 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{dashboard, gateway, orders, products, purchase, views, webhooks};
+use super::{dashboard, gateway, orders, products, views, webhooks};
+use crate::orders::{actions, purchase};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,9 +15,9 @@ use super::{dashboard, gateway, orders, products, purchase, views, webhooks};
         purchase::purchase,
         orders::get_order,
         orders::list_orders,
-        orders::cancel_order,
-        orders::retry_delivery,
-        orders::reconcile,
+        actions::cancel_order,
+        actions::retry_delivery,
+        actions::reconcile,
         products::list_products,
         products::create_product,
         products::patch_product,

@@ -21,7 +21,7 @@ pub struct JobContext {
     pub policy: RetryPolicy,
     pub metrics: JobMetrics,
     /// The deliver jobs' database work, run together (`db::group`).
-    pub deliveries: super::deliver::DeliveryUnits,
+    pub deliveries: crate::orders::jobs::deliver::DeliveryUnits,
 }
 
 impl JobContext {

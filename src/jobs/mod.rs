@@ -7,9 +7,6 @@
 //! the state change that makes it owed, and a sweeper re-pushes what lingers.
 
 pub mod context;
-pub mod deliver;
-pub mod reconcile;
-pub mod refund;
 pub mod shell;
 pub mod stats;
 pub mod sweep;
@@ -26,9 +23,6 @@ use serde::Serialize;
 
 use crate::config::Settings;
 pub use context::{JobContext, RetryPolicy, SettleWindow};
-pub use deliver::Deliver;
-pub use reconcile::ReconcilePayment;
-pub use refund::Refund;
 
 /// A job kind: its queue suffix and task id scheme.
 pub trait JobKind: Serialize + Send + Sync + Unpin + 'static {

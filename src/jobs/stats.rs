@@ -5,18 +5,7 @@
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
-use super::{queue_name, Deliver, JobKind, ReconcilePayment, Refund};
-use crate::board::{RefreshBatch, RefreshPlan};
-
-/// The job kinds, with their queue suffixes.
-pub const KINDS: [&str; 6] = [
-    Deliver::QUEUE,
-    ReconcilePayment::QUEUE,
-    Refund::QUEUE,
-    RefreshPlan::QUEUE,
-    RefreshBatch::QUEUE,
-    crate::webhooks::WebhookDrain::QUEUE,
-];
+use super::queue_name;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct QueueStats {
@@ -47,14 +36,16 @@ pub async fn count(
         .await
 }
 
-/// Reads the statistics of every kind.
+/// Reads the statistics of each of `kinds` (the workers' list,
+/// `worker::KINDS`).
 pub async fn read(
     conn: &mut ConnectionManager,
     prefix: &str,
+    kinds: &[&'static str],
 ) -> redis::RedisResult<Vec<QueueStats>> {
     let totals: std::collections::HashMap<String, u64> = conn.hgetall(totals_key(prefix)).await?;
-    let mut out = Vec::with_capacity(KINDS.len());
-    for kind in KINDS {
+    let mut out = Vec::with_capacity(kinds.len());
+    for &kind in kinds {
         let q = queue_name(prefix, kind);
         let (active, scheduled, workers): (u64, u64, Vec<String>) = redis::pipe()
             .llen(format!("{q}:active"))

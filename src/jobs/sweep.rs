@@ -16,8 +16,9 @@
 
 use std::time::Duration;
 
-use super::{Deliver, JobContext, ReconcilePayment, Refund};
+use super::JobContext;
 use crate::db::{self, outbox};
+use crate::orders::{Deliver, ReconcilePayment, Refund};
 
 #[derive(Debug, Clone, Copy)]
 pub struct SweepPolicy {

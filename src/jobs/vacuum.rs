@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::ConnectionManager;
 
-use super::{queue_name, stats::KINDS};
+use super::queue_name;
 
 #[derive(Debug, Clone, Copy)]
 pub struct VacuumPolicy {
@@ -56,16 +56,18 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-/// One vacuum of every queue under `prefix`.
+/// One vacuum of each of `kinds`' queues under `prefix` (the workers'
+/// list, `worker::KINDS`).
 pub async fn vacuum(
     conn: &ConnectionManager,
     prefix: &str,
     policy: &VacuumPolicy,
+    kinds: &[&str],
 ) -> redis::RedisResult<VacuumReport> {
     let mut c = conn.clone();
     let mut report = VacuumReport::default();
     let now = now_secs();
-    for kind in KINDS {
+    for kind in kinds {
         let q = queue_name(prefix, kind);
         report.tasks +=
             finished(&mut c, &q, "done", now - policy.keep_done.as_secs() as i64).await?;

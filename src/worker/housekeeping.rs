@@ -40,7 +40,7 @@ pub(super) async fn housekeeping(
         }
         if last_vacuum.elapsed() >= opts.vacuum_every {
             last_vacuum = Instant::now();
-            match vacuum(&conn, &prefix, &opts.vacuum).await {
+            match vacuum(&conn, &prefix, &opts.vacuum, &super::KINDS).await {
                 Ok(r) => tracing::debug!(
                     vacuum.tasks = r.tasks,
                     vacuum.workers = r.workers,

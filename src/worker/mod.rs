@@ -27,6 +27,7 @@
 //! fetched-but-unstarted ones, and the process exits 0.
 
 mod housekeeping;
+mod kinds;
 mod metrics_endpoint;
 mod options;
 mod poll;
@@ -38,13 +39,15 @@ use std::time::Duration;
 use apalis::prelude::{BackendExt, WorkerBuilder, WorkerBuilderExt};
 use tokio::sync::watch;
 
+pub use kinds::KINDS;
 pub use options::WorkerOptions;
 
 use crate::board::{self, RefreshContext};
 use crate::config::Settings;
 use crate::db;
-use crate::jobs::{self, Deliver, JobContext, JobQueue, ReconcilePayment, Refund};
+use crate::jobs::{self, JobContext, JobQueue};
 use crate::metrics::Metrics;
+use crate::orders::{self, Deliver, ReconcilePayment, Refund};
 use crate::partners::executor::{LocalExecutor, PartnerConfig, PartnerExecutor};
 use crate::webhooks::{self, client::WebhookClient, WebhookContext, WebhookDrain};
 use restart::{connect_redis, stopped, storage, unique_name, Restart};
@@ -67,7 +70,7 @@ fn job_context(
 ) -> anyhow::Result<JobContext> {
     let pool = db::build_pool(settings, "orderflow-worker");
     Ok(JobContext {
-        deliveries: jobs::deliver::DeliveryUnits::start(&pool, opts.retry.lease),
+        deliveries: orders::jobs::deliver::DeliveryUnits::start(&pool, opts.retry.lease),
         pool,
         partners: PartnerExecutor::start(partners.clone(), metrics.partner.clone())?,
         queue: Arc::new(JobQueue::new(settings)?),
@@ -214,6 +217,7 @@ macro_rules! keep_worker {
             w.halt.clone(),
         );
         let kind = <$job as jobs::JobKind>::QUEUE;
+        kinds::check_listed(kind);
         w.restart.clone().keep_running(kind, move || {
             WorkerBuilder::new(unique_name(kind))
                 .backend(
@@ -302,7 +306,7 @@ async fn job_workers(w: &Wiring, ctx: &Arc<JobContext>) {
     let deliver = keep_worker!(
         w,
         Deliver,
-        jobs::deliver::run,
+        orders::jobs::deliver::run,
         ctx,
         64,
         w.opts.deliver_concurrency
@@ -310,7 +314,7 @@ async fn job_workers(w: &Wiring, ctx: &Arc<JobContext>) {
     let reconcile = keep_worker!(
         w,
         ReconcilePayment,
-        jobs::reconcile::run,
+        orders::jobs::reconcile::run,
         ctx,
         16,
         w.opts.payment_concurrency
@@ -318,7 +322,7 @@ async fn job_workers(w: &Wiring, ctx: &Arc<JobContext>) {
     let refund = keep_worker!(
         w,
         Refund,
-        jobs::refund::run,
+        orders::jobs::refund::run,
         ctx,
         16,
         w.opts.payment_concurrency

@@ -69,7 +69,7 @@ async fn duplicate_enqueues_and_two_workers_still_make_one_shipment_per_order() 
         for n in 0..3 {
             queue
                 .push_with(
-                    orderflow::jobs::Deliver { order_id: *id },
+                    orderflow::orders::Deliver { order_id: *id },
                     format!("dup-{id}-{n}"),
                     Duration::ZERO,
                 )
@@ -495,9 +495,14 @@ async fn finished_jobs_are_vacuumed_so_redis_memory_stays_bounded() {
         keep_dead: Duration::ZERO,
         dead_worker_after: Duration::ZERO,
     };
-    let vacuumed = orderflow::jobs::vacuum::vacuum(&conn, &app.redis_prefix, &policy)
-        .await
-        .unwrap();
+    let vacuumed = orderflow::jobs::vacuum::vacuum(
+        &conn,
+        &app.redis_prefix,
+        &policy,
+        &orderflow::worker::KINDS,
+    )
+    .await
+    .unwrap();
 
     assert_eq!(vacuumed.tasks, 10);
     assert!(

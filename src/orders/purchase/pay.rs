@@ -11,8 +11,8 @@
 //! reconciliation and refunds find every charge by that id (or the
 //! gateway's search), and never need to replay a charge to learn of one.
 
-use super::AppState;
 use crate::db::{self, models::OrderRow, orders};
+use crate::http::AppState;
 use crate::partners::payment::{charge_of, ChargeOutcome, PaymentGateway};
 
 /// Charges `order`; `None` when the order left `payment_pending` under us

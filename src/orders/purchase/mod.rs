@@ -31,14 +31,14 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use diesel::Connection;
 use serde_json::{json, Map, Value};
 
-use super::body::{fingerprint, json_object, BODY_LIMIT};
-use super::views::OrderView;
-use super::AppState;
+use super::Deliver;
 use crate::db::models::OrderWithItems;
 use crate::db::{self, DbError};
 use crate::domain::{OrderStatus, PurchaseRequest};
 use crate::error::ApiError;
-use crate::jobs::Deliver;
+use crate::http::body::{fingerprint, json_object, BODY_LIMIT};
+use crate::http::views::OrderView;
+use crate::http::AppState;
 use crate::partners::payment::{ChargeOutcome, PaymentGateway};
 use units::{create_order, raw_skus, record_charge, Started, Unit1Error};
 

@@ -5,7 +5,7 @@
 //! It never creates or confirms a charge: it finds the order's intent by
 //! its recorded id, else by the gateway's search on `metadata[order_id]`
 //! (`PaymentGateway::locate`), and applies where it stands. An intent is
-//! confirmed only after its id is recorded (`http::purchase::pay`), so an
+//! confirmed only after its id is recorded (`orders::purchase::pay`), so an
 //! order with none found was never charged and fails. An intent left
 //! unconfirmed (the confirm never landed), or awaiting an authentication
 //! past `PAYMENT_ACTION_TIMEOUT_SECS`, is cancelled and read again (a
@@ -20,11 +20,12 @@ use apalis::prelude::{BoxDynError, Data, TaskId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Deliver, JobContext, JobKind, OutboxJob};
+use super::Deliver;
 use crate::db::models::OrderRow;
 use crate::db::outbox::{self, OutboxKind};
 use crate::db::{self, orders};
 use crate::domain::{Attention, OrderStatus};
+use crate::jobs::{JobContext, JobKind, OutboxJob};
 use crate::partners::payment::{ChargeOutcome, Located, PaymentGateway, REQUIRES_PAYMENT_METHOD};
 
 /// What reconciling decided.

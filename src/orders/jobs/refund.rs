@@ -18,11 +18,11 @@ use apalis::prelude::{BoxDynError, Data, TaskId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{JobContext, JobKind, OutboxJob};
 use crate::db::models::OrderRow;
 use crate::db::outbox::{self, OutboxKind};
 use crate::db::{self, orders};
 use crate::domain::{Attention, OrderStatus};
+use crate::jobs::{JobContext, JobKind, OutboxJob};
 use crate::partners::payment::{ChargeOutcome, Located, PaymentGateway, RefundMade};
 
 /// Refunds cancelled order `o`'s charge if there is one: `Ok(None)` when

@@ -22,11 +22,11 @@ use apalis::prelude::{AbortError, BoxDynError, Data, TaskId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{JobContext, JobKind, OutboxJob};
 use crate::db;
 use crate::db::delivery::{self, AttemptFailure, BeginRequest, DeliveryBegin, ShipmentRecord};
 use crate::db::group::Group;
 use crate::db::DbPool;
+use crate::jobs::{JobContext, JobKind, OutboxJob};
 use crate::partners::shipping::{Shipment, ShippingError};
 
 /// The deliver jobs' two units of work, each shared by every job waiting
@@ -43,7 +43,7 @@ const PER_UNIT: usize = 64;
 
 impl DeliveryUnits {
     /// Starts the runners on the current runtime; `lease` is the attempt
-    /// lease (see [`RetryPolicy`](super::RetryPolicy)).
+    /// lease (see [`RetryPolicy`](crate::jobs::RetryPolicy)).
     pub fn start(pool: &DbPool, lease: Duration) -> Self {
         DeliveryUnits {
             begin: Group::start(
