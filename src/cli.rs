@@ -9,9 +9,9 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{ConfigError, Settings};
 use crate::db::{self, models::NewProduct};
-use crate::http::Application;
 use crate::jobs::JobQueue;
 use crate::metrics::Metrics;
+use crate::serve::Application;
 use crate::sim::{self, SimArgs};
 
 #[derive(Debug, Parser)]

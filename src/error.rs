@@ -156,13 +156,3 @@ impl ResponseError for ApiError {
         builder.json(self.body())
     }
 }
-
-impl From<crate::db::DbError> for ApiError {
-    fn from(e: crate::db::DbError) -> Self {
-        match e {
-            crate::db::DbError::Unavailable(why) => ApiError::Unavailable(why),
-            crate::db::DbError::NotFound => ApiError::NotFound,
-            crate::db::DbError::Other(e) => ApiError::Unexpected(e),
-        }
-    }
-}

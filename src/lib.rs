@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod orders;
 pub mod partners;
 pub mod priority;
+pub mod serve;
 pub mod sim;
 pub mod telemetry;
 pub mod webhooks;

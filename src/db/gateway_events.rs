@@ -9,17 +9,37 @@ use uuid::Uuid;
 
 use super::schema::gateway_events::dsl as g;
 use super::DbError;
-use crate::gateway::event::Received;
-use crate::gateway::GatewayEventStatus;
 
-/// Stores `event` unless its id is already there; true if it was new.
+crate::domain::status::text_enum! {
+    /// Where an inbox event stands.
+    GatewayEventStatus {
+        Pending => "pending",
+        Processed => "processed",
+        Unmatched => "unmatched",
+        Ignored => "ignored",
+        Failed => "failed",
+    }
+}
+
+/// An event as the inbox stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub id: String,
+    pub kind: String,
+    /// The object's id (`pi_…`, `ch_…`, `re_…`, `dp_…`).
+    pub object_id: Option<String>,
+    pub order_id: Option<Uuid>,
+}
+
+/// Stores `event` unless its id is already there; true if it was new. A
+/// type orderflow does not act on (`handled` false) is acknowledged and
+/// kept `ignored`, owing nothing.
 pub fn insert_once(
     conn: &mut PgConnection,
     event: &Received,
     payload: &Value,
+    handled: bool,
 ) -> Result<bool, DbError> {
-    // A type orderflow does not act on is acknowledged and kept, owing nothing.
-    let handled = event.kind.parse::<crate::gateway::kind::Handled>().is_ok();
     let (status, processed_at) = match handled {
         true => (GatewayEventStatus::Pending, None),
         false => (GatewayEventStatus::Ignored, Some(Utc::now())),

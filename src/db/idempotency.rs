@@ -19,13 +19,7 @@ use super::models::OrderRow;
 use super::schema::idempotency_keys::dsl as k;
 use super::DbError;
 
-crate::domain::status::text_enum! {
-    /// Where a keyed request stands (the `state` column).
-    KeyState {
-        InProgress => "in_progress",
-        Completed => "completed",
-    }
-}
+pub use super::models::KeyState;
 
 /// How long a completed response is replayed.
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);

@@ -270,3 +270,13 @@ pub fn age_secs(conn: &mut PgConnection, oldest: &str) -> Result<f64, DbError> {
     .get_result(conn)?;
     Ok(age.seconds.unwrap_or(0.0).max(0.0))
 }
+
+impl From<DbError> for crate::error::ApiError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Unavailable(why) => crate::error::ApiError::Unavailable(why),
+            DbError::NotFound => crate::error::ApiError::NotFound,
+            DbError::Other(e) => crate::error::ApiError::Unexpected(e),
+        }
+    }
+}

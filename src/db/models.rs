@@ -108,3 +108,34 @@ pub struct OrderWithItems {
     pub order: OrderRow,
     pub items: Vec<OrderItemRow>,
 }
+
+crate::domain::status::text_enum! {
+    /// Where a keyed request stands (the `state` column).
+    KeyState {
+        InProgress => "in_progress",
+        Completed => "completed",
+    }
+}
+
+crate::domain::status::text_enum! {
+    /// Kinds of outbox work; the column's CHECK lists the same values.
+    OutboxKind {
+        Deliver => "deliver",
+        ReconcilePayment => "reconcile_payment",
+        Refund => "refund",
+    }
+}
+
+// The gateway statuses the order records that orderflow acts on.
+
+/// The gateway status recorded on an order once its charge is refunded.
+pub const REFUNDED: &str = "refunded";
+
+/// The gateway status recorded once a refund failed after it was accepted.
+pub const REFUND_FAILED: &str = "refund_failed";
+
+/// The gateway status of an intent created and not confirmed yet.
+pub const REQUIRES_CONFIRMATION: &str = "requires_confirmation";
+
+/// The gateway status of an intent whose customer must authenticate.
+pub const REQUIRES_ACTION: &str = "requires_action";

@@ -311,6 +311,8 @@ pub fn settle_payment(
     .optional()?)
 }
 
+pub use super::models::{REFUNDED, REFUND_FAILED, REQUIRES_ACTION, REQUIRES_CONFIRMATION};
+
 /// Records the id of the order's new, unconfirmed intent while the order
 /// is `payment_pending`: whether it was recorded (a cancelled or settled
 /// order must not be charged).
@@ -327,7 +329,7 @@ pub fn record_intent(conn: &mut PgConnection, id: Uuid, intent_id: &str) -> Resu
     )
     .set((
         orders::payment_intent_id.eq(intent_id),
-        orders::payment_status.eq(crate::partners::payment::REQUIRES_CONFIRMATION),
+        orders::payment_status.eq(REQUIRES_CONFIRMATION),
         orders::updated_at.eq(diesel::dsl::now),
     ))
     .execute(conn)?;
@@ -349,14 +351,14 @@ pub fn flag_attention(
     Ok(())
 }
 
-/// The gateway status recorded on an order once its charge is refunded.
-pub const REFUNDED: &str = "refunded";
-
-/// The gateway status recorded once a refund failed after it was accepted.
-pub const REFUND_FAILED: &str = "refund_failed";
-
-/// The gateway status of an intent whose customer must authenticate.
-pub const REQUIRES_ACTION: &str = "requires_action";
+/// A dispute (chargeback) as the gateway reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispute {
+    pub id: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub due_by: Option<DateTime<Utc>>,
+}
 
 /// Records the refund orderflow made of a cancelled order's charge.
 pub fn record_refund(
@@ -561,7 +563,7 @@ pub const DISPUTE_CLOSED: [&str; 3] = ["won", "lost", "warning_closed"];
 pub fn record_dispute(
     conn: &mut PgConnection,
     id: Uuid,
-    dispute: &crate::gateway::fact::Dispute,
+    dispute: &Dispute,
 ) -> Result<bool, DbError> {
     let n = diesel::update(
         orders::table

@@ -12,14 +12,7 @@ use uuid::Uuid;
 use super::schema::outbox::dsl as w;
 use super::DbError;
 
-crate::domain::status::text_enum! {
-    /// Kinds of outbox work; the column's CHECK lists the same values.
-    OutboxKind {
-        Deliver => "deliver",
-        ReconcilePayment => "reconcile_payment",
-        Refund => "refund",
-    }
-}
+pub use super::models::OutboxKind;
 
 /// Records that `kind` is owed for `order_id`; idempotent.
 pub fn add(conn: &mut PgConnection, kind: OutboxKind, order_id: Uuid) -> Result<(), DbError> {
@@ -189,7 +182,7 @@ pub fn owe_stale_payments(
     .bind::<BigInt, _>(limit)
     .bind::<Text, _>(OutboxKind::ReconcilePayment)
     .bind::<Text, _>(crate::domain::OrderStatus::PaymentPending)
-    .bind::<Text, _>(crate::db::orders::REQUIRES_ACTION)
+    .bind::<Text, _>(super::models::REQUIRES_ACTION)
     .bind::<Double, _>(awaiting_action.as_secs_f64())
     .execute(conn)?)
 }

@@ -20,8 +20,7 @@ use diesel::{PgConnection, QueryResult, RunQueryDsl};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::idempotency::KeyState;
-use super::outbox::OutboxKind;
+use super::models::{KeyState, OutboxKind};
 use super::schema::orders;
 use crate::domain::{DeliveryStatus, OrderStatus};
 

@@ -7,17 +7,10 @@
 //! PaymentIntent), else found later by the object's PaymentIntent id.
 
 use serde_json::Value;
+
 use uuid::Uuid;
 
-/// An event as the inbox stores it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Received {
-    pub id: String,
-    pub kind: String,
-    /// The object's id (`pi_…`, `ch_…`, `re_…`, `dp_…`).
-    pub object_id: Option<String>,
-    pub order_id: Option<Uuid>,
-}
+pub use crate::db::gateway_events::Received;
 
 /// Why a verified body is not an event the inbox can store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -9,10 +9,11 @@
 //! `reason`, `evidence_details.due_by`. A charge, refund or dispute names
 //! its order through its intent, read too.
 
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use serde_json::Value;
 use uuid::Uuid;
 
+pub use crate::db::orders::Dispute;
 use crate::partners::payment::{classify_charge, ChargeOutcome};
 
 /// A fact about one order's money.
@@ -30,14 +31,6 @@ pub enum Fact {
     Dispute(Dispute),
     /// Nothing to record (a charge not refunded, say).
     Nothing,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dispute {
-    pub id: String,
-    pub status: String,
-    pub reason: Option<String>,
-    pub due_by: Option<DateTime<Utc>>,
 }
 
 /// The fact and whose it is: the order (from the intent's metadata) if the

@@ -27,20 +27,11 @@ pub mod process;
 pub mod verify;
 
 /// How long finished events stay in the inbox (and dedupe resends).
+pub use crate::db::gateway_events::GatewayEventStatus;
+
 pub const RETENTION: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
 /// The largest event body the inbox reads (the gateway's are a few KiB).
 pub const BODY_LIMIT: usize = 1 << 20;
 /// How far a signature's `t` may be from now, in seconds.
 pub const TOLERANCE_SECS: i64 = 300;
-
-crate::domain::status::text_enum! {
-    /// Where an inbox event stands.
-    GatewayEventStatus {
-        Pending => "pending",
-        Processed => "processed",
-        Unmatched => "unmatched",
-        Ignored => "ignored",
-        Failed => "failed",
-    }
-}

@@ -10,7 +10,7 @@ use super::auth::OpsAuth;
 use super::AppState;
 use crate::db::{self, gateway_events as store};
 use crate::error::{ApiError, FieldError};
-use crate::gateway::{event, verify, GatewayEventStatus, BODY_LIMIT};
+use crate::gateway::{event, kind::Handled, verify, GatewayEventStatus, BODY_LIMIT};
 
 #[utoipa::path(
     post, path = "/api/v1/gateway/webhooks", tag = "gateway",
@@ -51,8 +51,9 @@ pub async fn receive(
         counted("invalid");
         ApiError::Malformed(e.to_string())
     })?;
+    let handled = received.kind.parse::<Handled>().is_ok();
     let stored = db::unit(&state.pool, move |c| {
-        store::insert_once(c, &received, &value)
+        store::insert_once(c, &received, &value, handled)
     })
     .await?;
     counted(if stored { "received" } else { "duplicate" });

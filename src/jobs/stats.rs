@@ -6,20 +6,7 @@ use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use super::queue_name;
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct QueueStats {
-    pub kind: &'static str,
-    /// Ready or scheduled (delayed, retry-waiting, just pushed).
-    pub pending: u64,
-    /// Fetched by a worker and not finished.
-    pub running: u64,
-    pub done: u64,
-    /// Attempts that failed and will be retried.
-    pub failed: u64,
-    /// Given up.
-    pub dead: u64,
-}
+pub use crate::metrics::QueueStats;
 
 pub fn totals_key(prefix: &str) -> String {
     format!("{prefix}.job_totals")

@@ -114,7 +114,7 @@ impl QueueGauges {
         })
     }
 
-    pub fn set(&self, stats: &[crate::jobs::stats::QueueStats], outbox_lag: Option<f64>) {
+    pub fn set(&self, stats: &[QueueStats], outbox_lag: Option<f64>) {
         for s in stats {
             self.queue
                 .with_label_values(&[s.kind, "pending"])
@@ -132,4 +132,19 @@ impl QueueGauges {
             self.outbox_lag.set(lag);
         }
     }
+}
+
+/// One job kind's queue as it stands, and its run totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueStats {
+    pub kind: &'static str,
+    /// Ready or scheduled (delayed, retry-waiting, just pushed).
+    pub pending: u64,
+    /// Fetched by a worker and not finished.
+    pub running: u64,
+    pub done: u64,
+    /// Attempts that failed and will be retried.
+    pub failed: u64,
+    /// Given up.
+    pub dead: u64,
 }

@@ -22,7 +22,7 @@ use prometheus::proto::MetricFamily;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use redis::aio::ConnectionManager;
 
-pub use jobs::{JobMetrics, QueueGauges};
+pub use jobs::{JobMetrics, QueueGauges, QueueStats};
 pub use partner::{
     call_families, read_shared_calls, shared_calls_key, CallTally, PartnerMetrics, PARTNER_BUCKETS,
 };

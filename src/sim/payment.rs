@@ -793,7 +793,6 @@ async fn stats(sim: web::Data<PaymentSim>) -> HttpResponse {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use super::payment_events as events;
     cfg.route("/v1/payment_intents", web::post().to(post_intents))
         .route("/v1/payment_intents/search", web::get().to(search_intents))
         .route("/v1/payment_intents/{id}", web::get().to(get_intent))
@@ -824,7 +823,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/_sim/refunds/{id}/fail", web::post().to(fail_refund))
         .route("/_sim/disputes/{id}/close", web::post().to(close_dispute))
         .route("/_sim/faults", web::post().to(faults))
-        .route("/_sim/events", web::post().to(events::configure))
-        .route("/_sim/events", web::get().to(events::counts))
+        .route("/_sim/events", web::post().to(configure_events))
+        .route("/_sim/events", web::get().to(event_counts))
         .route("/_sim/stats", web::get().to(stats));
+}
+
+/// `POST /_sim/events`: where and how events are sent.
+async fn configure_events(
+    sim: web::Data<PaymentSim>,
+    body: web::Json<super::payment_events::SinkConfig>,
+) -> HttpResponse {
+    sim.sink.configure(body.into_inner());
+    HttpResponse::NoContent().finish()
+}
+
+/// `GET /_sim/events`: what was made, sent, dropped.
+async fn event_counts(sim: web::Data<PaymentSim>) -> HttpResponse {
+    HttpResponse::Ok().json(sim.sink.counts())
 }

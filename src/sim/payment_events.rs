@@ -8,7 +8,6 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use actix_web::{web, HttpResponse};
 use rand::Rng;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -149,18 +148,4 @@ async fn post(url: &str, secret: &str, body: String) -> bool {
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
-}
-
-/// `POST /_sim/events`: where and how events are sent.
-pub async fn configure(
-    sim: web::Data<super::payment::PaymentSim>,
-    body: web::Json<SinkConfig>,
-) -> HttpResponse {
-    sim.sink.configure(body.into_inner());
-    HttpResponse::NoContent().finish()
-}
-
-/// `GET /_sim/events`: what was made, sent, dropped.
-pub async fn counts(sim: web::Data<super::payment::PaymentSim>) -> HttpResponse {
-    HttpResponse::Ok().json(sim.sink.counts())
 }

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -66,7 +67,7 @@ pub async fn fan_out_loop(
 
 /// Shifts the log if the database moved ([`store::rebase_if_moved`]),
 /// moves idle cursors, seals secrets again under the current key
-/// ([`super::sealed::reseal`]) and trims the log behind the cursors.
+/// ([`reseal`]) and trims the log behind the cursors.
 /// Returns how many entries it trimmed.
 pub async fn sweep(ctx: &WebhookContext) -> anyhow::Result<usize> {
     let keys = ctx.secrets.clone();
@@ -76,7 +77,7 @@ pub async fn sweep(ctx: &WebhookContext) -> anyhow::Result<usize> {
             tracing::warn!(shift, "webhook log: the database moved to a cluster with younger transaction ids; the log and the cursors were shifted below the horizon");
         }
         store::advance_idle_cursors(c)?;
-        super::sealed::reseal(c, &keys)?;
+        reseal(c, &keys)?;
         store::trim_log(c, TRIM)
     })
     .await?)
@@ -92,4 +93,40 @@ pub async fn wake(queue: &JobQueue, endpoints: &[Uuid], why: &str) {
             tracing::debug!(error = %e, "webhook wake-up not pushed; the next tick pushes it again");
         }
     }
+}
+
+/// Endpoints whose secrets a sweep seals again, at most.
+const RESEAL: i64 = 100;
+
+/// Seals again, under the current key, every secret sealed under an older
+/// one (or stored before sealing). One that does not open is left as it
+/// is, with a warning: its key is not configured. Returns how many rows
+/// it sealed again.
+pub fn reseal(
+    c: &mut diesel::PgConnection,
+    keys: &super::sealed::SecretsKeys,
+) -> Result<usize, crate::db::DbError> {
+    let mut done = 0;
+    for old in crate::db::webhooks::stale_sealed(c, &keys.current_prefix(), RESEAL)? {
+        let again = |stored: &str| {
+            keys.open(old.id, stored)
+                .map(|plain| keys.seal(old.id, plain.expose_secret()))
+        };
+        let new = match (
+            again(&old.secret),
+            old.previous_secret.as_deref().map(again).transpose(),
+        ) {
+            (Ok(secret), Ok(previous_secret)) => crate::db::webhooks::StoredSecrets {
+                id: old.id,
+                secret,
+                previous_secret,
+            },
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(endpoint = %super::endpoint_id(old.id), error = %e, "a webhook secret cannot be sealed again");
+                continue;
+            }
+        };
+        done += usize::from(crate::db::webhooks::reseal(c, &old, &new)?);
+    }
+    Ok(done)
 }

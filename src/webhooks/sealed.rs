@@ -7,7 +7,7 @@
 //! Rotating the key: set the new one in `WEBHOOK_SECRETS_KEY` and the old
 //! one in `WEBHOOK_SECRETS_KEY_PREVIOUS` (comma-separated, several allowed)
 //! on every process; the workers' sweep seals every secret again under the
-//! new key ([`reseal`], 100 endpoints a sweep; done when no row is left
+//! new key (`fanout::reseal`, 100 endpoints a sweep; done when no row is left
 //! under an old key id, docs/WEBHOOKS.md shows the query); then drop the
 //! old key. A value without the
 //! `sealed1:` prefix is a secret from before sealing: it is used as it is
@@ -18,7 +18,7 @@ use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use rand::RngCore;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -195,45 +195,10 @@ impl SecretsKeys {
     }
 }
 
-/// Endpoints whose secrets a sweep seals again, at most.
-const RESEAL: i64 = 100;
-
-/// Seals again, under the current key, every secret sealed under an older
-/// one (or stored before sealing). One that does not open is left as it
-/// is, with a warning: its key is not configured. Returns how many rows
-/// it sealed again.
-pub fn reseal(
-    c: &mut diesel::PgConnection,
-    keys: &SecretsKeys,
-) -> Result<usize, crate::db::DbError> {
-    let mut done = 0;
-    for old in crate::db::webhooks::stale_sealed(c, &keys.current_prefix(), RESEAL)? {
-        let again = |stored: &str| {
-            keys.open(old.id, stored)
-                .map(|plain| keys.seal(old.id, plain.expose_secret()))
-        };
-        let new = match (
-            again(&old.secret),
-            old.previous_secret.as_deref().map(again).transpose(),
-        ) {
-            (Ok(secret), Ok(previous_secret)) => crate::db::webhooks::StoredSecrets {
-                id: old.id,
-                secret,
-                previous_secret,
-            },
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::warn!(endpoint = %super::endpoint_id(old.id), error = %e, "a webhook secret cannot be sealed again");
-                continue;
-            }
-        };
-        done += usize::from(crate::db::webhooks::reseal(c, &old, &new)?);
-    }
-    Ok(done)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
 
     const KEY_A: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
     const KEY_B: &str = "ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1+f4CBgoM=";

@@ -5,7 +5,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{dashboard, gateway, orders, products, views, webhooks};
+use crate::http::{dashboard, gateway, orders, products, views, webhooks};
 use crate::orders::{actions, purchase};
 
 #[derive(OpenApi)]
