@@ -28,6 +28,26 @@ impl FieldError {
     }
 }
 
+/// Every 409's `error.code`, in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictCode {
+    IdempotencyKeyReused,
+    InvalidState,
+    RequestInProgress,
+    SkuExists,
+}
+
+impl ConflictCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConflictCode::IdempotencyKeyReused => "idempotency_key_reused",
+            ConflictCode::InvalidState => "invalid_state",
+            ConflictCode::RequestInProgress => "request_in_progress",
+            ConflictCode::SkuExists => "sku_exists",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("malformed request: {0}")]
@@ -51,7 +71,7 @@ pub enum ApiError {
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("{1}")]
-    Conflict(&'static str, String),
+    Conflict(ConflictCode, String),
     #[error("payment declined")]
     PaymentDeclined {
         decline_code: String,
@@ -76,7 +96,7 @@ impl ApiError {
             ApiError::InvalidSignature(_) => "invalid_signature",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
-            ApiError::Conflict(code, _) => code,
+            ApiError::Conflict(code, _) => code.as_str(),
             ApiError::PaymentDeclined { .. } => "payment_declined",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Unexpected(_) => "internal_error",
@@ -110,7 +130,7 @@ impl ApiError {
         json!({ "error": error })
     }
 
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ConflictCode, message: impl Into<String>) -> Self {
         ApiError::Conflict(code, message.into())
     }
 }

@@ -88,7 +88,7 @@ pub async fn summary(_: OpsAuth, state: web::Data<AppState>) -> Result<HttpRespo
     let redis = async {
         let mut conn = state.queue.connection().await.map_err(redis_down)?;
         let prefix = state.queue.prefix();
-        let queues = crate::jobs::stats::read(&mut conn, prefix, &crate::worker::KINDS)
+        let queues = crate::jobs::stats::read(&mut conn, prefix, state.job_kinds)
             .await
             .map_err(redis_down)?;
         // The run first: a batch records partner health before it finishes

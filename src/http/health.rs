@@ -113,7 +113,7 @@ async fn read_shared(state: &AppState, metrics: &crate::metrics::Metrics) {
         let stats = match conn.clone() {
             Some(mut c) => tokio::time::timeout(
                 std::time::Duration::from_secs(1),
-                crate::jobs::stats::read(&mut c, queue.prefix(), &crate::worker::KINDS),
+                crate::jobs::stats::read(&mut c, queue.prefix(), state.job_kinds),
             )
             .await
             .ok()

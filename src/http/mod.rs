@@ -41,4 +41,7 @@ pub struct AppState {
     pub secrets: Arc<crate::webhooks::sealed::SecretsKeys>,
     /// The gateway's event signing secrets (`GATEWAY_WEBHOOK_SECRETS`).
     pub gateway_secrets: Arc<Vec<secrecy::SecretString>>,
+    /// The job kinds whose queues `/metrics` and the board report (the
+    /// workers' list, `worker::KINDS`).
+    pub job_kinds: &'static [&'static str],
 }

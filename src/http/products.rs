@@ -59,7 +59,12 @@ pub async fn create_product(
     };
     let row = db::unit(&state.pool, move |conn| products::insert(conn, &new))
         .await?
-        .ok_or_else(|| ApiError::conflict("sku_exists", "a product with this sku exists"))?;
+        .ok_or_else(|| {
+            ApiError::conflict(
+                crate::error::ConflictCode::SkuExists,
+                "a product with this sku exists",
+            )
+        })?;
     Ok(HttpResponse::Created().json(ProductView::from(row)))
 }
 

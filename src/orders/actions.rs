@@ -36,13 +36,13 @@ pub async fn cancel_order(
         Err(CancelRefusal::NotFound) => return Err(ApiError::NotFound),
         Err(CancelRefusal::InvalidState) => {
             return Err(ApiError::conflict(
-                "invalid_state",
+                crate::error::ConflictCode::InvalidState,
                 "only payment_pending orders, and paid orders whose shipment is not being created, can be cancelled",
             ))
         }
         Err(CancelRefusal::DeliveryOutcomeUnknown) => {
             return Err(ApiError::conflict(
-                "invalid_state",
+                crate::error::ConflictCode::InvalidState,
                 "the last delivery attempt got no answer, so the shipment may exist; \
                  the order can be cancelled once a delivery attempt learns the outcome \
                  (retry the delivery if it failed)",
@@ -111,7 +111,7 @@ pub async fn retry_delivery(
         .ok_or(ApiError::NotFound)?;
     if !requeued {
         return Err(ApiError::conflict(
-            "invalid_state",
+            crate::error::ConflictCode::InvalidState,
             "the delivery of this order has not failed",
         ));
     }
@@ -153,7 +153,7 @@ pub async fn reconcile(
         .map_err(|refusal| match refusal {
             orders::RedriveRefusal::NotFound => ApiError::NotFound,
             orders::RedriveRefusal::NothingOwed => ApiError::conflict(
-                "invalid_state",
+                crate::error::ConflictCode::InvalidState,
                 "only a payment_pending order, or a cancelled one not yet refunded, has money to settle",
             ),
         })?;

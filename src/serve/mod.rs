@@ -66,6 +66,7 @@ impl Application {
             webhooks: settings.webhooks,
             secrets: Arc::new(settings.webhook_secrets.clone()),
             gateway_secrets: Arc::new(settings.gateway_webhook_secrets.clone()),
+            job_kinds: &crate::worker::KINDS,
             scrape: health::Scrape::new(
                 settings
                     .metrics_token

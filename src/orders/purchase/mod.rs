@@ -75,7 +75,7 @@ pub fn response_for(order: OrderWithItems) -> (StatusCode, Value) {
         }
         OrderStatus::Cancelled => {
             let err = ApiError::conflict(
-                "invalid_state",
+                crate::error::ConflictCode::InvalidState,
                 "the order was cancelled while it was being paid",
             );
             (StatusCode::CONFLICT, err.body())
@@ -193,11 +193,11 @@ fn early_answer(started: Started) -> Result<Result<OrderWithItems, HttpResponse>
             Ok(Err(respond(status, body, true)))
         }
         Started::Reused => Err(ApiError::conflict(
-            "idempotency_key_reused",
+            crate::error::ConflictCode::IdempotencyKeyReused,
             "this Idempotency-Key was used with a different request body",
         )),
         Started::InProgress => Err(ApiError::conflict(
-            "request_in_progress",
+            crate::error::ConflictCode::RequestInProgress,
             "a request with this Idempotency-Key is still in progress; retry shortly",
         )),
     }
