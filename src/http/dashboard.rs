@@ -170,6 +170,13 @@ pub async fn refresh(_: OpsAuth, state: web::Data<AppState>) -> Result<HttpRespo
 /// (the page then re-reads the board), and a comment every 15 s to keep
 /// proxies from closing the stream. The page reads it with `fetch`, so the
 /// token travels in the Authorization header, never in a URL.
+#[utoipa::path(
+    get, path = "/api/v1/dashboard/events", tag = "ops", security(("ops_token" = [])),
+    responses(
+        (status = 200, description = "text/event-stream: `event: refresh` after each refresh run, a comment every 15 s", content_type = "text/event-stream"),
+        (status = 401), (status = 503),
+    )
+)]
 pub async fn events(_: OpsAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.queue.connection().await.map_err(redis_down)?;
     let start: Option<i64> =

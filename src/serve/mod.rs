@@ -285,3 +285,42 @@ fn envelope_plain_errors<B: MessageBody + 'static>(
             .map_into_right_body(),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    /// The routes the table above serves under `/api/v1`, read from this
+    /// file's own text: `(method, path)` for each `.route(web::m()` after a
+    /// `web::resource("…")`.
+    fn api_routes() -> Vec<(String, String)> {
+        let src = include_str!("mod.rs");
+        let table = &src[src
+            .find("web::scope(\"/api/v1\")")
+            .expect("the /api/v1 scope")..];
+        let table = &table[..table.find("#[cfg(test)]").unwrap_or(table.len())];
+        let mut routes = Vec::new();
+        for chunk in table.split("web::resource(\"").skip(1) {
+            let path = &chunk[..chunk.find('"').expect("a closing quote")];
+            for part in chunk.split(".route(web::").skip(1) {
+                let method = &part[..part.find('(').expect("a method call")];
+                routes.push((method.to_owned(), format!("/api/v1{path}")));
+            }
+        }
+        routes
+    }
+
+    #[test]
+    fn the_openapi_document_has_every_route_of_the_table() {
+        use utoipa::OpenApi;
+        let doc = serde_json::to_value(super::openapi::ApiDoc::openapi()).expect("a document");
+        let routes = api_routes();
+        assert!(routes.len() >= 20, "the table was not read: {routes:?}");
+        let missing: Vec<_> = routes
+            .iter()
+            .filter(|(m, p)| doc["paths"][p.as_str()][m.as_str()].is_null())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "routes missing from OpenAPI: {missing:?}"
+        );
+    }
+}

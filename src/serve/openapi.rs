@@ -25,6 +25,7 @@ use crate::orders::{actions, purchase};
         dashboard::orders,
         dashboard::summary,
         dashboard::refresh,
+        dashboard::events,
         orders::order_events,
         webhooks::create_endpoint,
         webhooks::list_endpoints,
