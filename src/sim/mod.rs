@@ -132,6 +132,16 @@ pub struct Simulators {
 }
 
 impl Simulators {
+    /// Where `partner`'s simulator listens: a new partner does not compile
+    /// until it has one.
+    pub fn url(&self, partner: crate::partners::Partner) -> String {
+        use crate::partners::Partner;
+        match partner {
+            Partner::Payment => self.payment_url(),
+            Partner::Shipping => self.shipping_url(),
+            Partner::Warehouse => self.warehouse_url(),
+        }
+    }
     pub fn payment_url(&self) -> String {
         format!("http://{}", self.payment_addr)
     }

@@ -18,6 +18,7 @@ mod outages;
 mod payments;
 mod purchase;
 mod receiver;
+mod recipes;
 mod senders;
 mod simulators;
 mod validation;
