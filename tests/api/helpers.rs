@@ -401,6 +401,20 @@ impl TestApp {
         }
     }
 
+    /// The simulator made exactly `n` shipments, each for a different
+    /// order: nothing shipped twice, nothing else shipped.
+    #[allow(dead_code)]
+    pub fn assert_all_shipped_once(&self, n: usize) {
+        let stats = self.sims.shipping.stats();
+        assert_eq!(stats.shipments_by_reference.len(), n, "orders shipped");
+        let twice: Vec<_> = stats
+            .shipments_by_reference
+            .iter()
+            .filter(|(_, &c)| c != 1)
+            .collect();
+        assert!(twice.is_empty(), "shipped more than once: {twice:?}");
+    }
+
     pub async fn order_count(&self) -> i64 {
         self.db(|c| {
             use orderflow::db::schema::orders::dsl as o;

@@ -75,9 +75,7 @@ async fn twenty_thousand_owed_deliveries_all_complete_without_a_worker_dying() {
         })
         .await;
     assert_eq!(fulfilling, N);
-    let stats = app.sims.shipping.stats();
-    assert_eq!(stats.shipments_by_reference.len() as i64, N);
-    assert!(stats.shipments_by_reference.values().all(|n| *n == 1));
+    app.assert_all_shipped_once(N as usize);
     assert!(
         max_scheduled < 8000,
         "scheduled set reached {max_scheduled}"
@@ -142,9 +140,7 @@ async fn purchases_while_no_worker_runs_then_two_workers_ship_each_once_and_none
         assert!(!w.is_finished());
         w.stop().unwrap();
     }
-    let stats = app.sims.shipping.stats();
-    assert_eq!(stats.shipments_by_reference.len(), n);
-    assert!(stats.shipments_by_reference.values().all(|c| *c == 1));
+    app.assert_all_shipped_once(n);
     assert!(
         max_scheduled < 8000,
         "scheduled set reached {max_scheduled}"
