@@ -14,7 +14,7 @@ use super::fetch::{fetch, Tally};
 use super::merge::{merge, Merged};
 use super::{health, plan, store, BoardEntry, RefreshContext};
 use crate::db::models::OrderWithItems;
-use crate::db::{self, delivery, orders};
+use crate::db::{self, orders, shipments};
 use crate::jobs::JobKind;
 use crate::partners::Partner;
 
@@ -90,7 +90,7 @@ async fn persist(
         .collect();
     let mut entries: Vec<BoardEntry> = merged.into_iter().map(|m| m.entry).collect();
     if !moves.is_empty() {
-        let moved = db::unit(&ctx.jobs.pool, move |c| delivery::advance(c, &moves)).await?;
+        let moved = db::unit(&ctx.jobs.pool, move |c| shipments::advance(c, &moves)).await?;
         for e in entries.iter_mut() {
             if let Some(status) = moved.get(&e.id) {
                 e.status = *status;

@@ -6,7 +6,6 @@
 //! checkout from the pool on actix's blocking thread pool; no connection or
 //! transaction is ever held while a partner is called.
 
-pub mod delivery;
 pub mod delivery_log;
 pub mod events;
 pub mod gateway_events;
@@ -19,6 +18,7 @@ mod pool;
 pub mod prepared;
 pub mod products;
 pub mod schema;
+pub mod shipments;
 pub mod webhooks;
 
 pub use pool::{build_pool, build_pool_sized, unit, unit_before_deadline, DbPool, ALIVE_BYPASS};

@@ -103,7 +103,7 @@ pub async fn retry_delivery(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_order_id(&path)?;
     let requeued = db::unit(&state.pool, move |c| {
-        crate::db::delivery::requeue_failed_delivery(c, id)
+        crate::db::shipments::requeue_failed_delivery(c, id)
     })
     .await?;
     let order = db::unit(&state.pool, move |c| orders::find(c, id))

@@ -5,7 +5,7 @@
 //! (deliver, reconcile a payment, refund), run by the workers.
 //!
 //! The order's reads (`GET /api/v1/orders…`) are in `http::orders`, its
-//! SQL in `db::orders`, `db::delivery` (shipments) and `db::idempotency`.
+//! SQL in `db::orders`, `db::shipments` (shipments) and `db::idempotency`.
 
 pub mod actions;
 pub mod jobs;

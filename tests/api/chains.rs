@@ -193,11 +193,11 @@ async fn cancels_racing_delivery_starts_never_deadlock() {
                 let mut c = pool.get().unwrap();
                 for id in ids {
                     let r = if side == 0 {
-                        let start = orderflow::db::delivery::BeginRequest {
+                        let start = orderflow::db::shipments::BeginRequest {
                             order_id: id,
                             task: "t".into(),
                         };
-                        orderflow::db::delivery::begin_deliveries(
+                        orderflow::db::shipments::begin_deliveries(
                             &mut c,
                             &[start],
                             Duration::from_secs(30),
@@ -231,8 +231,8 @@ async fn cancels_racing_delivery_starts_never_deadlock() {
 async fn a_batch_of_delivery_starts_answers_each_request_as_alone() {
     use diesel::connection::SimpleConnection;
     use diesel::prelude::*;
-    use orderflow::db::delivery::{self, BeginRequest, DeliveryBegin, ShipmentRecord};
     use orderflow::db::schema::{orders::dsl as o, outbox::dsl as w};
+    use orderflow::db::shipments::{self, BeginRequest, DeliveryBegin, ShipmentRecord};
     let app = spawn_app().await;
     app.seed_paid_orders(5, "now()").await;
     let mut ids: Vec<uuid::Uuid> = app
@@ -261,7 +261,7 @@ async fn a_batch_of_delivery_starts_answers_each_request_as_alone() {
         req(later, "e"),
     ];
     let answers = app
-        .db(move |c| delivery::begin_deliveries(c, &reqs, Duration::from_secs(30)).unwrap())
+        .db(move |c| shipments::begin_deliveries(c, &reqs, Duration::from_secs(30)).unwrap())
         .await;
     let kinds: Vec<&str> = answers
         .iter()
@@ -333,7 +333,7 @@ async fn a_batch_of_delivery_starts_answers_each_request_as_alone() {
         rec(twice, "shp_3"),
     ];
     let moved = app
-        .db(move |c| delivery::record_shipments(c, &records).unwrap())
+        .db(move |c| shipments::record_shipments(c, &records).unwrap())
         .await;
     assert_eq!(moved, vec![true, false, true]);
     ids.truncate(3);
@@ -410,7 +410,7 @@ async fn a_later_429_does_not_forget_that_a_shipment_may_exist() {
 /// the shipment.
 #[actix_rt::test]
 async fn a_stale_attempt_cannot_overwrite_the_live_one() {
-    use orderflow::db::delivery::{self, AttemptFailure, BeginRequest, DeliveryBegin};
+    use orderflow::db::shipments::{self, AttemptFailure, BeginRequest, DeliveryBegin};
     let app = spawn_app().await;
     let id = order_id(&app.purchase(&visa(), None).await);
     let begin = move |c: &mut diesel::PgConnection, task: &str| {
@@ -418,7 +418,7 @@ async fn a_stale_attempt_cannot_overwrite_the_live_one() {
             order_id: id,
             task: task.to_owned(),
         };
-        delivery::begin_deliveries(c, &[req], Duration::ZERO).expect("begin")
+        shipments::begin_deliveries(c, &[req], Duration::ZERO).expect("begin")
     };
     let (first, second) = app.db(move |c| (begin(c, "stale"), begin(c, "live"))).await;
     let attempt = |b: &[DeliveryBegin]| match b.first() {
@@ -431,7 +431,8 @@ async fn a_stale_attempt_cannot_overwrite_the_live_one() {
             outcome_unknown: false,
             retry_in: Some(Duration::from_secs(30)),
         };
-        delivery::record_delivery_error(c, id, 1, "shipping answered 429", failure).expect("record")
+        shipments::record_delivery_error(c, id, 1, "shipping answered 429", failure)
+            .expect("record")
     })
     .await;
     let o = app.get(&format!("/api/v1/orders/{id}")).await.body;

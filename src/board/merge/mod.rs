@@ -19,8 +19,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{BoardEntry, Due, PaymentState, ShippingState, StockItem, WarehouseState};
-use crate::db::delivery::Advance;
 use crate::db::models::OrderWithItems;
+use crate::db::shipments::Advance;
 use crate::domain::{DeliveryStatus, OrderStatus};
 use crate::partners::shipping::Shipment;
 

@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::db;
-use crate::db::delivery::{self, AttemptFailure, BeginRequest, DeliveryBegin, ShipmentRecord};
 use crate::db::group::Group;
+use crate::db::shipments::{self, AttemptFailure, BeginRequest, DeliveryBegin, ShipmentRecord};
 use crate::db::DbPool;
 use crate::jobs::{JobContext, JobKind, OutboxJob};
 use crate::partners::shipping::{Shipment, ShippingError};
@@ -50,13 +50,13 @@ impl DeliveryUnits {
                 pool.clone(),
                 UNITS_IN_FLIGHT,
                 PER_UNIT,
-                Arc::new(move |c, reqs| delivery::begin_deliveries(c, reqs, lease)),
+                Arc::new(move |c, reqs| shipments::begin_deliveries(c, reqs, lease)),
             ),
             record: Group::start(
                 pool.clone(),
                 UNITS_IN_FLIGHT,
                 PER_UNIT,
-                Arc::new(delivery::record_shipments),
+                Arc::new(shipments::record_shipments),
             ),
         }
     }
@@ -155,7 +155,7 @@ async fn record_attempt(
                 retry_in: None,
             };
             db::unit(&ctx.pool, move |c| {
-                delivery::record_delivery_error(c, id, attempt, &error, failure)
+                shipments::record_delivery_error(c, id, attempt, &error, failure)
             })
             .await?;
             tracing::warn!(delivery.attempt = attempt, error = %message, "delivery failed for good");
@@ -174,7 +174,7 @@ async fn record_attempt(
             };
             let error = message.clone();
             db::unit(&ctx.pool, move |c| {
-                delivery::record_delivery_error(c, id, attempt, &error, failure)
+                shipments::record_delivery_error(c, id, attempt, &error, failure)
             })
             .await?;
             if give_up {
