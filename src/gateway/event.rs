@@ -7,7 +7,6 @@
 //! PaymentIntent), else found later by the object's PaymentIntent id.
 
 use serde_json::Value;
-
 use uuid::Uuid;
 
 pub use crate::db::gateway_events::Received;

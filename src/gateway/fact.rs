@@ -46,12 +46,17 @@ fn text(v: &Value, key: &str) -> Option<String> {
     v.get(key).and_then(Value::as_str).map(str::to_owned)
 }
 
+/// The order a PaymentIntent names in its metadata.
+pub fn order_of(intent: &Value) -> Option<Uuid> {
+    intent["metadata"]["order_id"]
+        .as_str()
+        .and_then(|s| Uuid::try_parse(s).ok())
+}
+
 /// A PaymentIntent as read now.
 pub fn intent(body: &Value) -> Read {
     Read {
-        order_id: body["metadata"]["order_id"]
-            .as_str()
-            .and_then(|s| Uuid::try_parse(s).ok()),
+        order_id: order_of(body),
         intent_id: text(body, "id"),
         fact: Fact::Intent(classify_charge(200, body)),
     }

@@ -26,9 +26,9 @@ pub mod kind;
 pub mod process;
 pub mod verify;
 
-/// How long finished events stay in the inbox (and dedupe resends).
 pub use crate::db::gateway_events::GatewayEventStatus;
 
+/// How long finished events stay in the inbox (and dedupe resends).
 pub const RETENTION: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
 /// The largest event body the inbox reads (the gateway's are a few KiB).

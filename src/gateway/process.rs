@@ -164,7 +164,7 @@ async fn read_again(
                 // metadata names the order: one more read on rare events
                 // keeps orders free of an index on the intent id.
                 if let (None, Some(intent)) = (read.order_id, read.intent_id.as_deref()) {
-                    read.order_id = fact::intent(&gw.intent(intent).await?).order_id;
+                    read.order_id = fact::order_of(&gw.intent(intent).await?);
                 }
                 Ok(read)
             })

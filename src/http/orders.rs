@@ -29,10 +29,15 @@ pub async fn get_order(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_order_id(&path)?;
+    Ok(HttpResponse::Ok().json(order_view(&state, id).await?))
+}
+
+/// Order `id` as the API shows it, read now; 404 if there is none.
+pub async fn order_view(state: &AppState, id: Uuid) -> Result<OrderView, ApiError> {
     let order = db::unit(&state.pool, move |conn| orders::find(conn, id))
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(HttpResponse::Ok().json(OrderView::from(order)))
+    Ok(OrderView::from(order))
 }
 
 #[utoipa::path(

@@ -6,7 +6,7 @@ use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use super::queue_name;
-pub use crate::metrics::QueueStats;
+use crate::metrics::QueueStats;
 
 pub fn totals_key(prefix: &str) -> String {
     format!("{prefix}.job_totals")

@@ -5,9 +5,9 @@
 use actix_web::{web, HttpResponse};
 
 use crate::db::{self, orders};
-use crate::error::ApiError;
+use crate::error::{ApiError, ConflictCode};
 use crate::http::auth::OpsAuth;
-use crate::http::orders::parse_order_id;
+use crate::http::orders::{order_view, parse_order_id};
 use crate::http::views::OrderView;
 use crate::http::AppState;
 
@@ -36,13 +36,13 @@ pub async fn cancel_order(
         Err(CancelRefusal::NotFound) => return Err(ApiError::NotFound),
         Err(CancelRefusal::InvalidState) => {
             return Err(ApiError::conflict(
-                crate::error::ConflictCode::InvalidState,
+                ConflictCode::InvalidState,
                 "only payment_pending orders, and paid orders whose shipment is not being created, can be cancelled",
             ))
         }
         Err(CancelRefusal::DeliveryOutcomeUnknown) => {
             return Err(ApiError::conflict(
-                crate::error::ConflictCode::InvalidState,
+                ConflictCode::InvalidState,
                 "the last delivery attempt got no answer, so the shipment may exist; \
                  the order can be cancelled once a delivery attempt learns the outcome \
                  (retry the delivery if it failed)",
@@ -80,10 +80,7 @@ pub async fn cancel_order(
             tracing::warn!(error = %e, "refund wake-up not pushed; the sweeper will push it");
         }
     }
-    let order = db::unit(&state.pool, move |c| orders::find(c, id))
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    Ok(HttpResponse::Ok().json(OrderView::from(order)))
+    Ok(HttpResponse::Ok().json(order_view(&state, id).await?))
 }
 
 #[utoipa::path(
@@ -106,12 +103,10 @@ pub async fn retry_delivery(
         crate::db::shipments::requeue_failed_delivery(c, id)
     })
     .await?;
-    let order = db::unit(&state.pool, move |c| orders::find(c, id))
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let order = order_view(&state, id).await?;
     if !requeued {
         return Err(ApiError::conflict(
-            crate::error::ConflictCode::InvalidState,
+            ConflictCode::InvalidState,
             "the delivery of this order has not failed",
         ));
     }
@@ -128,7 +123,7 @@ pub async fn retry_delivery(
     {
         tracing::warn!(error = %e, "delivery wake-up not pushed; the sweeper will push it");
     }
-    Ok(HttpResponse::Accepted().json(OrderView::from(order)))
+    Ok(HttpResponse::Accepted().json(order))
 }
 
 #[utoipa::path(
@@ -153,7 +148,7 @@ pub async fn reconcile(
         .map_err(|refusal| match refusal {
             orders::RedriveRefusal::NotFound => ApiError::NotFound,
             orders::RedriveRefusal::NothingOwed => ApiError::conflict(
-                crate::error::ConflictCode::InvalidState,
+                ConflictCode::InvalidState,
                 "only a payment_pending order, or a cancelled one not yet refunded, has money to settle",
             ),
         })?;
@@ -174,8 +169,5 @@ pub async fn reconcile(
     if let Err(e) = pushed {
         tracing::warn!(error = %e, "re-drive wake-up not pushed; the sweeper will push it");
     }
-    let order = db::unit(&state.pool, move |c| orders::find(c, id))
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    Ok(HttpResponse::Accepted().json(OrderView::from(order)))
+    Ok(HttpResponse::Accepted().json(order_view(&state, id).await?))
 }

@@ -21,11 +21,10 @@ use secrecy::ExposeSecret;
 use crate::config::{required, Settings};
 use crate::db::DbPool;
 use crate::error::ApiError;
+use crate::http::{auth, body, dashboard, gateway, health, orders, products, webhooks, AppState};
 use crate::jobs::JobQueue;
 use crate::metrics::Metrics;
 use crate::partners::payment::{PaymentConfig, PaymentGateway};
-
-use crate::http::{auth, body, dashboard, gateway, health, orders, products, webhooks, AppState};
 
 /// A bound, not yet running, HTTP server.
 pub struct Application {

@@ -312,6 +312,37 @@ async fn succeeded_before_requires_action_leaves_the_order_paid() {
     worker.stop().unwrap();
 }
 
+/// A PaymentIntent made straight at the gateway, not by a purchase (with
+/// the order's metadata if given, charged if `confirm`): its id.
+async fn intent_at_gateway(
+    app: &TestApp,
+    amount: u32,
+    order: Option<Uuid>,
+    confirm: bool,
+) -> String {
+    let (amount, order) = (amount.to_string(), order.map(|o| o.to_string()));
+    let mut form = vec![
+        ("amount", amount.as_str()),
+        ("currency", "usd"),
+        ("payment_method", "pm_card_visa"),
+    ];
+    if confirm {
+        form.push(("confirm", "true"));
+    }
+    if let Some(o) = &order {
+        form.push(("metadata[order_id]", o.as_str()));
+    }
+    let mut res = app
+        .client
+        .post(format!("{}/v1/payment_intents", app.sims.payment_url()))
+        .insert_header(("Authorization", "Bearer sk_test_orderflow"))
+        .send_form(&form)
+        .await
+        .unwrap();
+    let intent: Value = res.json().await.unwrap();
+    intent["id"].as_str().unwrap().to_owned()
+}
+
 #[actix_rt::test]
 async fn an_event_before_its_order_is_recorded_waits_then_applies() {
     let app = app_with_events().await;
@@ -319,21 +350,7 @@ async fn an_event_before_its_order_is_recorded_waits_then_applies() {
     let id = Uuid::new_v4();
     // The gateway has a succeeded intent for an order orderflow has not
     // recorded yet.
-    let mut res = app
-        .client
-        .post(format!("{}/v1/payment_intents", app.sims.payment_url()))
-        .insert_header(("Authorization", "Bearer sk_test_orderflow"))
-        .send_form(&[
-            ("amount", "1299"),
-            ("currency", "usd"),
-            ("payment_method", "pm_card_visa"),
-            ("confirm", "true"),
-            ("metadata[order_id]", &id.to_string()),
-        ])
-        .await
-        .unwrap();
-    let intent: Value = res.json().await.unwrap();
-    let intent = intent["id"].as_str().unwrap().to_owned();
+    let intent = intent_at_gateway(&app, 1299, Some(id), true).await;
     let worker = app.start_worker(events_worker());
     let event = signed_event("evt_early", "payment_intent.succeeded", &intent, id);
     assert_eq!(deliver(&app, event).await, 200);
@@ -374,24 +391,13 @@ async fn an_event_for_an_order_never_recorded_is_kept_unmatched() {
     let mut opts = events_worker();
     opts.gateway_events.unmatched_after = 3;
     let worker = app.start_worker(opts);
-    let mut res = app
-        .client
-        .post(format!("{}/v1/payment_intents", app.sims.payment_url()))
-        .insert_header(("Authorization", "Bearer sk_test_orderflow"))
-        .send_form(&[
-            ("amount", "100"),
-            ("currency", "usd"),
-            ("payment_method", "pm_card_visa"),
-        ])
-        .await
-        .unwrap();
-    let intent: Value = res.json().await.unwrap();
+    let intent = intent_at_gateway(&app, 100, None, false).await;
     let event = signed_event("evt_stray", "payment_intent.created", "x", Uuid::new_v4());
     assert_eq!(deliver(&app, event).await, 200); // an unknown type: ignored
     let stray = signed_event(
         "evt_unmatched",
         "payment_intent.succeeded",
-        intent["id"].as_str().unwrap(),
+        &intent,
         Uuid::new_v4(),
     );
     assert_eq!(deliver(&app, stray).await, 200);
@@ -426,22 +432,7 @@ async fn a_dispute_on_an_intent_the_order_does_not_hold_is_unmatched_and_changes
     assert_eq!(resp.status, 201, "{}", resp.body);
     let id = order_id(&resp);
     // A second charge made at the gateway with the order's metadata.
-    let order = id.to_string();
-    let mut res = app
-        .client
-        .post(format!("{}/v1/payment_intents", app.sims.payment_url()))
-        .insert_header(("Authorization", "Bearer sk_test_orderflow"))
-        .send_form(&[
-            ("amount", "100"),
-            ("currency", "usd"),
-            ("payment_method", "pm_card_visa"),
-            ("confirm", "true"),
-            ("metadata[order_id]", order.as_str()),
-        ])
-        .await
-        .unwrap();
-    let stray: Value = res.json().await.unwrap();
-    let stray = stray["id"].as_str().unwrap().to_owned();
+    let stray = intent_at_gateway(&app, 100, Some(id), true).await;
     assert_ne!(stray, intent_of(&resp.body));
     app.payment_sim(
         &format!("/_sim/payment_intents/{stray}/dispute"),

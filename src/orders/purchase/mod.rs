@@ -35,7 +35,7 @@ use super::Deliver;
 use crate::db::models::OrderWithItems;
 use crate::db::{self, DbError};
 use crate::domain::{OrderStatus, PurchaseRequest};
-use crate::error::ApiError;
+use crate::error::{ApiError, ConflictCode};
 use crate::http::body::{fingerprint, json_object, BODY_LIMIT};
 use crate::http::views::OrderView;
 use crate::http::AppState;
@@ -75,7 +75,7 @@ pub fn response_for(order: OrderWithItems) -> (StatusCode, Value) {
         }
         OrderStatus::Cancelled => {
             let err = ApiError::conflict(
-                crate::error::ConflictCode::InvalidState,
+                ConflictCode::InvalidState,
                 "the order was cancelled while it was being paid",
             );
             (StatusCode::CONFLICT, err.body())
@@ -193,11 +193,11 @@ fn early_answer(started: Started) -> Result<Result<OrderWithItems, HttpResponse>
             Ok(Err(respond(status, body, true)))
         }
         Started::Reused => Err(ApiError::conflict(
-            crate::error::ConflictCode::IdempotencyKeyReused,
+            ConflictCode::IdempotencyKeyReused,
             "this Idempotency-Key was used with a different request body",
         )),
         Started::InProgress => Err(ApiError::conflict(
-            crate::error::ConflictCode::RequestInProgress,
+            ConflictCode::RequestInProgress,
             "a request with this Idempotency-Key is still in progress; retry shortly",
         )),
     }
