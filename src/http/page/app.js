@@ -12,6 +12,7 @@ let loads = 0;            // the newest load() is the one shown
 let opened = null;        // the order whose panel is open
 let logOf = null;         // the endpoint whose delivery log is shown
 let endpointRows = new Map(); // endpoint id → { key, node }
+let gatewayRows = new Map(); // gateway event id → { key, node }
 let logRows = new Map();  // log line → { key, node }, for the endpoint `logOf`
 
 function el(tag, attrs, ...children) {
@@ -267,7 +268,8 @@ function paymentLine(p) {
 async function loadGatewayEvents() {
   const status = $("gateway-status").value;
   const list = await api("/api/v1/gateway-events?limit=50" + (status ? "&status=" + encodeURIComponent(status) : ""));
-  $("gateway-events").tBodies[0].replaceChildren(...list.events.map((e) =>
+  // Unchanged rows keep their node, so a Replay button stays the one clicked.
+  gatewayRows = keepRows($("gateway-events").tBodies[0], gatewayRows, list.events, (e) => e.id, JSON.stringify, (e) =>
     el("tr", { "data-id": e.id, "data-status": e.status },
       el("td", { class: "mono" }, e.id), el("td", {}, e.type),
       el("td", { class: "mono" }, e.order_id ? e.order_id.slice(0, 8) : "—"),
@@ -275,7 +277,7 @@ async function loadGatewayEvents() {
       el("td", {}, new Date(e.received_at).toLocaleTimeString()),
       el("td", { class: "changes" }, e.error || ""),
       el("td", {}, e.status === "pending" ? null
-        : el("button", { class: "ghost replay", onclick: () => replayGatewayEvent(e.id) }, "Replay")))));
+        : el("button", { class: "ghost replay", onclick: () => replayGatewayEvent(e.id) }, "Replay"))));
   $("gateway-events-empty").hidden = list.events.length > 0;
 }
 
