@@ -35,6 +35,25 @@ pub enum Command {
     /// Everything in one process: migrations, simulators for unset partner
     /// URLs, the API and the workers; prints the URLs and the ops token.
     Dev,
+    /// Staff accounts: named ops tokens with a role.
+    #[command(subcommand)]
+    Staff(StaffCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StaffCommand {
+    /// Add an account; prints its token (oft_…) once on stdout.
+    Add {
+        name: String,
+        /// viewer, operator, refunder or admin.
+        #[arg(long)]
+        role: String,
+    },
+    /// List the accounts (never their tokens).
+    List,
+    /// Revoke an account: its token and sessions stop working within 1 s on
+    /// every serve.
+    Revoke { name: String },
 }
 
 /// Runs the CLI; returns the process exit code (2 for configuration errors).
@@ -46,6 +65,9 @@ pub fn main() -> i32 {
         Command::Serve => with_settings(run_serve),
         Command::Worker => with_settings(run_worker),
         Command::Dev => with_settings(run_dev),
+        Command::Staff(c) => Settings::from_env()
+            .map_err(anyhow::Error::from)
+            .and_then(|s| run_staff(&s, c)),
     };
     match result {
         Ok(()) => 0,
@@ -66,6 +88,60 @@ fn with_settings(f: impl FnOnce(Settings) -> anyhow::Result<()>) -> anyhow::Resu
     let settings = Settings::from_env()?;
     crate::telemetry::init(settings.log_format);
     f(settings)
+}
+
+/// `staff add | list | revoke`, straight on the database; each change is
+/// audited with the actor `system`/`cli`. Prints nothing but the answer on
+/// stdout (the token, or the list), so that scripts can read it.
+fn run_staff(settings: &Settings, command: StaffCommand) -> anyhow::Result<()> {
+    use crate::domain::actor::{Actor, ActorKind};
+    use crate::staff::{audit::Audit, endpoints, store, Role};
+    use anyhow::Context as _;
+    let mut conn = PgConnection::establish(settings.database_url.expose_secret())
+        .context("connecting to the database (run `orderflow migrate` first?)")?;
+    let cli = Actor {
+        kind: ActorKind::System,
+        name: "cli".into(),
+    };
+    match command {
+        StaffCommand::Add { name, role } => {
+            let role: Role = role
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--role: {e}"))?;
+            endpoints::valid_name(&name).map_err(|e| anyhow::anyhow!("NAME: {e}"))?;
+            let audit = Audit::new(cli, "staff.create", Some(name.clone()), None, None);
+            let made = audit
+                .run(&mut conn, |c| endpoints::add_account(c, &name, role, "cli"))?
+                .map_err(|_| anyhow::anyhow!("an account named {name} exists or existed"))?;
+            println!("{}", made.token);
+            eprintln!(
+                "added {name} ({}); the token above is shown only now",
+                role.as_str()
+            );
+        }
+        StaffCommand::List => {
+            println!("{:<24} {:<9} {:<26} REVOKED", "NAME", "ROLE", "CREATED");
+            for a in store::list(&mut conn)? {
+                let revoked = a.revoked_at.map_or("-".to_owned(), |t| t.to_rfc3339());
+                println!(
+                    "{:<24} {:<9} {:<26} {revoked}",
+                    a.name,
+                    a.role,
+                    a.created_at.to_rfc3339()
+                );
+            }
+        }
+        StaffCommand::Revoke { name } => {
+            let audit = Audit::new(cli, "staff.revoke", Some(name.clone()), None, None);
+            audit
+                .run(&mut conn, |c| {
+                    Ok(store::revoke(c, &name)?.then_some(()).ok_or(()))
+                })?
+                .map_err(|()| anyhow::anyhow!("no live account named {name}"))?;
+            eprintln!("revoked {name}");
+        }
+    }
+    Ok(())
 }
 
 fn run_migrate(settings: Settings) -> anyhow::Result<()> {

@@ -35,6 +35,7 @@ pub enum ConflictCode {
     InvalidState,
     RequestInProgress,
     SkuExists,
+    StaffExists,
 }
 
 impl ConflictCode {
@@ -44,6 +45,7 @@ impl ConflictCode {
             ConflictCode::InvalidState => "invalid_state",
             ConflictCode::RequestInProgress => "request_in_progress",
             ConflictCode::SkuExists => "sku_exists",
+            ConflictCode::StaffExists => "staff_exists",
         }
     }
 }
@@ -60,8 +62,12 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("validation failed")]
     Validation(Vec<FieldError>),
-    #[error("missing or invalid bearer token")]
+    #[error("missing, unknown or revoked token")]
     Unauthorized,
+    /// The principal's role does not allow it (or a cookie request came
+    /// from another origin).
+    #[error("{0}")]
+    Forbidden(String),
     /// A gateway event whose signature does not verify (or is missing, or
     /// too old).
     #[error("{0}")]
@@ -93,6 +99,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Validation(_) => "validation_failed",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::InvalidSignature(_) => "invalid_signature",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
@@ -148,6 +155,7 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(..) => StatusCode::CONFLICT,

@@ -21,6 +21,7 @@ pub mod partners;
 pub mod priority;
 pub mod serve;
 pub mod sim;
+pub mod staff;
 pub mod telemetry;
 pub mod webhooks;
 pub mod worker;

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::models::{OrderItemRow, OrderRow};
 use super::schema::order_events;
 use super::DbError;
+use crate::domain::actor::Actor;
 
 /// An event with the order as it was right after the change.
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -21,6 +22,8 @@ pub struct EventRow {
     pub kind: String,
     pub created_at: DateTime<Utc>,
     pub order_row: serde_json::Value,
+    /// Who made the change (`staff::Actor`); NULL is the service itself.
+    pub actor: Option<serde_json::Value>,
 }
 
 /// An event ready to render: its row, the order it carries, the lines.
@@ -69,4 +72,15 @@ fn with_orders(conn: &mut PgConnection, rows: Vec<EventRow>) -> Result<Vec<Event
             Ok(Event { row, order, items })
         })
         .collect()
+}
+
+/// Makes `actor` the author of what this transaction changes: the order
+/// events written by it carry it. (A transaction-local setting, read by the
+/// events trigger; without one, the author is the service itself.)
+pub fn act_as(conn: &mut PgConnection, actor: &Actor) -> Result<(), DbError> {
+    let who = serde_json::to_string(actor).map_err(|e| DbError::Other(e.into()))?;
+    diesel::sql_query("SELECT set_config('orderflow.actor', $1, true)")
+        .bind::<diesel::sql_types::Text, _>(who)
+        .execute(conn)?;
+    Ok(())
 }

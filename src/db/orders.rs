@@ -161,13 +161,19 @@ pub struct Cursor {
 }
 
 /// What a listing shows.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ListFilter {
     pub status: Option<OrderStatus>,
     /// Only the orders these rules call stuck.
     pub stuck: Option<StuckRules>,
     /// Only orders with a dispute.
     pub disputed: bool,
+    /// Only the orders `q` finds.
+    pub search: Option<crate::domain::search::Search>,
+    /// Only orders created at or after this instant.
+    pub created_from: Option<DateTime<Utc>>,
+    /// Only orders created before this instant.
+    pub created_to: Option<DateTime<Utc>>,
 }
 
 /// One page of orders, newest first, strictly after `after`.
@@ -212,6 +218,30 @@ pub fn list(
     }
     if filter.disputed {
         query = query.filter(orders::dispute_id.is_not_null());
+    }
+    if let Some(from) = filter.created_from {
+        query = query.filter(orders::created_at.ge(from));
+    }
+    if let Some(to) = filter.created_to {
+        query = query.filter(orders::created_at.lt(to));
+    }
+    {
+        use crate::domain::search::Search;
+        match filter.search {
+            None => {}
+            Some(Search::Id { low, high }) => query = query.filter(orders::id.between(low, high)),
+            Some(Search::Email(email)) => {
+                query = query.filter(
+                    diesel::dsl::sql::<diesel::sql_types::Text>("lower(customer_email)").eq(email),
+                )
+            }
+            Some(Search::Tracking(t)) => query = query.filter(orders::tracking_number.eq(t)),
+            Some(Search::Intent { intent, order }) => {
+                query = query
+                    .filter(orders::id.nullable().eq(order))
+                    .filter(orders::payment_intent_id.eq(intent))
+            }
+        }
     }
     if let Some(c) = after {
         // Row comparison (created_at, id) < (c.created_at, c.id), spelled out

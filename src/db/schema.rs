@@ -1,6 +1,20 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    audit_entries (id) {
+        id -> Int8,
+        at -> Timestamptz,
+        actor_type -> Text,
+        actor_name -> Text,
+        action -> Text,
+        target -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        client_ip -> Nullable<Text>,
+        outcome -> Text,
+    }
+}
+
+diesel::table! {
     gateway_events (id) {
         id -> Text,
         #[sql_name = "type"]
@@ -42,6 +56,7 @@ diesel::table! {
         type_ -> Text,
         created_at -> Timestamptz,
         order_row -> Jsonb,
+        actor -> Nullable<Jsonb>,
     }
 }
 
@@ -117,6 +132,34 @@ diesel::table! {
 }
 
 diesel::table! {
+    staff (name) {
+        name -> Text,
+        role -> Text,
+        token_hash -> Bytea,
+        created_at -> Timestamptz,
+        created_by -> Text,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    staff_epoch (one) {
+        one -> Bool,
+        n -> Int8,
+    }
+}
+
+diesel::table! {
+    staff_sessions (id_hash) {
+        id_hash -> Bytea,
+        staff_name -> Nullable<Text>,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        ended_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     webhook_attempts (id) {
         id -> Int8,
         delivery_id -> Int8,
@@ -186,10 +229,12 @@ diesel::joinable!(order_events -> orders (order_id));
 diesel::joinable!(order_items -> orders (order_id));
 diesel::joinable!(order_items -> products (sku));
 diesel::joinable!(outbox -> orders (order_id));
+diesel::joinable!(staff_sessions -> staff (staff_name));
 diesel::joinable!(webhook_attempts -> webhook_deliveries (delivery_id));
 diesel::joinable!(webhook_deliveries -> webhook_endpoints (endpoint_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    audit_entries,
     gateway_events,
     idempotency_keys,
     order_events,
@@ -197,6 +242,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     orders,
     outbox,
     products,
+    staff,
+    staff_epoch,
+    staff_sessions,
     webhook_attempts,
     webhook_deliveries,
     webhook_endpoints,

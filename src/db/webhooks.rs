@@ -876,10 +876,43 @@ pub fn trim_log(conn: &mut PgConnection, limit: i64) -> Result<usize, DbError> {
     .execute(conn)?)
 }
 
-/// A new delivery of `event` to `endpoint`; false if either is unknown.
-/// Closes the endpoint's circuit: ops asking for a send mean now.
-pub fn resend(conn: &mut PgConnection, endpoint: Uuid, event: Uuid) -> Result<bool, DbError> {
-    Ok(diesel::sql_query(
+/// Why a resend was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResendRefusal {
+    /// No such endpoint or event.
+    NotFound,
+    /// The endpoint does not subscribe to the event's type: it would get
+    /// what it never asked for (an order's customer data included).
+    NotSubscribed,
+}
+
+/// A new delivery of `event` to `endpoint`, if it subscribes to the
+/// event's type. Closes the endpoint's circuit: ops asking for a send mean
+/// now.
+pub fn resend(
+    conn: &mut PgConnection,
+    endpoint: Uuid,
+    event: Uuid,
+) -> Result<Result<(), ResendRefusal>, DbError> {
+    use super::schema::{order_events, webhook_endpoints};
+    let events: Option<Vec<Option<String>>> = webhook_endpoints::table
+        .find(endpoint)
+        .select(webhook_endpoints::events)
+        .first(conn)
+        .optional()?;
+    let kind: Option<String> = order_events::table
+        .find(event)
+        .select(order_events::type_)
+        .first(conn)
+        .optional()?;
+    let (Some(events), Some(kind)) = (events, kind) else {
+        return Ok(Err(ResendRefusal::NotFound));
+    };
+    let subscribed = events.iter().flatten().any(|e| e == "*" || *e == kind);
+    if !subscribed {
+        return Ok(Err(ResendRefusal::NotSubscribed));
+    }
+    let queued = diesel::sql_query(
         "WITH w AS (UPDATE webhook_endpoints SET circuit_until = NULL \
            WHERE id = $1 AND EXISTS (SELECT 1 FROM order_events WHERE id = $2) RETURNING id) \
          INSERT INTO webhook_deliveries (endpoint_id, event_id) \
@@ -887,6 +920,10 @@ pub fn resend(conn: &mut PgConnection, endpoint: Uuid, event: Uuid) -> Result<bo
     )
     .bind::<SqlUuid, _>(endpoint)
     .bind::<SqlUuid, _>(event)
-    .execute(conn)?
-        == 1)
+    .execute(conn)?;
+    Ok(if queued == 1 {
+        Ok(())
+    } else {
+        Err(ResendRefusal::NotFound)
+    })
 }

@@ -200,6 +200,7 @@ fn apply(
 ) -> Result<Option<(Uuid, bool)>, DbError> {
     use diesel::Connection;
     conn.transaction(|c| {
+        crate::db::events::act_as(c, &crate::domain::actor::Actor::gateway())?;
         let Some(order) = read.order_id.or(order_hint) else {
             return Ok(None);
         };

@@ -1,17 +1,19 @@
-//! The ops principal: an extractor that admits a request only with
-//! `Authorization: Bearer $OPS_TOKEN` (docs/API.md), compared in constant time.
+//! Proof, for an ops handler, that the staff gate admitted its request
+//! (`staff::gate` finds the principal and checks its role before any
+//! handler runs), and the constant-time bearer compare the gate and
+//! `/metrics` use.
 
 use std::future::{ready, Ready};
 
-use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
+use actix_web::{dev::Payload, http::header, FromRequest, HttpRequest};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::AppState;
 use crate::error::ApiError;
 
-/// Proof that the request carries the ops token. Take it as a handler
-/// argument to protect the handler.
+/// Proof that the gate found a principal for the request. Take it as a
+/// handler argument: a route the gate let through without one (a rule
+/// gone missing) is then refused, not served.
 #[derive(Debug, Clone, Copy)]
 pub struct OpsAuth;
 
@@ -22,10 +24,8 @@ pub fn token_digest(token: &str) -> [u8; 32] {
 }
 
 fn check(req: &HttpRequest) -> Result<OpsAuth, ApiError> {
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("AppState missing")))?;
-    if bearer_matches(req, &state.ops_token_digest) {
+    use actix_web::HttpMessage as _;
+    if req.extensions().get::<crate::staff::Principal>().is_some() {
         Ok(OpsAuth)
     } else {
         Err(ApiError::Unauthorized)
@@ -42,7 +42,12 @@ pub fn bearer_matches(req: &HttpRequest, digest: &[u8; 32]) -> bool {
             let (scheme, token) = v.split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         })
-        .is_some_and(|presented| bool::from(token_digest(presented).ct_eq(digest)))
+        .is_some_and(|presented| matches(presented, digest))
+}
+
+/// Whether `presented` has `digest` (compared in constant time).
+pub fn matches(presented: &str, digest: &[u8; 32]) -> bool {
+    bool::from(token_digest(presented).ct_eq(digest))
 }
 
 impl FromRequest for OpsAuth {

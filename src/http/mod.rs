@@ -25,6 +25,8 @@ pub struct AppState {
     pub pool: DbPool,
     pub queue: Arc<JobQueue>,
     pub ops_token_digest: [u8; 32],
+    /// Who each staff token and session is, cached (`staff::cache`).
+    pub staff: Arc<crate::staff::cache::PrincipalCache>,
     /// How long an `in_progress` idempotency record may stay silent before a
     /// retry takes it over (a crashed request).
     pub idempotency_lease: Duration,

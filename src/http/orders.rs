@@ -8,8 +8,10 @@ use super::auth::OpsAuth;
 use super::views::{OrderList, OrderView};
 use super::AppState;
 use crate::db::{self, orders};
+use crate::domain::search::Search;
 use crate::domain::OrderStatus;
 use crate::error::{ApiError, FieldError};
+use crate::partners::payment::{GatewayError, PaymentGateway};
 
 /// A path id that is not a UUID names no order: 404, like an unknown one.
 pub fn parse_order_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -86,21 +88,33 @@ struct ListQuery {
     disputed: bool,
     limit: i64,
     cursor: Option<orders::Cursor>,
+    search: Option<Search>,
+    created_from: Option<DateTime<Utc>>,
+    created_to: Option<DateTime<Utc>>,
 }
 
 fn parse_list_query(query: &str) -> Result<ListQuery, ApiError> {
     let mut listing =
         super::query::Listing::parse(query, DEFAULT_LIMIT as usize, MAX_LIMIT as usize)?;
     let mut cursor = None;
+    let (mut search, mut created_from, mut created_to) = (None, None, None);
     for (k, v) in &listing.rest {
-        if k == "cursor" && !v.is_empty() {
-            match decode_cursor(v) {
+        match k.as_str() {
+            _ if v.is_empty() => {}
+            "cursor" => match decode_cursor(v) {
                 Some(c) => cursor = Some(c),
                 None => listing.errors.push(FieldError::new(
                     "cursor",
                     "not a cursor from a previous page",
                 )),
-            }
+            },
+            "q" => match Search::parse(v) {
+                Ok(s) => search = Some(s),
+                Err(why) => listing.errors.push(FieldError::new("q", why)),
+            },
+            "created_from" => created_from = instant("created_from", v, &mut listing.errors),
+            "created_to" => created_to = instant("created_to", v, &mut listing.errors),
+            _ => {}
         }
     }
     if !listing.errors.is_empty() {
@@ -112,7 +126,42 @@ fn parse_list_query(query: &str) -> Result<ListQuery, ApiError> {
         disputed: listing.disputed,
         limit: listing.limit as i64,
         cursor,
+        search,
+        created_from,
+        created_to,
     })
+}
+
+/// An RFC 3339 instant parameter.
+fn instant(name: &str, v: &str, errors: &mut Vec<FieldError>) -> Option<DateTime<Utc>> {
+    match DateTime::parse_from_rfc3339(v) {
+        Ok(t) => Some(t.with_timezone(&Utc)),
+        Err(_) => {
+            errors.push(FieldError::new(
+                name,
+                "an RFC 3339 instant, e.g. 2026-12-01T00:00:00Z",
+            ));
+            None
+        }
+    }
+}
+
+/// Fills in the order a searched intent id's intent names, asking the
+/// gateway (an intent it does not know finds nothing).
+async fn resolve(search: Search, gateway: &PaymentGateway) -> Result<Search, ApiError> {
+    let Search::Intent { intent, .. } = search else {
+        return Ok(search);
+    };
+    let order = match gateway.intent(&intent).await {
+        Ok(body) => crate::gateway::fact::order_of(&body),
+        Err(GatewayError::Status { status, .. }) if (400..500).contains(&status) => None,
+        Err(e) => {
+            return Err(ApiError::Unavailable(format!(
+                "searching by a payment intent id asks the gateway: {e}"
+            )))
+        }
+    };
+    Ok(Search::Intent { intent, order })
 }
 
 #[utoipa::path(
@@ -121,6 +170,9 @@ fn parse_list_query(query: &str) -> Result<ListQuery, ApiError> {
         ("status" = Option<String>, Query, description = "Only orders in this status"),
         ("stuck" = Option<bool>, Query, description = "true: only stuck orders"),
         ("disputed" = Option<bool>, Query, description = "true: only orders with a chargeback (dispute)"),
+        ("q" = Option<String>, Query, description = "An order id or its prefix (≥ 8 hex digits), a customer email (case-insensitive, whole), a tracking number, or a payment intent id (pi_…)"),
+        ("created_from" = Option<String>, Query, description = "RFC 3339: only orders created at or after"),
+        ("created_to" = Option<String>, Query, description = "RFC 3339: only orders created before"),
         ("limit" = Option<i64>, Query, description = "1–500, default 50"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),
@@ -134,12 +186,20 @@ pub async fn list_orders(
     _: OpsAuth,
     req: HttpRequest,
     state: web::Data<AppState>,
+    gateway: web::Data<PaymentGateway>,
 ) -> Result<HttpResponse, ApiError> {
     let q = parse_list_query(req.query_string())?;
+    let search = match q.search {
+        Some(s) => Some(resolve(s, &gateway).await?),
+        None => None,
+    };
     let filter = orders::ListFilter {
         status: q.status,
         stuck: q.stuck.then_some(state.stuck),
         disputed: q.disputed,
+        search,
+        created_from: q.created_from,
+        created_to: q.created_to,
     };
     // Fetch one extra row to know whether another page exists.
     let mut page = db::unit(&state.pool, move |conn| {

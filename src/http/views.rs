@@ -164,6 +164,9 @@ pub struct EventView {
     /// 1 for the order's first event, +1 for each next one.
     pub sequence: i32,
     pub created_at: DateTime<Utc>,
+    /// Who made the change: a staff member, the gateway (its events), or
+    /// the service itself (`system`: the workers, the purchase path).
+    pub actor: crate::domain::actor::Actor,
     pub data: EventData,
 }
 
@@ -206,6 +209,11 @@ impl From<crate::db::events::Event> for EventView {
             order_id: e.row.order_id,
             sequence: e.row.sequence,
             created_at: e.row.created_at,
+            actor: e
+                .row
+                .actor
+                .and_then(|a| serde_json::from_value(a).ok())
+                .unwrap_or_else(crate::domain::actor::Actor::system),
             data: EventData {
                 source,
                 order: OrderView::from(OrderWithItems {

@@ -16,6 +16,7 @@ use crate::db::delivery_log::{self, LogLine, LogOf};
 use crate::db::webhooks::{self as store, EndpointChanges, EndpointRow, NewEndpoint};
 use crate::db::{self};
 use crate::error::{ApiError, FieldError};
+use crate::staff::audit::Audit;
 use crate::webhooks::{endpoint, endpoint_id, fanout, guard, parse_endpoint_id};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -371,19 +372,31 @@ pub async fn order_deliveries(
 #[utoipa::path(
     post, path = "/api/v1/webhook-endpoints/{id}/events/{event_id}/resend", tag = "ops", security(("ops_token" = [])),
     params(("id" = String, Path, description = "we_…"), ("event_id" = String, Path, description = "evt_…")),
-    responses((status = 202), (status = 401), (status = 404))
+    responses(
+        (status = 202, description = "A new delivery of the event is queued"),
+        (status = 401), (status = 403), (status = 404),
+        (status = 422, description = "validation_failed: the endpoint does not subscribe to the event's type"),
+    )
 )]
 pub async fn resend(
-    _: OpsAuth,
+    audit: Audit,
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (endpoint, event) = path.into_inner();
     let endpoint = known_endpoint(&endpoint)?;
     let event = parse_event_id(&event).ok_or(ApiError::NotFound)?;
-    if !db::unit(&state.pool, move |c| store::resend(c, endpoint, event)).await? {
-        return Err(ApiError::NotFound);
-    }
+    db::unit(&state.pool, move |c| {
+        audit.run(c, |c| store::resend(c, endpoint, event))
+    })
+    .await?
+    .map_err(|refusal| match refusal {
+        store::ResendRefusal::NotFound => ApiError::NotFound,
+        store::ResendRefusal::NotSubscribed => ApiError::Validation(vec![FieldError::new(
+            "event_id",
+            "the endpoint does not subscribe to this event's type",
+        )]),
+    })?;
     wake(&state, endpoint).await;
     Ok(HttpResponse::Accepted().json(serde_json::json!({"status": "pending"})))
 }

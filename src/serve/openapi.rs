@@ -7,6 +7,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::http::{dashboard, gateway, orders, products, views, webhooks};
 use crate::orders::{actions, purchase};
+use crate::staff::endpoints as staff;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -38,6 +39,15 @@ use crate::orders::{actions, purchase};
         gateway::receive,
         gateway::list_events,
         gateway::replay_event,
+        actions::bulk_cancel,
+        actions::bulk_retry_delivery,
+        staff::list_staff,
+        staff::create_staff,
+        staff::revoke_staff,
+        staff::sign_in,
+        staff::whoami,
+        staff::sign_out,
+        staff::list_audit,
     ),
     components(schemas(
         views::OrderView, views::OrderList, views::ProductView, views::ProductList,
@@ -47,9 +57,14 @@ use crate::orders::{actions, purchase};
         webhooks::EndpointView, webhooks::EndpointList, webhooks::EndpointBody, webhooks::RotateBody,
         webhooks::WebhookDeliveryView, webhooks::WebhookDeliveryList,
         gateway::GatewayEventView, gateway::GatewayEventList, crate::gateway::GatewayEventStatus,
+        actions::BulkBody, actions::BulkResult, actions::BulkResults,
+        staff::NewStaffBody, staff::NewAccount, staff::StaffList, staff::SessionView, staff::SignInBody,
+        staff::AuditEntryView, staff::AuditList, crate::staff::store::Account, crate::staff::Role,
+        crate::staff::audit::Outcome, crate::domain::actor::Actor, crate::domain::actor::ActorKind,
     )),
     modifiers(&OpsToken),
-    tags((name = "storefront"), (name = "ops", description = "Requires `Authorization: Bearer $OPS_TOKEN`"),
+    tags((name = "storefront"), (name = "ops", description = "Requires `Authorization: Bearer <token>` (OPS_TOKEN or a staff token) or the page's session cookie; each route needs a role (viewer < operator < refunder < admin), else 403 forbidden"),
+        (name = "staff", description = "Staff accounts, the page's session and the audit trail"),
         (name = "gateway", description = "The payment gateway's signed events (`Stripe-Signature`, no ops token)"))
 )]
 pub struct ApiDoc;

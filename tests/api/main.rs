@@ -21,6 +21,7 @@ mod receiver;
 mod recipes;
 mod senders;
 mod simulators;
+mod staff;
 mod validation;
 mod webhook_log;
 mod webhooks;

@@ -2,9 +2,11 @@
 // string is put in the page with textContent, never as HTML.
 "use strict";
 
-const TOKEN_KEY = "orderflow.ops_token";
+// Signed in once with a token, the page holds only an HttpOnly session
+// cookie (the server's); no token is kept here or put in a URL.
 const $ = (id) => document.getElementById(id);
-let token = sessionStorage.getItem(TOKEN_KEY);
+let me = null;           // { name, role } of the session, once signed in
+const RANKS = { viewer: 0, operator: 1, refunder: 2, admin: 3 };
 let stream = null;       // AbortController of the live event stream
 let retryMs = 1000;
 let rendered = new Map(); // order id → { key, node } of the rows on the page
@@ -38,11 +40,8 @@ function toast(text) {
 }
 
 async function api(path, options = {}) {
-  const res = await fetch(path, {
-    ...options,
-    headers: { ...(options.headers || {}), Authorization: "Bearer " + token },
-  });
-  if (res.status === 401) { logout("The token was refused."); throw new Error("unauthorized"); }
+  const res = await fetch(path, { credentials: "same-origin", ...options });
+  if (res.status === 401) { logout("Signed out: the session ended or the token was revoked."); throw new Error("unauthorized"); }
   const body = res.status === 204 ? null : await res.json().catch(() => null);
   if (!res.ok) throw new Error((body && body.error && body.error.message) || res.statusText);
   return body;
@@ -344,11 +343,11 @@ function setLive(on) {
 }
 
 async function listen() {
-  if (stream || document.hidden || !token) return;
+  if (stream || document.hidden || !me) return;
   const ctl = new AbortController();
   stream = ctl;
   try {
-    const res = await fetch("/api/v1/dashboard/events", { headers: { Authorization: "Bearer " + token }, signal: ctl.signal });
+    const res = await fetch("/api/v1/dashboard/events", { credentials: "same-origin", signal: ctl.signal });
     if (!res.ok || !res.body) throw new Error("stream " + res.status);
     setLive(true);
     retryMs = 1000;
@@ -382,8 +381,8 @@ function stop() {
 
 function logout(message) {
   stop();
-  token = null;
-  sessionStorage.removeItem(TOKEN_KEY);
+  if (me && !message) fetch("/api/v1/session", { method: "DELETE", credentials: "same-origin" }).catch(() => {});
+  me = null;
   $("app").hidden = true;
   $("logout").hidden = true;
   $("login").hidden = false;
@@ -391,21 +390,36 @@ function logout(message) {
   $("login-error").textContent = message || "";
 }
 
+// Buttons a role may not use are not shown (the server refuses them anyway).
+function showRole() {
+  const rank = RANKS[me.role] || 0;
+  document.body.classList.toggle("can-operate", rank >= RANKS.operator);
+  document.body.classList.toggle("can-refund", rank >= RANKS.refunder);
+  $("whoami").textContent = me.name + " (" + me.role + ")";
+}
+
 async function start() {
+  showRole();
   $("login").hidden = true;
   $("app").hidden = false;
   $("logout").hidden = false;
-  try { await load(); } catch (e) { if (token) toast("Could not load: " + e.message); return; }
+  try { await load(); } catch (e) { if (me) toast("Could not load: " + e.message); return; }
   listen();
 }
 
 document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
-    token = $("token").value.trim();
+    const token = $("token").value.trim();
     $("token").value = "";
-    sessionStorage.setItem(TOKEN_KEY, token);
-    start();
+    fetch("/api/v1/session", {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token }),
+    }).then(async (res) => {
+      if (!res.ok) { logout("The token was refused."); return; }
+      me = await res.json();
+      start();
+    }).catch(() => logout("Could not reach the server."));
   });
   $("logout").addEventListener("click", () => logout());
   $("filter").addEventListener("change", () => load().catch((e) => toast(e.message)));
@@ -415,10 +429,13 @@ document.addEventListener("DOMContentLoaded", () => {
   $("refresh").addEventListener("click", () => api("/api/v1/dashboard/refresh", { method: "POST" })
     .then(() => toast("Refresh requested.")).catch((e) => toast(e.message)));
   document.addEventListener("visibilitychange", () => {
-    if (document.hidden) stop(); else if (token) { load().catch(() => {}); listen(); }
+    if (document.hidden) stop(); else if (me) { load().catch(() => {}); listen(); }
   });
   setInterval(() => {
     for (const n of document.querySelectorAll(".age")) n.textContent = ago(n.getAttribute("data-ts"));
   }, 1000);
-  if (token) start();
+  // A session from before (the cookie) signs the page in again.
+  fetch("/api/v1/session", { credentials: "same-origin" })
+    .then(async (res) => { if (res.ok) { me = await res.json(); start(); } })
+    .catch(() => {});
 });
