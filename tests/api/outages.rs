@@ -32,6 +32,17 @@ async fn postgres_unreachable_gives_503_with_retry_after_and_no_charge_attempt()
         .get(&format!("/api/v1/orders/{}", uuid::Uuid::new_v4()))
         .await;
     assert_eq!(order.status, 503);
+    // A staff token cannot be checked (nor its revoke seen): 503, never
+    // let through and never called unknown.
+    let staff = app
+        .ops_with_token(
+            "GET",
+            "/api/v1/dashboard/summary",
+            None,
+            Some("oft_someone"),
+        )
+        .await;
+    assert_eq!(staff.status, 503, "{}", staff.body);
     let ready = app.get("/readyz").await;
     assert_eq!(ready.status, 503);
     assert_eq!(
