@@ -20,7 +20,6 @@ CREATE TABLE staff_sessions (
     expires_at  TIMESTAMPTZ NOT NULL,
     ended_at    TIMESTAMPTZ
 );
-CREATE INDEX staff_sessions_expires_idx ON staff_sessions (expires_at);
 
 -- Bumped by every change that can take a right away (a revoke, a
 -- sign-out): each `serve` polls it and drops its cache of principals.
@@ -31,7 +30,8 @@ CREATE TABLE staff_epoch (
 INSERT INTO staff_epoch VALUES (true, 0);
 
 -- The audit trail: every changing ops request, refused ones included,
--- written in the transaction of its change where it has one.
+-- written in the transaction of its change where it has one. Never pruned
+-- (the contract keeps it at least 400 days).
 CREATE TABLE audit_entries (
     id          BIGSERIAL PRIMARY KEY,
     at          TIMESTAMPTZ NOT NULL DEFAULT now(),
@@ -45,7 +45,6 @@ CREATE TABLE audit_entries (
 );
 CREATE INDEX audit_entries_actor_idx ON audit_entries (actor_name, id DESC);
 CREATE INDEX audit_entries_target_idx ON audit_entries (target, id DESC) WHERE target IS NOT NULL;
-CREATE INDEX audit_entries_at_idx ON audit_entries (at);
 
 -- Who made an order's change: set for the transaction by the code that
 -- makes it (`SET LOCAL orderflow.actor`); NULL is the service itself.

@@ -35,8 +35,8 @@ impl Search {
     /// is filled in by the listing, which asks the gateway.
     pub fn parse(q: &str) -> Result<Search, String> {
         let q = q.trim();
-        if q.is_empty() || q.len() > 320 {
-            return Err("1 to 320 characters".into());
+        if q.is_empty() || q.len() > 320 || q.contains('\0') {
+            return Err("1 to 320 characters, no NUL".into());
         }
         if let Some(range) = id_range(q) {
             return Ok(range);

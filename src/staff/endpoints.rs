@@ -184,6 +184,9 @@ pub async fn revoke_staff(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let name = path.into_inner();
+    if name.contains('\0') {
+        return Err(ApiError::NotFound);
+    }
     let revoked = db::unit(&state.pool, move |c| {
         audit.run(c, |c| Ok(store::revoke(c, &name)?.then_some(()).ok_or(())))
     })
@@ -394,6 +397,9 @@ fn parse_audit_query(query: &str) -> Result<(AuditFilter, i64), ApiError> {
     let mut errors = Vec::new();
     for (k, v) in pairs {
         match k.as_str() {
+            "actor" | "target" if v.contains('\0') => {
+                errors.push(FieldError::new(k, "no NUL characters"))
+            }
             "actor" if !v.is_empty() => filter.actor = Some(v),
             "target" if !v.is_empty() => filter.target = Some(v),
             "actor" | "target" => {}

@@ -159,19 +159,6 @@ pub fn end_session(conn: &mut PgConnection, hash: &[u8; 32]) -> Result<(), DbErr
     })
 }
 
-/// Forgets sessions that expired or ended a day ago.
-pub fn prune_sessions(conn: &mut PgConnection) -> Result<usize, DbError> {
-    let day_ago = Utc::now() - chrono::Duration::days(1);
-    Ok(diesel::delete(
-        staff_sessions::table.filter(
-            staff_sessions::expires_at
-                .lt(day_ago)
-                .or(staff_sessions::ended_at.lt(day_ago)),
-        ),
-    )
-    .execute(conn)?)
-}
-
 /// The counter every `serve` polls: it moves when a right is taken away.
 pub fn epoch(conn: &mut PgConnection) -> Result<i64, DbError> {
     Ok(staff_epoch::table.select(staff_epoch::n).first(conn)?)
@@ -234,12 +221,4 @@ pub fn list_audit(
         .limit(limit)
         .select((audit_entries::id, AuditRow::as_select()))
         .load(conn)?)
-}
-
-/// Deletes audit entries older than `keep` (at least 400 days).
-pub fn prune_audit(conn: &mut PgConnection, keep: chrono::Duration) -> Result<usize, DbError> {
-    Ok(
-        diesel::delete(audit_entries::table.filter(audit_entries::at.lt(Utc::now() - keep)))
-            .execute(conn)?,
-    )
 }

@@ -687,3 +687,67 @@ async fn ops_see_the_gateway_events_replay_one_and_an_order_shows_its_dispute() 
     );
     worker.stop().unwrap();
 }
+
+#[actix_rt::test]
+async fn a_viewer_sees_no_action_buttons_finds_an_order_by_email_and_signs_out() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let mut body = visa();
+    body["customer"]["email"] = json!("findme@example.com");
+    let order = order_id(&app.purchase(&body, None).await);
+    let made = app
+        .ops(
+            "POST",
+            "/api/v1/staff",
+            Some(&json!({"name": "viv", "role": "viewer"})),
+        )
+        .await;
+    let viewer = made.body["token"].as_str().unwrap().to_owned();
+
+    browser.goto(&app.url("/dashboard")).await;
+    browser.type_into("#token", &viewer).await;
+    browser.click("#login-form button[type=submit]").await;
+    browser
+        .wait_for(
+            "signed in",
+            "return document.getElementById('whoami').textContent === 'viv (viewer)'",
+        )
+        .await;
+    // No token in the page's storage; the session is an HttpOnly cookie.
+    let stored = browser
+        .script("return JSON.stringify(sessionStorage) + JSON.stringify(localStorage) + document.cookie")
+        .await;
+    assert!(!stored.to_string().contains("oft_"), "{stored}");
+    // Buttons the role may not use are not shown.
+    let shown = browser
+        .script("return [...document.querySelectorAll('#refresh, #audit')].map(n => n.offsetParent !== null)")
+        .await;
+    assert_eq!(shown, json!([false, false]));
+
+    browser.type_into("#search-q", "FindMe@Example.com").await;
+    browser.click("#search-form button[type=submit]").await;
+    browser
+        .wait_for(
+            "the search result",
+            &format!("return [...document.querySelectorAll('#search-rows td.id')].some(td => td.title === '{order}')"),
+        )
+        .await;
+
+    browser.click("#logout").await;
+    browser
+        .wait_for(
+            "the sign-in form",
+            "return !document.getElementById('login').hidden",
+        )
+        .await;
+    // The session ended on the server too, not only in the page.
+    let status = browser
+        .wait_for(
+            "the session to be gone",
+            "return fetch('/api/v1/session').then(r => r.status === 401)",
+        )
+        .await;
+    assert_eq!(status, json!(true));
+}

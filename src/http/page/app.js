@@ -390,11 +390,35 @@ function logout(message) {
   $("login-error").textContent = message || "";
 }
 
+// Search (GET /api/v1/orders?q=): the results open like board rows.
+async function search(q) {
+  const body = await api("/api/v1/orders?limit=20&q=" + encodeURIComponent(q));
+  const rows = $("search-rows");
+  rows.replaceChildren(...body.orders.map((o) => el("tr", {},
+    el("td", { class: "id", title: o.id }, el("button", { class: "open", onclick: () => openOrder(o.id) }, o.id.slice(0, 8))),
+    el("td", {}, o.customer.name + " · " + o.customer.email),
+    el("td", {}, o.status),
+    el("td", {}, o.created_at))));
+  $("search-results").hidden = body.orders.length === 0;
+  $("search-empty").hidden = body.orders.length !== 0;
+}
+
+// The audit trail (admins): the newest 50 entries. Names and targets are
+// text nodes.
+async function loadAudit() {
+  const body = await api("/api/v1/audit?limit=50");
+  $("audit-rows").replaceChildren(...body.entries.map((e) => el("tr", {},
+    el("td", {}, e.at), el("td", {}, e.actor.type + ": " + e.actor.name), el("td", {}, e.action),
+    el("td", { class: "mono" }, e.target || ""), el("td", {}, e.outcome), el("td", {}, e.client_ip || ""))));
+  $("audit-table").hidden = false;
+}
+
 // Buttons a role may not use are not shown (the server refuses them anyway).
 function showRole() {
   const rank = RANKS[me.role] || 0;
   document.body.classList.toggle("can-operate", rank >= RANKS.operator);
   document.body.classList.toggle("can-refund", rank >= RANKS.refunder);
+  document.body.classList.toggle("can-admin", rank >= RANKS.admin);
   $("whoami").textContent = me.name + " (" + me.role + ")";
 }
 
@@ -422,6 +446,12 @@ document.addEventListener("DOMContentLoaded", () => {
     }).catch(() => logout("Could not reach the server."));
   });
   $("logout").addEventListener("click", () => logout());
+  $("search-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const q = $("search-q").value.trim();
+    if (q) search(q).catch((e) => toast(e.message));
+  });
+  $("audit-load").addEventListener("click", () => loadAudit().catch((e) => toast(e.message)));
   $("filter").addEventListener("change", () => load().catch((e) => toast(e.message)));
   $("stuck-only").addEventListener("change", () => load().catch((e) => toast(e.message)));
   $("gateway-status").addEventListener("change", () => loadGatewayEvents().catch((e) => toast(e.message)));
