@@ -3,7 +3,6 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::auth::OpsAuth;
 use super::body::{json_object, BODY_LIMIT};
 use super::views::{ProductList, ProductView};
 use super::AppState;
@@ -11,6 +10,7 @@ use crate::db::models::{NewProduct, ProductChanges};
 use crate::db::{self, products};
 use crate::domain::product::ProductRequest;
 use crate::error::ApiError;
+use crate::staff::audit::Audit;
 
 #[utoipa::path(get, path = "/api/v1/products", tag = "storefront", responses((status = 200, body = ProductList)))]
 pub async fn list_products(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -36,7 +36,7 @@ fn known_sku(sku: String) -> Result<String, ApiError> {
     responses((status = 201, body = ProductView), (status = 401), (status = 409, description = "sku_exists"), (status = 422))
 )]
 pub async fn create_product(
-    _: OpsAuth,
+    audit: Audit,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
@@ -57,14 +57,17 @@ pub async fn create_product(
         currency,
         active: f.active.unwrap_or(true),
     };
-    let row = db::unit(&state.pool, move |conn| products::insert(conn, &new))
-        .await?
-        .ok_or_else(|| {
-            ApiError::conflict(
-                crate::error::ConflictCode::SkuExists,
-                "a product with this sku exists",
-            )
-        })?;
+    audit.set_target(new.sku.clone());
+    let row = db::unit(&state.pool, move |conn| {
+        audit.run(conn, |c| Ok(products::insert(c, &new)?.ok_or(())))
+    })
+    .await?
+    .map_err(|()| {
+        ApiError::conflict(
+            crate::error::ConflictCode::SkuExists,
+            "a product with this sku exists",
+        )
+    })?;
     Ok(HttpResponse::Created().json(ProductView::from(row)))
 }
 
@@ -75,7 +78,7 @@ pub async fn create_product(
     responses((status = 200, body = ProductView), (status = 401), (status = 404), (status = 422))
 )]
 pub async fn patch_product(
-    _: OpsAuth,
+    audit: Audit,
     req: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
@@ -91,10 +94,10 @@ pub async fn patch_product(
     };
     let sku = known_sku(path.into_inner())?;
     let row = db::unit(&state.pool, move |conn| {
-        products::update(conn, &sku, &changes)
+        audit.run(conn, |c| Ok(products::update(c, &sku, &changes)?.ok_or(())))
     })
     .await?
-    .ok_or(ApiError::NotFound)?;
+    .map_err(|()| ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(ProductView::from(row)))
 }
 
@@ -104,7 +107,7 @@ pub async fn patch_product(
     responses((status = 204, description = "Now inactive"), (status = 401), (status = 404))
 )]
 pub async fn delete_product(
-    _: OpsAuth,
+    audit: Audit,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -114,9 +117,9 @@ pub async fn delete_product(
         ..ProductChanges::default()
     };
     db::unit(&state.pool, move |conn| {
-        products::update(conn, &sku, &changes)
+        audit.run(conn, |c| Ok(products::update(c, &sku, &changes)?.ok_or(())))
     })
     .await?
-    .ok_or(ApiError::NotFound)?;
+    .map_err(|()| ApiError::NotFound)?;
     Ok(HttpResponse::NoContent().finish())
 }
