@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use super::status::text_enum;
+
 /// Who made a change: `{"type": "staff" | "system" | "gateway", "name"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Actor {
@@ -11,21 +13,13 @@ pub struct Actor {
     pub name: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ActorKind {
-    Staff,
-    System,
-    Gateway,
-}
-
-impl ActorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActorKind::Staff => "staff",
-            ActorKind::System => "system",
-            ActorKind::Gateway => "gateway",
-        }
+text_enum! {
+    /// Which kind of actor: a person (or script) with a staff account, the
+    /// payment gateway, or the service itself.
+    ActorKind {
+        Staff => "staff",
+        System => "system",
+        Gateway => "gateway",
     }
 }
 

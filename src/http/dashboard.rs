@@ -8,13 +8,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use diesel::prelude::*;
 use serde_json::{json, Value};
 
-use super::auth::OpsAuth;
 use super::AppState;
 use crate::board::{self, RefreshPlan};
 use crate::db;
 use crate::domain::OrderStatus;
 use crate::error::ApiError;
 use crate::jobs::JobKind;
+use crate::staff::Principal;
 
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 500;
@@ -41,7 +41,7 @@ fn parse_query(query: &str) -> Result<(Option<OrderStatus>, usize), ApiError> {
     responses((status = 200, description = "The live board, from the cache"), (status = 401), (status = 422), (status = 503))
 )]
 pub async fn orders(
-    _: OpsAuth,
+    _: Principal,
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -61,7 +61,7 @@ pub async fn orders(
     get, path = "/api/v1/dashboard/summary", tag = "ops", security(("ops_token" = [])),
     responses((status = 200, description = "Counts, queues, partner health, last refresh, outbox lag"), (status = 401), (status = 503))
 )]
-pub async fn summary(_: OpsAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn summary(_: Principal, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let rules = state.stuck;
     let counts = db::unit(&state.pool, move |c| {
         use crate::db::schema::orders::dsl as o;
@@ -154,7 +154,7 @@ impl WebhookLag {
     post, path = "/api/v1/dashboard/refresh", tag = "ops", security(("ops_token" = [])),
     responses((status = 202, description = "A refresh of every active order is enqueued"), (status = 401), (status = 503))
 )]
-pub async fn refresh(_: OpsAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn refresh(_: Principal, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let plan = RefreshPlan::now(true);
     let run = plan.run;
     let id = plan.task_id();
@@ -168,8 +168,8 @@ pub async fn refresh(_: OpsAuth, state: web::Data<AppState>) -> Result<HttpRespo
 
 /// Server-sent events: `event: refresh` each time a refresh run finishes
 /// (the page then re-reads the board), and a comment every 15 s to keep
-/// proxies from closing the stream. The page reads it with `fetch`, so the
-/// token travels in the Authorization header, never in a URL.
+/// proxies from closing the stream. The page reads it with `fetch` on its
+/// session cookie, so no token is ever in a URL.
 #[utoipa::path(
     get, path = "/api/v1/dashboard/events", tag = "ops", security(("ops_token" = [])),
     responses(
@@ -177,7 +177,7 @@ pub async fn refresh(_: OpsAuth, state: web::Data<AppState>) -> Result<HttpRespo
         (status = 401), (status = 503),
     )
 )]
-pub async fn events(_: OpsAuth, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn events(_: Principal, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.queue.connection().await.map_err(redis_down)?;
     let start: Option<i64> =
         redis::AsyncCommands::get(&mut conn, board::store::events_key(state.queue.prefix()))

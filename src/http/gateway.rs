@@ -6,11 +6,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::auth::OpsAuth;
 use super::AppState;
 use crate::db::{self, gateway_events as store};
 use crate::error::{ApiError, FieldError};
 use crate::gateway::{event, kind::Handled, verify, GatewayEventStatus, BODY_LIMIT};
+use crate::staff::Principal;
 
 #[utoipa::path(
     post, path = "/api/v1/gateway/webhooks", tag = "gateway",
@@ -137,7 +137,7 @@ fn list_query(query: &str) -> Result<(Option<GatewayEventStatus>, i64), ApiError
     responses((status = 200, body = GatewayEventList), (status = 401), (status = 422))
 )]
 pub async fn list_events(
-    _: OpsAuth,
+    _: Principal,
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -165,7 +165,7 @@ pub async fn list_events(
     responses((status = 202), (status = 401), (status = 404))
 )]
 pub async fn replay_event(
-    _: OpsAuth,
+    _: Principal,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {

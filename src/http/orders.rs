@@ -4,7 +4,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::auth::OpsAuth;
 use super::views::{OrderList, OrderView};
 use super::AppState;
 use crate::db::{self, orders};
@@ -12,6 +11,7 @@ use crate::domain::search::Search;
 use crate::domain::OrderStatus;
 use crate::error::{ApiError, FieldError};
 use crate::partners::payment::{GatewayError, PaymentGateway};
+use crate::staff::Principal;
 
 /// A path id that is not a UUID names no order: 404, like an unknown one.
 pub fn parse_order_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -52,7 +52,7 @@ pub async fn order_view(state: &AppState, id: Uuid) -> Result<OrderView, ApiErro
     )
 )]
 pub async fn order_events(
-    _: OpsAuth,
+    _: Principal,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -183,7 +183,7 @@ async fn resolve(search: Search, gateway: &PaymentGateway) -> Result<Search, Api
     )
 )]
 pub async fn list_orders(
-    _: OpsAuth,
+    _: Principal,
     req: HttpRequest,
     state: web::Data<AppState>,
     gateway: web::Data<PaymentGateway>,

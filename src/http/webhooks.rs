@@ -8,7 +8,6 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::auth::OpsAuth;
 use super::body::{json_object, BODY_LIMIT};
 use super::views::{event_id, parse_event_id};
 use super::AppState;
@@ -17,6 +16,7 @@ use crate::db::webhooks::{self as store, EndpointChanges, EndpointRow, NewEndpoi
 use crate::db::{self};
 use crate::error::{ApiError, FieldError};
 use crate::staff::audit::Audit;
+use crate::staff::Principal;
 use crate::webhooks::{endpoint, endpoint_id, fanout, guard, parse_endpoint_id};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -148,7 +148,7 @@ fn known_endpoint(raw: &str) -> Result<Uuid, ApiError> {
     responses((status = 201, body = EndpointView), (status = 401), (status = 422, body = crate::http::views::ErrorBody))
 )]
 pub async fn create_endpoint(
-    _: OpsAuth,
+    _: Principal,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
@@ -177,7 +177,7 @@ pub async fn create_endpoint(
     responses((status = 200, body = EndpointList), (status = 401))
 )]
 pub async fn list_endpoints(
-    _: OpsAuth,
+    _: Principal,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let rows = db::unit(&state.pool, store::list).await?;
@@ -196,7 +196,7 @@ pub async fn list_endpoints(
     responses((status = 200, body = EndpointView), (status = 401), (status = 404), (status = 422))
 )]
 pub async fn patch_endpoint(
-    _: OpsAuth,
+    _: Principal,
     path: web::Path<String>,
     req: HttpRequest,
     payload: web::Payload,
@@ -273,7 +273,7 @@ async fn keep_old(
     responses((status = 200, body = EndpointView), (status = 401), (status = 404), (status = 422, body = crate::http::views::ErrorBody))
 )]
 pub async fn rotate_secret(
-    _: OpsAuth,
+    _: Principal,
     req: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
@@ -297,7 +297,7 @@ pub async fn rotate_secret(
     responses((status = 204), (status = 401), (status = 404))
 )]
 pub async fn delete_endpoint(
-    _: OpsAuth,
+    _: Principal,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -318,7 +318,7 @@ const LOG_MAX: usize = 500;
     responses((status = 200, body = WebhookDeliveryList), (status = 401), (status = 404), (status = 422))
 )]
 pub async fn endpoint_deliveries(
-    _: OpsAuth,
+    _: Principal,
     path: web::Path<String>,
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -352,7 +352,7 @@ fn log_limit(query: &str) -> Result<i64, ApiError> {
     responses((status = 200, body = WebhookDeliveryList), (status = 401), (status = 404))
 )]
 pub async fn order_deliveries(
-    _: OpsAuth,
+    _: Principal,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {

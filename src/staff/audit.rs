@@ -18,26 +18,16 @@ use super::store::{self, AuditRow};
 use crate::db::events::act_as;
 use crate::db::DbError;
 use crate::domain::actor::Actor;
+use crate::domain::status::text_enum;
 
-/// How a changing request ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// 2xx: the change was made.
-    Succeeded,
-    /// 403: the principal may not do it (role, or a cross-origin request).
-    Refused,
-    /// Any other answer: nothing was changed.
-    Failed,
-}
-
-impl std::str::FromStr for Outcome {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [Outcome::Succeeded, Outcome::Refused, Outcome::Failed]
-            .into_iter()
-            .find(|o| o.as_str() == s)
-            .ok_or_else(|| format!("not an outcome: {s}"))
+text_enum! {
+    /// How a changing request ended: `succeeded` (2xx, the change was
+    /// made), `refused` (403: the principal may not, or a cookie request
+    /// from another origin), `failed` (any other answer: nothing changed).
+    Outcome {
+        Succeeded => "succeeded",
+        Refused => "refused",
+        Failed => "failed",
     }
 }
 
@@ -47,14 +37,6 @@ impl Outcome {
             200..=299 => Outcome::Succeeded,
             401 | 403 => Outcome::Refused,
             _ => Outcome::Failed,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Succeeded => "succeeded",
-            Outcome::Refused => "refused",
-            Outcome::Failed => "failed",
         }
     }
 }
@@ -95,6 +77,23 @@ impl Audit {
         }
     }
 
+    /// The audit of `req`, acting as `actor`: with its request id and the
+    /// client's address.
+    pub fn of_request(
+        req: &actix_web::HttpRequest,
+        actor: Actor,
+        action: &'static str,
+        target: Option<String>,
+    ) -> Audit {
+        use actix_web::HttpMessage as _;
+        let request_id = req
+            .extensions()
+            .get::<actix_request_identifier::RequestId>()
+            .map(|id| id.as_str().to_owned());
+        let client_ip = req.peer_addr().map(|a| a.ip().to_string());
+        Audit::new(actor, action, target, request_id, client_ip)
+    }
+
     pub fn actor(&self) -> &Actor {
         &self.inner.actor
     }
@@ -126,6 +125,19 @@ impl Audit {
     ) -> Result<Result<T, R>, DbError> {
         let target = self.target();
         self.run_on(conn, target, change)
+    }
+
+    /// [`Audit::run`] for a change that has no refusal.
+    pub fn apply<T>(
+        &self,
+        conn: &mut PgConnection,
+        change: impl FnOnce(&mut PgConnection) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        let done = self.run(conn, |c| change(c).map(Ok::<T, std::convert::Infallible>))?;
+        Ok(match done {
+            Ok(v) => v,
+            Err(never) => match never {},
+        })
     }
 
     /// [`Audit::run`] for one of the request's targets (a bulk action's id).
@@ -179,13 +191,13 @@ impl Audit {
             conn,
             &AuditRow {
                 at: chrono::Utc::now(),
-                actor_type: r.actor.kind.as_str().into(),
+                actor_type: r.actor.kind,
                 actor_name: r.actor.name.clone(),
                 action: r.action.into(),
                 target,
                 request_id: r.request_id.clone(),
                 client_ip: r.client_ip.clone(),
-                outcome: outcome.as_str().into(),
+                outcome,
             },
         )
     }

@@ -2,7 +2,7 @@
 //! `DELETE /api/v1/staff/{name}`, `POST/GET/DELETE /api/v1/session` (the
 //! page's sign-in, who am I, sign-out) and `GET /api/v1/audit`.
 
-use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -11,24 +11,10 @@ use super::cache::Credential;
 use super::store::{self, Account, AddRefusal, AuditFilter};
 use super::{session, token, Principal, Role, BOOTSTRAP_NAME};
 use crate::db;
-use crate::domain::actor::{Actor, ActorKind};
+use crate::domain::actor::Actor;
 use crate::error::{ApiError, ConflictCode, FieldError};
 use crate::http::body::{json_object, BODY_LIMIT};
 use crate::http::AppState;
-
-impl actix_web::FromRequest for Principal {
-    type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, Self::Error>>;
-
-    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        std::future::ready(
-            req.extensions()
-                .get::<Principal>()
-                .cloned()
-                .ok_or(ApiError::Unauthorized),
-        )
-    }
-}
 
 /// A new account's name: what `staff add` and `POST /api/v1/staff` accept.
 pub fn valid_name(name: &str) -> Result<(), String> {
@@ -240,42 +226,20 @@ pub async fn sign_in(
             "required, a string",
         )]));
     };
-    let principal = if crate::http::auth::matches(presented, &state.ops_token_digest) {
-        Some(super::gate::bootstrap())
-    } else if presented.starts_with(token::TOKEN_PREFIX) {
-        state
-            .staff
-            .resolve(&state.pool, Credential::Token, token::hash(presented))
-            .await?
-    } else {
-        None
-    };
-    let principal = principal.ok_or(ApiError::Unauthorized)?;
+    let principal = super::gate::token_principal(&state, presented)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
     let id = token::generate(token::SESSION_PREFIX);
     let hash = token::hash(&id);
     let who = (principal.name != BOOTSTRAP_NAME).then(|| principal.name.clone());
-    let audit = Audit::new(
-        principal.actor(),
-        "session.start",
-        None,
-        req.extensions()
-            .get::<actix_request_identifier::RequestId>()
-            .map(|r| r.as_str().to_owned()),
-        req.peer_addr().map(|a| a.ip().to_string()),
-    );
+    let audit = Audit::of_request(&req, principal.actor(), "session.start", None);
+    let expires = chrono::Utc::now() + session::LIFETIME;
     db::unit(&state.pool, move |c| {
-        audit.run(c, |c| {
-            store::start_session(
-                c,
-                &hash,
-                who.as_deref(),
-                chrono::Utc::now() + session::LIFETIME,
-            )
-            .map(Ok::<(), ()>)
+        audit.apply(c, |c| {
+            store::start_session(c, &hash, who.as_deref(), expires)
         })
     })
-    .await?
-    .map_err(|()| ApiError::Unauthorized)?;
+    .await?;
     let host = req.connection_info().host().to_owned();
     Ok(HttpResponse::Ok()
         .cookie(session::cookie(&id, &host))
@@ -303,10 +267,9 @@ pub async fn sign_out(
         let hash = token::hash(cookie.value());
         state.staff.forget(Credential::Session, &hash);
         db::unit(&state.pool, move |c| {
-            audit.run(c, |c| store::end_session(c, &hash).map(Ok::<(), ()>))
+            audit.apply(c, |c| store::end_session(c, &hash))
         })
-        .await?
-        .map_err(|()| ApiError::Unauthorized)?;
+        .await?;
     }
     let host = req.connection_info().host().to_owned();
     Ok(HttpResponse::NoContent()
@@ -365,18 +328,14 @@ pub async fn list_audit(
         .map(|(_, r)| AuditEntryView {
             at: r.at,
             actor: Actor {
-                kind: match r.actor_type.as_str() {
-                    "gateway" => ActorKind::Gateway,
-                    "system" => ActorKind::System,
-                    _ => ActorKind::Staff,
-                },
+                kind: r.actor_type,
                 name: r.actor_name,
             },
             action: r.action,
             target: r.target,
             request_id: r.request_id,
             client_ip: r.client_ip,
-            outcome: r.outcome.parse().unwrap_or(Outcome::Failed),
+            outcome: r.outcome,
         })
         .collect();
     Ok(HttpResponse::Ok().json(AuditList {

@@ -6,7 +6,6 @@
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage as _, ResponseError as _};
 
@@ -16,7 +15,7 @@ use super::rules::{self, Access};
 use super::{session, token, Principal, Role, BOOTSTRAP_NAME};
 use crate::db;
 use crate::error::ApiError;
-use crate::http::AppState;
+use crate::http::{auth, AppState};
 
 const API: &str = "/api/v1";
 
@@ -47,12 +46,11 @@ pub async fn gate(
     };
     req.extensions_mut().insert(principal.clone());
     let audit = action.map(|action| {
-        let audit = Audit::new(
+        let audit = Audit::of_request(
+            req.request(),
             principal.actor(),
             action,
             target(&req, &pattern),
-            request_id(&req),
-            req.peer_addr().map(|a| a.ip().to_string()),
         );
         req.extensions_mut().insert(audit.clone());
         audit
@@ -122,31 +120,34 @@ async fn authenticate(
     req: &ServiceRequest,
     state: &AppState,
 ) -> Result<Option<(Principal, bool)>, ApiError> {
-    if let Some(bearer) = bearer(req) {
-        if crate::http::auth::bearer_matches(req.request(), &state.ops_token_digest) {
-            return Ok(Some((bootstrap(), false)));
-        }
-        if !bearer.starts_with(token::TOKEN_PREFIX) {
-            return Ok(None);
-        }
-        let found = state
-            .staff
-            .resolve(&state.pool, Credential::Token, token::hash(&bearer))
-            .await?;
-        return Ok(found.map(|p| (p, false)));
+    if let Some(bearer) = auth::bearer(req.request()) {
+        return Ok(token_principal(state, bearer).await?.map(|p| (p, false)));
     }
     let Some(cookie) = req.cookie(session::COOKIE) else {
         return Ok(None);
     };
+    let hash = token::hash(cookie.value());
     let found = state
         .staff
-        .resolve(
-            &state.pool,
-            Credential::Session,
-            token::hash(cookie.value()),
-        )
+        .resolve(&state.pool, Credential::Session, hash)
         .await?;
     Ok(found.map(|p| (p, true)))
+}
+
+/// Who a presented token is: `OPS_TOKEN` (the bootstrap admin) or a live
+/// staff token; `None` for anything else.
+pub async fn token_principal(state: &AppState, token: &str) -> Result<Option<Principal>, ApiError> {
+    if auth::matches(token, &state.ops_token_digest) {
+        return Ok(Some(bootstrap()));
+    }
+    if !token.starts_with(token::TOKEN_PREFIX) {
+        return Ok(None);
+    }
+    let hash = token::hash(token);
+    Ok(state
+        .staff
+        .resolve(&state.pool, Credential::Token, hash)
+        .await?)
 }
 
 /// The bootstrap admin, `OPS_TOKEN`.
@@ -157,27 +158,11 @@ pub fn bootstrap() -> Principal {
     }
 }
 
-fn bearer(req: &ServiceRequest) -> Option<String> {
-    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_owned())
-}
-
+/// The route's target: the value of its first path parameter (the order,
+/// product, endpoint, gateway event or account). The router has not run
+/// yet, so it is read from the path by the pattern's segments.
 fn target(req: &ServiceRequest, pattern: &str) -> Option<String> {
-    let name = rules::target_param(pattern)?;
-    req.match_info().get(name).map(str::to_owned).or_else(|| {
-        // The router has not run yet: read the segment the pattern names.
-        let marker = format!("{{{name}}}");
-        let at = pattern.split('/').position(|s| s == marker)?;
-        let path = req.path().strip_prefix(API)?;
-        path.split('/').nth(at).map(str::to_owned)
-    })
-}
-
-fn request_id(req: &ServiceRequest) -> Option<String> {
-    req.extensions()
-        .get::<actix_request_identifier::RequestId>()
-        .map(|id| id.as_str().to_owned())
+    let at = pattern.split('/').position(|s| s.starts_with('{'))?;
+    let path = req.path().strip_prefix(API)?;
+    path.split('/').nth(at).map(str::to_owned)
 }

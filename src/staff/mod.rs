@@ -14,50 +14,27 @@ pub mod session;
 pub mod store;
 pub mod token;
 
-use serde::Serialize;
-
 use crate::domain::actor::Actor;
+use crate::domain::status::text_enum;
 
-/// What a principal may do. Each role includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Every GET, the board, the page.
-    Viewer,
-    /// Retry a delivery, refresh the board, resend a webhook, replay a
-    /// gateway event, reconcile.
-    Operator,
-    /// Cancel and refund.
-    Refunder,
-    /// Products, webhook endpoints, staff, the audit trail.
-    Admin,
+text_enum! {
+    /// What a principal may do; each role includes the ones before it:
+    /// `viewer` (every GET, the board, the page), `operator` (retry a
+    /// delivery, refresh the board, resend a webhook, replay a gateway
+    /// event, reconcile), `refunder` (cancel and refund), `admin`
+    /// (products, webhook endpoints, staff, the audit trail).
+    Role {
+        Viewer => "viewer",
+        Operator => "operator",
+        Refunder => "refunder",
+        Admin => "admin",
+    }
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Viewer, Role::Operator, Role::Refunder, Role::Admin];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Refunder => "refunder",
-            Role::Admin => "admin",
-        }
-    }
-
-    /// Whether this role includes `needed`.
+    /// Whether this role includes `needed` (the variants are in rank order).
     pub fn allows(self, needed: Role) -> bool {
-        self >= needed
-    }
-}
-
-impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown role {s:?}: one of viewer, operator, refunder, admin"))
+        self as u8 >= needed as u8
     }
 }
 
@@ -76,5 +53,23 @@ pub struct Principal {
 impl Principal {
     pub fn actor(&self) -> Actor {
         Actor::staff(&self.name)
+    }
+}
+
+/// A handler that takes a `Principal` runs only for a request the gate
+/// found one for: a route the gate let through without one (a rule gone
+/// missing) is refused, not served.
+impl actix_web::FromRequest for Principal {
+    type Error = crate::error::ApiError;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        use actix_web::HttpMessage as _;
+        std::future::ready(
+            req.extensions()
+                .get::<Principal>()
+                .cloned()
+                .ok_or(crate::error::ApiError::Unauthorized),
+        )
     }
 }

@@ -101,24 +101,6 @@ pub fn rule(method: &Method, pattern: &str) -> Option<Access> {
     })
 }
 
-/// The path parameter that names the route's target, if it has one.
-pub fn target_param(pattern: &str) -> Option<&'static str> {
-    let by_id = [
-        "/webhook-endpoints/{id}",
-        "/orders/{id}",
-        "/gateway-events/{id}",
-    ];
-    if by_id.iter().any(|p| pattern.starts_with(p)) {
-        Some("id")
-    } else if pattern.starts_with("/products/{sku}") {
-        Some("sku")
-    } else if pattern.starts_with("/staff/{name}") {
-        Some("name")
-    } else {
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,9 +3,11 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
+use super::audit::Outcome;
 use super::{Principal, Role, BOOTSTRAP_NAME};
 use crate::db::schema::{audit_entries, staff, staff_epoch, staff_sessions};
 use crate::db::DbError;
+use crate::domain::actor::ActorKind;
 
 /// An account as `staff list` and `GET /api/v1/staff` show it (never its
 /// token or hash).
@@ -13,7 +15,7 @@ use crate::db::DbError;
 #[diesel(table_name = staff, check_for_backend(diesel::pg::Pg))]
 pub struct Account {
     pub name: String,
-    pub role: String,
+    pub role: Role,
     pub created_at: DateTime<Utc>,
     pub created_by: String,
     pub revoked_at: Option<DateTime<Utc>>,
@@ -38,7 +40,7 @@ pub fn add(
     let made = diesel::insert_into(staff::table)
         .values((
             staff::name.eq(name),
-            staff::role.eq(role.as_str()),
+            staff::role.eq(role),
             staff::token_hash.eq(token_hash.as_slice()),
             staff::created_by.eq(by),
         ))
@@ -85,20 +87,13 @@ pub fn revoke(conn: &mut PgConnection, name: &str) -> Result<bool, DbError> {
 
 /// The live account whose token hashes to `hash`.
 pub fn by_token(conn: &mut PgConnection, hash: &[u8; 32]) -> Result<Option<Principal>, DbError> {
-    let row: Option<(String, String)> = staff::table
+    let row: Option<(String, Role)> = staff::table
         .filter(staff::token_hash.eq(hash.as_slice()))
         .filter(staff::revoked_at.is_null())
         .select((staff::name, staff::role))
         .first(conn)
         .optional()?;
-    Ok(row.and_then(principal))
-}
-
-fn principal((name, role): (String, String)) -> Option<Principal> {
-    Some(Principal {
-        role: role.parse().ok()?,
-        name,
-    })
+    Ok(row.map(|(name, role)| Principal { name, role }))
 }
 
 /// Starts a session for `who` (`None`: the bootstrap admin) until `expires`.
@@ -118,30 +113,25 @@ pub fn start_session(
     Ok(())
 }
 
-/// The principal of the live session whose id hashes to `hash`.
+/// The principal of the live session whose id hashes to `hash`. (A
+/// revoke ends its account's sessions, so a live session's account is
+/// live.)
 pub fn by_session(conn: &mut PgConnection, hash: &[u8; 32]) -> Result<Option<Principal>, DbError> {
-    // (staff name, its role, when it was revoked); no name: the bootstrap admin.
-    type Found = (Option<String>, Option<String>, Option<DateTime<Utc>>);
-    let row: Option<Found> = staff_sessions::table
+    let row: Option<(Option<String>, Option<Role>)> = staff_sessions::table
         .left_join(staff::table)
         .filter(staff_sessions::id_hash.eq(hash.as_slice()))
         .filter(staff_sessions::ended_at.is_null())
         .filter(staff_sessions::expires_at.gt(diesel::dsl::now))
-        .select((
-            staff_sessions::staff_name,
-            staff::role.nullable(),
-            staff::revoked_at.nullable(),
-        ))
+        .select((staff_sessions::staff_name, staff::role.nullable()))
         .first(conn)
         .optional()?;
     Ok(match row {
         None => None,
-        Some((None, _, _)) => Some(Principal {
+        Some((None, _)) => Some(Principal {
             name: BOOTSTRAP_NAME.into(),
             role: Role::Admin,
         }),
-        Some((Some(_), _, Some(_))) | Some((Some(_), None, None)) => None,
-        Some((Some(name), Some(role), None)) => principal((name, role)),
+        Some((Some(name), role)) => role.map(|role| Principal { name, role }),
     })
 }
 
@@ -176,13 +166,13 @@ fn bump_epoch(conn: &mut PgConnection) -> Result<(), DbError> {
 #[diesel(table_name = audit_entries, check_for_backend(diesel::pg::Pg))]
 pub struct AuditRow {
     pub at: DateTime<Utc>,
-    pub actor_type: String,
+    pub actor_type: ActorKind,
     pub actor_name: String,
     pub action: String,
     pub target: Option<String>,
     pub request_id: Option<String>,
     pub client_ip: Option<String>,
-    pub outcome: String,
+    pub outcome: Outcome,
 }
 
 pub fn insert_audit(conn: &mut PgConnection, row: &AuditRow) -> Result<(), DbError> {

@@ -281,6 +281,13 @@ impl TestApp {
         read(req.send_body(body).await.expect("send")).await
     }
 
+    /// A card purchase that answered 201 (paid); its order id.
+    pub async fn paid_order(&self) -> Uuid {
+        let resp = self.purchase(&visa(), None).await;
+        assert_eq!(resp.status, 201, "{}", resp.body);
+        order_id(&resp)
+    }
+
     pub async fn get(&self, path: &str) -> Resp {
         read(self.client.get(self.url(path)).send().await.expect("send")).await
     }

@@ -21,12 +21,6 @@ async fn add_staff(app: &TestApp, name: &str, role: &str) -> String {
     token
 }
 
-async fn paid_order(app: &TestApp) -> Uuid {
-    let r = app.purchase(&visa(), None).await;
-    assert_eq!(r.status, 201, "{:?}", r.body);
-    order_id(&r)
-}
-
 async fn audit(app: &TestApp, query: &str) -> Vec<Value> {
     let r = app
         .ops("GET", &format!("/api/v1/audit?{query}"), None)
@@ -38,7 +32,7 @@ async fn audit(app: &TestApp, query: &str) -> Vec<Value> {
 #[actix_rt::test]
 async fn every_role_gets_what_it_may_and_403_for_the_rest() {
     let app = spawn_app().await;
-    let order = paid_order(&app).await;
+    let order = app.paid_order().await;
     let mut tokens = Vec::new();
     for role in ["viewer", "operator", "refunder", "admin"] {
         tokens.push((role, add_staff(&app, &format!("{role}-1"), role).await));
@@ -164,7 +158,7 @@ async fn a_revoked_token_is_refused_within_a_second_and_the_name_is_never_reused
 #[actix_rt::test]
 async fn a_cancel_is_audited_with_its_actor_and_its_events_carry_it() {
     let app = spawn_app().await;
-    let order = paid_order(&app).await;
+    let order = app.paid_order().await;
     let refunder = add_staff(&app, "rita", "refunder").await;
     let viewer = add_staff(&app, "vic", "viewer").await;
 
@@ -224,7 +218,7 @@ async fn a_cancel_is_audited_with_its_actor_and_its_events_carry_it() {
 #[actix_rt::test]
 async fn every_changing_route_writes_one_audit_entry_even_when_it_fails() {
     let app = spawn_app().await;
-    let order = paid_order(&app).await;
+    let order = app.paid_order().await;
     let calls: Vec<(&str, String, Option<Value>, &str, &str)> = vec![
         (
             "POST",
@@ -309,7 +303,7 @@ async fn every_changing_route_writes_one_audit_entry_even_when_it_fails() {
 #[actix_rt::test]
 async fn the_page_session_is_a_strict_http_only_cookie_and_cross_origin_changes_are_refused() {
     let app = spawn_app().await;
-    let order = paid_order(&app).await;
+    let order = app.paid_order().await;
     let operator = add_staff(&app, "olga", "operator").await;
     let mut res = app
         .client
@@ -405,7 +399,7 @@ async fn a_resend_of_an_event_the_endpoint_does_not_subscribe_to_is_422() {
         .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     let endpoint = r.body["id"].as_str().expect("id").to_owned();
-    let order = paid_order(&app).await;
+    let order = app.paid_order().await;
     let events = app
         .ops("GET", &format!("/api/v1/orders/{order}/events"), None)
         .await;
@@ -448,7 +442,7 @@ async fn search_finds_an_order_by_each_kind_of_q() {
     assert_eq!(r.status, 201, "{:?}", r.body);
     let order = order_id(&r);
     let intent = r.body["payment"]["intent_id"].as_str().map(str::to_owned);
-    let other = paid_order(&app).await;
+    let other = app.paid_order().await;
     app.db(move |c| {
         use diesel::prelude::*;
         use orderflow::db::schema::orders::dsl as o;
@@ -549,7 +543,7 @@ async fn each_search_kind_is_answered_from_an_index() {
 #[actix_rt::test]
 async fn bulk_actions_answer_per_id_and_audit_each() {
     let app = spawn_app().await;
-    let paid = paid_order(&app).await;
+    let paid = app.paid_order().await;
     let missing = Uuid::new_v4();
     let r = app
         .ops(

@@ -23,17 +23,11 @@ async fn set_shipping(app: &TestApp, knobs: Value) {
     assert!(r.status().is_success());
 }
 
-async fn paid_order(app: &TestApp) -> Uuid {
-    let resp = app.purchase(&visa(), None).await;
-    assert_eq!(resp.status, 201, "{}", resp.body);
-    order_id(&resp)
-}
-
 #[actix_rt::test]
 async fn a_paid_order_gets_exactly_one_shipment_and_moves_to_fulfilling() {
     let app = spawn_app().await;
     let worker = app.start_worker(fast_worker());
-    let id = paid_order(&app).await;
+    let id = app.paid_order().await;
 
     let o = app.wait_order(id, 15, fulfilling).await;
 
@@ -61,7 +55,7 @@ async fn duplicate_enqueues_and_two_workers_still_make_one_shipment_per_order() 
     let app = spawn_app().await;
     let mut ids = Vec::new();
     for _ in 0..20 {
-        ids.push(paid_order(&app).await);
+        ids.push(app.paid_order().await);
     }
     // Every order's job pushed three more times under distinct task ids.
     let queue = orderflow::jobs::JobQueue::new(&app.settings).unwrap();
@@ -95,7 +89,7 @@ async fn shipping_outages_are_retried_with_backoff_then_succeed() {
     let mut opts = fast_worker();
     opts.retry.max_attempts = 50;
     let worker = app.start_worker(opts);
-    let id = paid_order(&app).await;
+    let id = app.paid_order().await;
     let o = app
         .wait_order(id, 15, |o| o["delivery"]["attempts"].as_i64() >= Some(2))
         .await;
@@ -128,7 +122,7 @@ async fn the_last_attempt_marks_the_delivery_failed_and_ops_can_retry_it() {
     let app = spawn_app().await;
     set_shipping(&app, json!({"failure_rate": 1.0, "failure_status": 429})).await;
     let worker = app.start_worker(fast_worker()); // 3 attempts
-    let id = paid_order(&app).await;
+    let id = app.paid_order().await;
     let o = app
         .wait_order(id, 20, |o| o["delivery"]["status"] == "failed")
         .await;
@@ -137,7 +131,7 @@ async fn the_last_attempt_marks_the_delivery_failed_and_ops_can_retry_it() {
     assert!(!app.owed("deliver", id).await);
 
     // Not failed → 409; unknown → 404; no token → 401.
-    let other = paid_order(&app).await;
+    let other = app.paid_order().await;
     set_shipping(&app, json!({"failure_rate": 0.0})).await;
     app.wait_order(other, 15, fulfilling).await;
     let conflict = app
@@ -193,7 +187,7 @@ async fn a_4xx_from_the_partner_fails_the_delivery_at_once() {
     let app = spawn_app().await;
     set_shipping(&app, json!({"failure_rate": 1.0, "failure_status": 422})).await;
     let worker = app.start_worker(fast_worker());
-    let id = paid_order(&app).await;
+    let id = app.paid_order().await;
     let o = app
         .wait_order(id, 15, |o| o["delivery"]["status"] == "failed")
         .await;
@@ -216,7 +210,7 @@ async fn deliveries_owed_while_redis_was_down_are_swept_and_delivered() {
     .await;
     let mut ids = Vec::new();
     for _ in 0..5 {
-        ids.push(paid_order(&app).await);
+        ids.push(app.paid_order().await);
     }
     // A worker on the real Redis sweeps what is owed.
     let mut settings = app.settings.clone();
@@ -257,7 +251,7 @@ async fn a_payment_pending_order_is_reconciled_without_a_second_charge() {
 #[actix_rt::test]
 async fn cancelling_a_paid_order_refunds_it_once_and_it_never_ships() {
     let app = spawn_app().await;
-    let id = paid_order(&app).await; // no worker yet: delivery queued
+    let id = app.paid_order().await; // no worker yet: delivery queued
     let path = format!("/api/v1/orders/{id}/cancel");
     let responses =
         futures_util::future::join_all((0..8).map(|_| app.ops("POST", &path, None))).await;
@@ -305,7 +299,7 @@ async fn cancelling_a_paid_order_refunds_it_once_and_it_never_ships() {
 async fn an_order_with_a_shipment_cannot_be_cancelled() {
     let app = spawn_app().await;
     let worker = app.start_worker(fast_worker());
-    let id = paid_order(&app).await;
+    let id = app.paid_order().await;
     app.wait_order(id, 15, fulfilling).await;
     let resp = app
         .ops("POST", &format!("/api/v1/orders/{id}/cancel"), None)
@@ -373,7 +367,7 @@ async fn a_cancelled_pending_order_whose_charge_went_through_is_refunded() {
 #[actix_rt::test]
 async fn serve_reports_queue_depth_job_totals_and_outbox_lag_whichever_worker_ran_the_jobs() {
     let app = spawn_app().await;
-    let id = paid_order(&app).await;
+    let id = app.paid_order().await;
     // Before any worker: the delivery is pending and owed.
     let before = app.metrics_text().await;
     assert!(
@@ -471,7 +465,7 @@ async fn finished_jobs_are_vacuumed_so_redis_memory_stays_bounded() {
     let worker = app.start_worker(fast_worker());
     let mut ids = Vec::new();
     for _ in 0..10 {
-        ids.push(paid_order(&app).await);
+        ids.push(app.paid_order().await);
     }
     for id in &ids {
         app.wait_order(*id, 15, fulfilling).await;
