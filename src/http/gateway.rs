@@ -10,6 +10,7 @@ use super::AppState;
 use crate::db::{self, gateway_events as store};
 use crate::error::{ApiError, FieldError};
 use crate::gateway::{event, kind::Handled, verify, GatewayEventStatus, BODY_LIMIT};
+use crate::staff::audit::Audit;
 use crate::staff::Principal;
 
 #[utoipa::path(
@@ -165,13 +166,15 @@ pub async fn list_events(
     responses((status = 202), (status = 401), (status = 404))
 )]
 pub async fn replay_event(
-    _: Principal,
+    audit: Audit,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    if !db::unit(&state.pool, move |c| store::replay(c, &id)).await? {
-        return Err(ApiError::NotFound);
-    }
+    db::unit(&state.pool, move |c| {
+        audit.run(c, |c| Ok(store::replay(c, &id)?.then_some(()).ok_or(())))
+    })
+    .await?
+    .map_err(|()| ApiError::NotFound)?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({"status": "pending"})))
 }

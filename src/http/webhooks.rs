@@ -148,7 +148,7 @@ fn known_endpoint(raw: &str) -> Result<Uuid, ApiError> {
     responses((status = 201, body = EndpointView), (status = 401), (status = 422, body = crate::http::views::ErrorBody))
 )]
 pub async fn create_endpoint(
-    _: Principal,
+    audit: Audit,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
@@ -168,7 +168,11 @@ pub async fn create_endpoint(
         enabled: input.enabled.unwrap_or(true),
         secret: state.secrets.seal(id, &secret),
     };
-    let row = db::unit(&state.pool, move |c| store::create(c, &new)).await?;
+    audit.set_target(endpoint_id(id));
+    let row = db::unit(&state.pool, move |c| {
+        audit.apply(c, |c| store::create(c, &new))
+    })
+    .await?;
     Ok(HttpResponse::Created().json(EndpointView::of(row, Some(secret))))
 }
 
@@ -196,7 +200,7 @@ pub async fn list_endpoints(
     responses((status = 200, body = EndpointView), (status = 401), (status = 404), (status = 422))
 )]
 pub async fn patch_endpoint(
-    _: Principal,
+    audit: Audit,
     path: web::Path<String>,
     req: HttpRequest,
     payload: web::Payload,
@@ -210,9 +214,11 @@ pub async fn patch_endpoint(
         description: input.description,
         enabled: input.enabled,
     };
-    let row = db::unit(&state.pool, move |c| store::update(c, id, &changes))
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let row = db::unit(&state.pool, move |c| {
+        audit.run(c, |c| Ok(store::update(c, id, &changes)?.ok_or(())))
+    })
+    .await?
+    .map_err(|()| ApiError::NotFound)?;
     if input.enabled == Some(true) {
         wake(&state, id).await;
     }
@@ -273,7 +279,7 @@ async fn keep_old(
     responses((status = 200, body = EndpointView), (status = 401), (status = 404), (status = 422, body = crate::http::views::ErrorBody))
 )]
 pub async fn rotate_secret(
-    _: Principal,
+    audit: Audit,
     req: HttpRequest,
     path: web::Path<String>,
     payload: web::Payload,
@@ -284,10 +290,12 @@ pub async fn rotate_secret(
     let secret = endpoint::new_secret();
     let sealed = state.secrets.seal(id, &secret);
     let row = db::unit(&state.pool, move |c| {
-        store::rotate_secret(c, id, &sealed, keep)
+        audit.run(c, |c| {
+            Ok(store::rotate_secret(c, id, &sealed, keep)?.ok_or(()))
+        })
     })
     .await?
-    .ok_or(ApiError::NotFound)?;
+    .map_err(|()| ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(EndpointView::of(row, Some(secret))))
 }
 
@@ -297,16 +305,17 @@ pub async fn rotate_secret(
     responses((status = 204), (status = 401), (status = 404))
 )]
 pub async fn delete_endpoint(
-    _: Principal,
+    audit: Audit,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = known_endpoint(&path)?;
-    if db::unit(&state.pool, move |c| store::delete(c, id)).await? {
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(ApiError::NotFound)
-    }
+    db::unit(&state.pool, move |c| {
+        audit.run(c, |c| Ok(store::delete(c, id)?.then_some(()).ok_or(())))
+    })
+    .await?
+    .map_err(|()| ApiError::NotFound)?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 const LOG_DEFAULT: usize = 50;

@@ -107,9 +107,15 @@ impl Application {
                 .wrap(prometheus.clone())
                 .wrap(RequestIdentifier::with_uuid().use_incoming_id(IdReuse::UseIncoming))
                 // Outermost, so it sees the request id header set above.
-                .wrap(Logger::new(
-                    "request_id=%{x-request-id}o \"%m %U\" %s %b %Dms",
-                ))
+                // `%U` is the path alone: no query string is ever logged
+                // (and the Logger has no method key of its own).
+                .wrap(
+                    Logger::new(
+                        "request_id=%{x-request-id}o client=%a principal=%{principal}xo \"%{method}xi %U\" %s %b %Dms",
+                    )
+                    .custom_request_replace("method", |req| req.method().to_string())
+                    .custom_response_replace("principal", crate::staff::principal_name),
+                )
                 .app_data(state.clone())
                 .app_data(metrics_data.clone())
                 .app_data(gateway)

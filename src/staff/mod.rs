@@ -73,3 +73,13 @@ impl actix_web::FromRequest for Principal {
         )
     }
 }
+
+/// For the access log: the name of the principal a request acted for, or
+/// `-` (public routes, refused credentials).
+pub fn principal_name(res: &actix_web::dev::ServiceResponse) -> String {
+    use actix_web::HttpMessage as _;
+    res.request()
+        .extensions()
+        .get::<Principal>()
+        .map_or_else(|| "-".to_owned(), |p| p.name.clone())
+}

@@ -219,6 +219,20 @@ async fn no_query_string_value_and_no_token_reaches_the_log() {
         "the path is logged: {text}"
     );
     assert!(text.contains("/api/v1/purchase"), "{text}");
+    // Who and from where: the principal's name and the client's address.
+    let listing = text
+        .lines()
+        .find(|l| l.contains("GET /api/v1/orders"))
+        .unwrap_or_default();
+    assert!(
+        listing.contains("client=127.0.0.1") && listing.contains("principal=ops_token"),
+        "the access line names the client and the principal: {listing}\n{text}"
+    );
+    let anonymous = text
+        .lines()
+        .find(|l| l.contains("POST /api/v1/purchase"))
+        .unwrap_or_default();
+    assert!(anonymous.contains("principal=-"), "{anonymous}");
     for secret in [token, "qs-secret-1", "4242424242424242", "limit=5"] {
         assert!(!text.contains(secret), "{secret} was logged:\n{text}");
     }

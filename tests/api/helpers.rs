@@ -303,8 +303,20 @@ impl TestApp {
         body: Option<&Value>,
         token: Option<&str>,
     ) -> Resp {
+        self.ops_at(&self.base, method, path, body, token).await
+    }
+
+    /// [`TestApp::ops_with_token`] against the serve at `base` (a replica).
+    pub async fn ops_at(
+        &self,
+        base: &str,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        token: Option<&str>,
+    ) -> Resp {
         let method = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut req = self.client.request(method, self.url(path));
+        let mut req = self.client.request(method, format!("{base}{path}"));
         if let Some(t) = token {
             req = req.insert_header(("Authorization", format!("Bearer {t}")));
         }
@@ -313,6 +325,18 @@ impl TestApp {
             None => req.send().await,
         };
         read(res.expect("send")).await
+    }
+
+    /// A second `serve` on the same database and Redis (its own pool,
+    /// caches and epoch watcher, as another replica has): its base URL.
+    pub fn spawn_replica(&self) -> String {
+        let pool = db::build_pool(&self.settings, "orderflow-test-replica");
+        let queue = Arc::new(JobQueue::new(&self.settings).expect("queue"));
+        let metrics = Metrics::new().expect("metrics");
+        let app = Application::build(&self.settings, pool, queue, &metrics).expect("replica");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        actix_rt::spawn(app.server());
+        base
     }
 
     pub async fn set_shipping(&self, knobs: Value) {

@@ -155,6 +155,39 @@ async fn a_revoked_token_is_refused_within_a_second_and_the_name_is_never_reused
     assert!(row.get("token").is_none() && !listed.body.to_string().contains("oft_"));
 }
 
+/// Each replica caches principals; a revoke made through one is seen by
+/// the other within a second (it polls the shared epoch).
+#[actix_rt::test]
+async fn a_revoke_through_one_serve_is_seen_by_a_second_serve_within_a_second() {
+    let app = spawn_app().await;
+    let replica = app.spawn_replica();
+    let token = add_staff(&app, "mover", "viewer").await;
+    for base in [&app.base, &replica] {
+        let r = app
+            .ops_at(base, "GET", "/api/v1/orders", None, Some(&token))
+            .await;
+        assert_eq!(r.status, 200, "{base}: {:?}", r.body);
+    }
+    // The replica has the principal cached now; the revoke goes to the other.
+    let r = app.ops("DELETE", "/api/v1/staff/mover", None).await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    let start = std::time::Instant::now();
+    loop {
+        let r = app
+            .ops_at(&replica, "GET", "/api/v1/orders", None, Some(&token))
+            .await;
+        if r.status == 401 {
+            break;
+        }
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(1),
+            "the replica still answers 200 a second after the revoke"
+        );
+        actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[actix_rt::test]
 async fn a_cancel_is_audited_with_its_actor_and_its_events_carry_it() {
     let app = spawn_app().await;
