@@ -1,6 +1,6 @@
 //! The SQL of staff accounts, sessions and the audit trail.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
 
 use super::audit::Outcome;
@@ -110,6 +110,22 @@ pub fn start_session(
             staff_sessions::expires_at.eq(expires),
         ))
         .execute(conn)?;
+    prune_sessions(conn)
+}
+
+/// Clears sessions that expired or ended over a day ago: each sign-in
+/// sweeps, so the table holds about a day of sign-ins (the audit trail
+/// keeps every start and end).
+fn prune_sessions(conn: &mut PgConnection) -> Result<(), DbError> {
+    let day_ago = Utc::now() - Duration::days(1);
+    diesel::delete(
+        staff_sessions::table.filter(
+            staff_sessions::expires_at
+                .lt(day_ago)
+                .or(staff_sessions::ended_at.lt(day_ago)),
+        ),
+    )
+    .execute(conn)?;
     Ok(())
 }
 

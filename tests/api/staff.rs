@@ -623,3 +623,45 @@ fn urlencode(s: &str) -> String {
         .trim_start_matches('=')
         .to_owned()
 }
+
+/// Sessions do not pile up: a sign-in clears those that expired or ended
+/// more than a day ago (their start and end stay in the audit trail).
+#[actix_rt::test]
+async fn a_sign_in_clears_sessions_that_ended_or_expired_a_day_ago() {
+    let app = spawn_app().await;
+    let staff = add_staff(&app, "sam", "viewer").await;
+    let seeded = app
+        .db(|c| {
+            use diesel::prelude::*;
+            diesel::sql_query(
+                "INSERT INTO staff_sessions (id_hash, staff_name, created_at, expires_at, ended_at) VALUES
+                   ('\\x01', 'sam', now() - interval '3 days', now() - interval '2 days', NULL),
+                   ('\\x02', 'sam', now() - interval '3 days', now() + interval '1 hour', now() - interval '2 days'),
+                   ('\\x03', 'sam', now() - interval '1 hour', now() - interval '1 minute', NULL),
+                   ('\\x04', 'sam', now() - interval '1 hour', now() + interval '11 hours', NULL)",
+            )
+            .execute(c)
+        })
+        .await;
+    assert_eq!(seeded.expect("seed"), 4);
+    let r = app
+        .client
+        .post(app.url("/api/v1/session"))
+        .send_json(&json!({"token": staff}))
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let left: Vec<Vec<u8>> = app
+        .db(|c| {
+            use diesel::prelude::*;
+            use orderflow::db::schema::staff_sessions as s;
+            s::table
+                .select(s::id_hash)
+                .filter(s::id_hash.eq_any([vec![1u8], vec![2], vec![3], vec![4]]))
+                .order(s::id_hash)
+                .load(c)
+        })
+        .await
+        .expect("read");
+    assert_eq!(left, vec![vec![3u8], vec![4]], "only the recent ones stay");
+}
