@@ -22,12 +22,7 @@ impl Listing {
     /// (1..=`max`, default `default`). Only a malformed query string fails
     /// here; field problems are collected in `errors`.
     pub fn parse(query: &str, default: usize, max: usize) -> Result<Listing, ApiError> {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(|e| {
-            ApiError::Validation(vec![FieldError::new(
-                "query",
-                format!("malformed query string: {e}"),
-            )])
-        })?;
+        let pairs = pairs(query)?;
         let mut q = Listing {
             status: None,
             limit: default,
@@ -45,12 +40,9 @@ impl Listing {
                         .errors
                         .push(FieldError::new("status", "not an order status")),
                 },
-                "limit" => match v.parse::<usize>() {
-                    Ok(n) if (1..=max).contains(&n) => q.limit = n,
-                    _ => q.errors.push(FieldError::new(
-                        "limit",
-                        format!("must be an integer from 1 to {max}"),
-                    )),
+                "limit" => match limit(&v, max) {
+                    Ok(n) => q.limit = n,
+                    Err(e) => q.errors.push(e),
                 },
                 "stuck" => q.stuck = flag("stuck", &v, &mut q.errors),
                 "disputed" => q.disputed = flag("disputed", &v, &mut q.errors),
@@ -58,6 +50,27 @@ impl Listing {
             }
         }
         Ok(q)
+    }
+}
+
+/// A query string's pairs, in order; a malformed one is a 422.
+pub fn pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_str(query).map_err(|e| {
+        ApiError::Validation(vec![FieldError::new(
+            "query",
+            format!("malformed query string: {e}"),
+        )])
+    })
+}
+
+/// A `limit` parameter: a whole number from 1 to `max`.
+pub fn limit(value: &str, max: usize) -> Result<usize, FieldError> {
+    match value.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(FieldError::new(
+            "limit",
+            format!("must be an integer from 1 to {max}"),
+        )),
     }
 }
 

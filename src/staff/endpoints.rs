@@ -14,6 +14,7 @@ use crate::db;
 use crate::domain::actor::Actor;
 use crate::error::{ApiError, ConflictCode, FieldError};
 use crate::http::body::{json_object, BODY_LIMIT};
+use crate::http::query;
 use crate::http::AppState;
 
 /// A new account's name: what `staff add` and `POST /api/v1/staff` accept.
@@ -345,12 +346,7 @@ pub async fn list_audit(
 }
 
 fn parse_audit_query(query: &str) -> Result<(AuditFilter, i64), ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(|e| {
-        ApiError::Validation(vec![FieldError::new(
-            "query",
-            format!("malformed query string: {e}"),
-        )])
-    })?;
+    let pairs = query::pairs(query)?;
     let mut filter = AuditFilter::default();
     let mut limit = 50;
     let mut errors = Vec::new();
@@ -362,9 +358,9 @@ fn parse_audit_query(query: &str) -> Result<(AuditFilter, i64), ApiError> {
             "actor" if !v.is_empty() => filter.actor = Some(v),
             "target" if !v.is_empty() => filter.target = Some(v),
             "actor" | "target" => {}
-            "limit" => match v.parse::<i64>() {
-                Ok(n) if (1..=500).contains(&n) => limit = n,
-                _ => errors.push(FieldError::new("limit", "must be an integer from 1 to 500")),
+            "limit" => match query::limit(&v, 500) {
+                Ok(n) => limit = n as i64,
+                Err(e) => errors.push(e),
             },
             "cursor" if v.is_empty() => {}
             "cursor" => match v.parse::<i64>() {
