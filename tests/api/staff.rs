@@ -21,6 +21,21 @@ async fn add_staff(app: &TestApp, name: &str, role: &str) -> String {
     token
 }
 
+/// Signs in with `token` (`POST /api/v1/session`): the raw response, for
+/// its status, its cookie and its body.
+async fn sign_in(
+    app: &TestApp,
+    token: &str,
+) -> awc::ClientResponse<
+    impl futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>>,
+> {
+    app.client
+        .post(app.url("/api/v1/session"))
+        .send_json(&json!({ "token": token }))
+        .await
+        .expect("send")
+}
+
 async fn audit(app: &TestApp, query: &str) -> Vec<Value> {
     let r = app
         .ops("GET", &format!("/api/v1/audit?{query}"), None)
@@ -338,12 +353,7 @@ async fn the_page_session_is_a_strict_http_only_cookie_and_cross_origin_changes_
     let app = spawn_app().await;
     let order = app.paid_order().await;
     let operator = add_staff(&app, "olga", "operator").await;
-    let mut res = app
-        .client
-        .post(app.url("/api/v1/session"))
-        .send_json(&json!({"token": operator}))
-        .await
-        .expect("send");
+    let mut res = sign_in(&app, &operator).await;
     assert_eq!(res.status(), 200);
     let set = res
         .headers()
@@ -411,12 +421,7 @@ async fn the_page_session_is_a_strict_http_only_cookie_and_cross_origin_changes_
         .await
         .expect("send");
     assert_eq!(r.status(), 401);
-    let bad = app
-        .client
-        .post(app.url("/api/v1/session"))
-        .send_json(&json!({"token": "oft_nope"}))
-        .await
-        .expect("send");
+    let bad = sign_in(&app, "oft_nope").await;
     assert_eq!(bad.status(), 401);
 }
 
@@ -644,12 +649,7 @@ async fn a_sign_in_clears_sessions_that_ended_or_expired_a_day_ago() {
         })
         .await;
     assert_eq!(seeded.expect("seed"), 4);
-    let r = app
-        .client
-        .post(app.url("/api/v1/session"))
-        .send_json(&json!({"token": staff}))
-        .await
-        .expect("send");
+    let r = sign_in(&app, &staff).await;
     assert_eq!(r.status(), 200);
     let left: Vec<Vec<u8>> = app
         .db(|c| {
